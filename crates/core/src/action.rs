@@ -1,0 +1,341 @@
+//! What an action is: its name, parameters, effect and how many targets a call touches.
+//!
+//! An [`ActionSpec`] is static data. The host uses it to register the action with Rhai (one
+//! overload per accepted arity), to validate arguments, to decide what plan mode does with the
+//! call, to count targets for the blast-radius guard, and to document the action
+//! (`runbook actions NAME`).
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What a call does to the service it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Only reads. Runs for real in plan mode and touches no target.
+    Read,
+    /// Changes something. Not sent in plan mode; counted by the guard.
+    Write,
+    /// Removes something that cannot be brought back. Not sent in plan mode; counted by the guard.
+    Destructive,
+}
+
+impl Effect {
+    /// Whether calls with this effect change the service (and so are planned, not sent, in plan mode).
+    pub fn is_mutating(self) -> bool {
+        !matches!(self, Effect::Read)
+    }
+
+    /// The lower-case name used in output and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Read => "read",
+            Effect::Write => "write",
+            Effect::Destructive => "destructive",
+        }
+    }
+}
+
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type a parameter accepts, checked before the provider sees the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    /// A string.
+    String,
+    /// An integer.
+    Integer,
+    /// `true` or `false`.
+    Bool,
+    /// An object map (`#{...}`).
+    Map,
+    /// An array.
+    Array,
+    /// One string, or an array of strings (e.g. one user id or several).
+    StringOrArray,
+    /// Anything that converts to JSON.
+    Any,
+}
+
+impl ParamType {
+    /// The name shown in documentation and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Integer => "int",
+            ParamType::Bool => "bool",
+            ParamType::Map => "map",
+            ParamType::Array => "array",
+            ParamType::StringOrArray => "string or array",
+            ParamType::Any => "any",
+        }
+    }
+
+    /// Whether a JSON value has this type. `null` is never accepted: an absent optional
+    /// parameter is simply left out.
+    pub fn accepts(self, value: &Value) -> bool {
+        match self {
+            ParamType::String => value.is_string(),
+            ParamType::Integer => value.is_i64() || value.is_u64(),
+            ParamType::Bool => value.is_boolean(),
+            ParamType::Map => value.is_object(),
+            ParamType::Array => value.is_array(),
+            ParamType::StringOrArray => {
+                value.is_string() || value.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+            }
+            ParamType::Any => !value.is_null(),
+        }
+    }
+}
+
+/// One parameter of an action.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[non_exhaustive]
+pub struct ParamSpec {
+    /// Name, as used in the options map and in `call("ns.action", #{name: ...})`.
+    pub name: &'static str,
+    /// Accepted type.
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Required parameters are positional in scripts; optional ones go in the trailing options map.
+    pub required: bool,
+    /// Holds a secret: shown as `"***"` in audit records and plans.
+    pub secret: bool,
+    /// One line for the reference.
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    /// A required (positional) parameter.
+    pub const fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            required: true,
+            secret: false,
+            doc,
+        }
+    }
+
+    /// An optional parameter, passed in the trailing options map.
+    pub const fn optional(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            required: false,
+            secret: false,
+            doc,
+        }
+    }
+
+    /// Marks the parameter as holding a secret.
+    pub const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+}
+
+/// How many targets (users, records, ...) one call touches: what the blast-radius guard counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "param")]
+pub enum Targets {
+    /// No target (reads).
+    None,
+    /// Exactly one target per call.
+    One,
+    /// As many targets as the named parameter holds: its length when it is an array, one when it
+    /// is a single value, none when it is absent.
+    CountOf(&'static str),
+}
+
+/// Everything the engine knows about one action.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[non_exhaustive]
+pub struct ActionSpec {
+    /// Name inside the provider's namespace (`list_users`).
+    pub name: &'static str,
+    /// One line: what the action does.
+    pub summary: &'static str,
+    /// Parameters: required ones first, in positional order.
+    pub params: &'static [ParamSpec],
+    /// What the action returns, in words (`array of User (all pages)`).
+    pub returns: &'static str,
+    /// What a call does to the service.
+    pub effect: Effect,
+    /// Whether sending the call twice has the same effect as sending it once. Only idempotent
+    /// requests are retried after an ambiguous failure.
+    pub idempotent: bool,
+    /// How the guard counts this call's targets.
+    pub targets: Targets,
+    /// A script line showing a typical call.
+    pub example: &'static str,
+}
+
+impl ActionSpec {
+    /// A read-only action: idempotent, no targets.
+    pub const fn read(name: &'static str, summary: &'static str) -> Self {
+        ActionSpec {
+            name,
+            summary,
+            params: &[],
+            returns: "()",
+            effect: Effect::Read,
+            idempotent: true,
+            targets: Targets::None,
+            example: "",
+        }
+    }
+
+    /// A mutating action touching one target per call, idempotent unless said otherwise.
+    pub const fn write(name: &'static str, summary: &'static str) -> Self {
+        ActionSpec {
+            name,
+            summary,
+            params: &[],
+            returns: "()",
+            effect: Effect::Write,
+            idempotent: true,
+            targets: Targets::One,
+            example: "",
+        }
+    }
+
+    /// A destructive action touching one target per call.
+    pub const fn destructive(name: &'static str, summary: &'static str) -> Self {
+        ActionSpec {
+            name,
+            summary,
+            params: &[],
+            returns: "()",
+            effect: Effect::Destructive,
+            idempotent: true,
+            targets: Targets::One,
+            example: "",
+        }
+    }
+
+    /// Sets the parameters (required ones first).
+    pub const fn params(mut self, params: &'static [ParamSpec]) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Describes the result.
+    pub const fn returns(mut self, returns: &'static str) -> Self {
+        self.returns = returns;
+        self
+    }
+
+    /// Declares whether the call may be resent after an ambiguous failure.
+    pub const fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// Sets how targets are counted.
+    pub const fn targets(mut self, targets: Targets) -> Self {
+        self.targets = targets;
+        self
+    }
+
+    /// A script line showing a typical call.
+    pub const fn example(mut self, example: &'static str) -> Self {
+        self.example = example;
+        self
+    }
+
+    /// The required parameters, in positional order.
+    pub fn required_params(&self) -> impl Iterator<Item = &ParamSpec> {
+        self.params.iter().filter(|p| p.required)
+    }
+
+    /// Whether the action has any optional parameter.
+    pub fn has_optional_params(&self) -> bool {
+        self.params.iter().any(|p| !p.required)
+    }
+
+    /// The numbers of arguments a script may pass: the required parameters positionally, then an
+    /// optional options map; or, when there are required parameters, all of them in one map.
+    pub fn arities(&self) -> Vec<usize> {
+        let required = self.required_params().count();
+        let mut arities = vec![required];
+        if self.has_optional_params() {
+            arities.push(required + 1);
+        }
+        if required >= 2 {
+            arities.push(1);
+        }
+        arities.sort_unstable();
+        arities.dedup();
+        arities
+    }
+
+    /// A signature for documentation: `update_user(user_id, #{email, name})`.
+    pub fn signature(&self) -> String {
+        let mut parts: Vec<String> = self.required_params().map(|p| p.name.to_owned()).collect();
+        let optional: Vec<&str> = self.params.iter().filter(|p| !p.required).map(|p| p.name).collect();
+        if !optional.is_empty() {
+            parts.push(format!("#{{{}}}", optional.join(", ")));
+        }
+        format!("{}({})", self.name, parts.join(", "))
+    }
+
+    /// How many targets a call with these (validated) arguments touches.
+    pub fn count_targets(&self, args: &Value) -> u64 {
+        match self.targets {
+            Targets::None => 0,
+            Targets::One => 1,
+            Targets::CountOf(param) => match args.get(param) {
+                None | Some(Value::Null) => 0,
+                Some(Value::Array(items)) => items.len() as u64,
+                Some(_) => 1,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const IDS: &[ParamSpec] = &[ParamSpec::required(
+        "ids",
+        ParamType::StringOrArray,
+        "one id or several",
+    )];
+
+    #[test]
+    fn targets_follow_the_counted_parameter() {
+        let spec = ActionSpec::write("reset", "")
+            .params(IDS)
+            .targets(Targets::CountOf("ids"));
+        assert_eq!(spec.count_targets(&json!({"ids": ["a", "b", "c"]})), 3);
+        assert_eq!(spec.count_targets(&json!({"ids": "a"})), 1);
+        assert_eq!(spec.count_targets(&json!({"ids": []})), 0);
+    }
+
+    #[test]
+    fn arities_allow_positional_options_and_named_forms() {
+        const UPDATE: &[ParamSpec] = &[
+            ParamSpec::required("user_id", ParamType::String, ""),
+            ParamSpec::optional("name", ParamType::String, ""),
+        ];
+        const TWO: &[ParamSpec] = &[
+            ParamSpec::required("user_id", ParamType::String, ""),
+            ParamSpec::required("settings", ParamType::Map, ""),
+        ];
+        assert_eq!(ActionSpec::write("u", "").params(UPDATE).arities(), vec![1, 2]);
+        assert_eq!(ActionSpec::write("s", "").params(TWO).arities(), vec![1, 2]);
+        assert_eq!(ActionSpec::read("l", "").arities(), vec![0]);
+        assert_eq!(
+            ActionSpec::write("u", "").params(UPDATE).signature(),
+            "u(user_id, #{name})"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The settings handed to a provider's `build` function.
+//!
+//! A provider is configured either by its table in `runbook.toml` (`[providers.cloudflare]`) or,
+//! when there is no table, by the environment variables its vendor's official SDKs read. Each
+//! lookup names both spellings, so that an error can tell the user exactly what to set where.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::ConfigError;
+use crate::http::RateLimit;
+use crate::secret::Secret;
+
+/// Where the environment variables come from.
+#[derive(Debug, Clone)]
+enum Env {
+    Process,
+    Vars(BTreeMap<String, String>),
+}
+
+/// The settings for one provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    namespace: String,
+    table: Option<Map<String, Value>>,
+    env: Env,
+}
+
+impl ProviderConfig {
+    /// Settings from the provider's table in the configuration file.
+    pub fn from_table(namespace: &str, table: Map<String, Value>) -> Self {
+        ProviderConfig {
+            namespace: namespace.to_owned(),
+            table: Some(table),
+            env: Env::Process,
+        }
+    }
+
+    /// Settings from the process environment.
+    pub fn from_env(namespace: &str) -> Self {
+        ProviderConfig {
+            namespace: namespace.to_owned(),
+            table: None,
+            env: Env::Process,
+        }
+    }
+
+    /// Settings from the given variables instead of the process environment (tests, embedders).
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        namespace: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        ProviderConfig {
+            namespace: namespace.to_owned(),
+            table: None,
+            env: Env::Vars(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+        }
+    }
+
+    /// The provider's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether the settings come from a table in the configuration file.
+    pub fn is_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// How the user would set this setting: the table key, or the environment variable.
+    pub fn setting_name(&self, key: &str, env_var: &str) -> String {
+        if self.table.is_some() {
+            format!("{key} in [providers.{}]", self.namespace)
+        } else {
+            env_var.to_owned()
+        }
+    }
+
+    /// Where settings can be set, for error messages.
+    pub fn hint(&self) -> String {
+        if self.table.is_some() {
+            "in runbook.toml".to_owned()
+        } else {
+            format!(
+                "in the environment, or under [providers.{}] in runbook.toml",
+                self.namespace
+            )
+        }
+    }
+
+    fn raw(&self, key: &str, env_var: &str) -> Option<Value> {
+        match &self.table {
+            Some(table) => table.get(key).cloned(),
+            None => match &self.env {
+                Env::Process => std::env::var(env_var).ok().map(Value::String),
+                Env::Vars(vars) => vars.get(env_var).cloned().map(Value::String),
+            },
+        }
+        .filter(|v| !matches!(v, Value::String(s) if s.trim().is_empty()))
+    }
+
+    /// A string setting.
+    pub fn string(&self, key: &str, env_var: &str) -> Result<Option<String>, ConfigError> {
+        match self.raw(key, env_var) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.invalid(key, env_var, format!("expected a string, found {other}"))),
+        }
+    }
+
+    /// A secret setting: never shown again once read.
+    pub fn secret(&self, key: &str, env_var: &str) -> Result<Option<Secret<String>>, ConfigError> {
+        Ok(self.string(key, env_var)?.map(Secret::new))
+    }
+
+    /// A duration such as `"30s"` or `"10m"` (a bare number is seconds).
+    pub fn duration(&self, key: &str, env_var: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.raw(key, env_var) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|s| Some(Duration::from_secs(s)))
+                .ok_or_else(|| self.invalid(key, env_var, "expected a whole number of seconds".into())),
+            Some(Value::String(s)) => parse_duration(&s)
+                .map(Some)
+                .map_err(|reason| self.invalid(key, env_var, reason)),
+            Some(other) => Err(self.invalid(key, env_var, format!("expected a duration like \"30s\", found {other}"))),
+        }
+    }
+
+    /// A rate budget such as `"1200/300s"`.
+    pub fn rate_limit(&self, key: &str, env_var: &str) -> Result<Option<RateLimit>, ConfigError> {
+        match self.string(key, env_var)? {
+            None => Ok(None),
+            Some(s) => s
+                .parse::<RateLimit>()
+                .map(Some)
+                .map_err(|reason| self.invalid(key, env_var, reason)),
+        }
+    }
+
+    /// Fails when the table holds a key the provider does not know (a typo would otherwise be
+    /// silently ignored).
+    pub fn deny_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
+        let Some(table) = &self.table else {
+            return Ok(());
+        };
+        match table.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(key) => Err(ConfigError::Invalid {
+                provider: self.namespace.clone(),
+                setting: format!("{key} in [providers.{}]", self.namespace),
+                reason: format!("unknown setting; known settings are {}", known.join(", ")),
+            }),
+        }
+    }
+
+    /// An error for a setting whose value cannot be used.
+    pub fn invalid(&self, key: &str, env_var: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            provider: self.namespace.clone(),
+            setting: self.setting_name(key, env_var),
+            reason,
+        }
+    }
+
+    /// An error naming every missing setting.
+    pub fn missing(&self, missing: Vec<String>) -> ConfigError {
+        ConfigError::Missing {
+            provider: self.namespace.clone(),
+            missing,
+            hint: self.hint(),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"10m"`, `"1h 30m"`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("\"{text}\" is not a duration ({e}); write e.g. \"30s\", \"10m\" or \"1h\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_settings_are_named_as_table_keys() {
+        let mut table = Map::new();
+        table.insert("timeout".into(), Value::String("ten".into()));
+        let cfg = ProviderConfig::from_table("cloudflare", table);
+        let err = cfg.duration("timeout", "CLOUDFLARE_TIMEOUT").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cloudflare: timeout in [providers.cloudflare] is invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_settings_are_named_as_variables_and_blank_is_absent() {
+        let cfg = ProviderConfig::from_vars("privx", [("PRIVX_API_BASE_URL", " "), ("X", "1")]);
+        assert_eq!(cfg.string("base_url", "PRIVX_API_BASE_URL").unwrap(), None);
+        assert_eq!(cfg.setting_name("base_url", "PRIVX_API_BASE_URL"), "PRIVX_API_BASE_URL");
+    }
+
+    #[test]
+    fn durations_accept_the_usual_spellings() {
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("soon").unwrap_err().contains("\"soon\""));
+    }
+}

@@ -1,0 +1,64 @@
+//! What a provider knows about the call it is serving.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+/// One action call, as the provider sees it: which run, whether it is a plan, and the token that
+/// is cancelled when the run times out or is interrupted. Pass it to [`crate::http::HttpClient::send`].
+#[derive(Debug)]
+pub struct CallContext {
+    run_id: String,
+    action: String,
+    plan: bool,
+    cancel: CancellationToken,
+    attempts: AtomicU32,
+}
+
+impl CallContext {
+    /// A call of `action` (`"cloudflare.get_user"`) in run `run_id`.
+    pub fn new(run_id: impl Into<String>, action: impl Into<String>, plan: bool, cancel: CancellationToken) -> Self {
+        CallContext {
+            run_id: run_id.into(),
+            action: action.into(),
+            plan,
+            cancel,
+            attempts: AtomicU32::new(0),
+        }
+    }
+
+    /// A call outside any run, never cancelled: for calling a provider directly.
+    pub fn detached(action: impl Into<String>) -> Self {
+        CallContext::new("detached", action, false, CancellationToken::new())
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The action, `namespace.name`.
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// Whether the run is a plan: nothing that changes the service may be sent.
+    pub fn is_plan(&self) -> bool {
+        self.plan
+    }
+
+    /// Cancelled when the run times out or is interrupted.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// HTTP attempts made for this call so far (retries included).
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Counts one HTTP attempt.
+    pub fn note_attempt(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+}

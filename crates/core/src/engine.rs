@@ -1,0 +1,242 @@
+//! The engine: providers plus the script host, and running a script.
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, Scope};
+use serde_json::Value;
+
+use crate::config::ProviderConfig;
+use crate::error::ConfigError;
+use crate::host::{
+    Abort, Diagnostic, Limits, RunHandle, RunSetup, ScriptHost, dynamic_to_json, explain, json_to_dynamic,
+};
+use crate::provider::{Provider, ProviderDescriptor};
+use crate::registry::{EngineError, RegisteredProvider, Registry};
+use crate::run::{RunError, RunErrorKind, RunOptions, RunOutcome};
+use crate::state::MemoryState;
+
+/// Builds an [`Engine`].
+#[derive(Default)]
+pub struct EngineBuilder {
+    providers: Vec<RegisteredProvider>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Adds a provider built by the embedder.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.push(RegisteredProvider::ready("", provider));
+        self
+    }
+
+    /// Adds a registered provider, built from `config`. A provider that fails to build (missing
+    /// settings) is still known to the engine — `check` sees its actions — and every call to it
+    /// fails with the build error.
+    pub fn descriptor(mut self, descriptor: &ProviderDescriptor, config: &ProviderConfig) -> Self {
+        let entry = match (descriptor.build)(config) {
+            Ok(provider) => RegisteredProvider::ready(descriptor.summary, provider),
+            Err(error) => {
+                RegisteredProvider::unconfigured(descriptor.namespace, descriptor.summary, descriptor.actions, error)
+            }
+        };
+        self.providers.push(entry);
+        self
+    }
+
+    /// Adds a registered provider built from `config`, failing when it cannot be built (an
+    /// explicit configuration that is wrong should stop the program, not wait for a call).
+    pub fn try_descriptor(
+        mut self,
+        descriptor: &ProviderDescriptor,
+        config: &ProviderConfig,
+    ) -> Result<Self, ConfigError> {
+        let provider = (descriptor.build)(config)?;
+        self.providers
+            .push(RegisteredProvider::ready(descriptor.summary, provider));
+        Ok(self)
+    }
+
+    /// Adds a registered provider that is known but not configured: calls fail with `error`.
+    pub fn unconfigured(mut self, descriptor: &ProviderDescriptor, error: ConfigError) -> Self {
+        self.providers.push(RegisteredProvider::unconfigured(
+            descriptor.namespace,
+            descriptor.summary,
+            descriptor.actions,
+            error,
+        ));
+        self
+    }
+
+    /// Adds every provider linked into the program (collected with `inventory`), each configured
+    /// from its environment variables.
+    pub fn registered_from_env(mut self) -> Self {
+        for descriptor in crate::provider::registered_providers() {
+            self = self.descriptor(descriptor, &ProviderConfig::from_env(descriptor.namespace));
+        }
+        self
+    }
+
+    /// Sets the sandbox's limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Builds the engine: fails when two providers claim one namespace.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        let registry = Arc::new(Registry::new(self.providers)?);
+        let host = Arc::new(ScriptHost::new(&registry, self.limits));
+        Ok(Engine { registry, host })
+    }
+}
+
+/// Runs scripts against a set of providers. Cheap to share: clone it or put it in an `Arc`.
+#[derive(Clone)]
+pub struct Engine {
+    registry: Arc<Registry>,
+    host: Arc<ScriptHost>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The providers this engine serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Compiles `source` and checks every action call (namespace, action, arity) without
+    /// running anything. An empty list means the script is sound.
+    pub fn check(&self, source: &str) -> Vec<Diagnostic> {
+        self.host.check(source, &self.registry)
+    }
+
+    /// Runs a script. Must be called within a Tokio runtime; the script itself runs on a blocking
+    /// thread, and its action calls on the runtime.
+    pub async fn run(&self, source: &str, options: RunOptions) -> Result<RunOutcome, RunError> {
+        let run_id = options
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let ast = match self.host.compile(source) {
+            Ok(ast) => Arc::new(ast),
+            Err(d) => {
+                return Err(RunError {
+                    run_id,
+                    kind: RunErrorKind::Compile,
+                    message: d.message,
+                    position: d.line.map(|l| (l, d.column.unwrap_or(1))),
+                    planned_changes: Vec::new(),
+                    calls: 0,
+                    audit: Vec::new(),
+                    logs: Vec::new(),
+                });
+            }
+        };
+        let cancel = options.cancel.child_token();
+        let run = RunHandle::new(RunSetup {
+            run_id: run_id.clone(),
+            plan: options.plan,
+            max_changes: options.max_changes,
+            concurrency: options.concurrency,
+            cancel: cancel.clone(),
+            registry: self.registry.clone(),
+            ast: ast.clone(),
+            observer: options.observer.clone(),
+            params: Value::Object(options.params.clone()),
+            sink: options.audit.clone(),
+            state: options.state.clone().unwrap_or_else(|| Arc::new(MemoryState::new())),
+            handle: tokio::runtime::Handle::current(),
+        });
+
+        // The timer cancels the run's token, which stops the script loop (on_progress) and any
+        // call in flight.
+        let timer = options.timeout.map(|limit| {
+            let run = run.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                run.stop(Abort::Timeout(limit));
+            })
+        });
+
+        let host = self.host.clone();
+        let worker_run = run.clone();
+        let params = Value::Object(options.params.clone());
+        let event = options.event.clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let engine = host.engine(Some(&worker_run));
+            let mut scope = Scope::new();
+            scope.push_dynamic("params", json_to_dynamic(params));
+            scope.push_dynamic("event", event.map(json_to_dynamic).unwrap_or(Dynamic::UNIT));
+            engine.eval_ast_with_scope::<Dynamic>(&mut scope, &worker_run.0.ast)
+        })
+        .await;
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+
+        let records = run.take_records();
+        let fail = |kind, message: String, position| RunError {
+            run_id: run_id.clone(),
+            kind,
+            message,
+            position,
+            planned_changes: records.planned.clone(),
+            calls: records.calls,
+            audit: records.audit.clone(),
+            logs: records.logs.clone(),
+        };
+        let value = match evaluated {
+            Err(join) => {
+                return Err(fail(
+                    RunErrorKind::Script,
+                    format!("the script's thread failed: {join}"),
+                    None,
+                ));
+            }
+            Ok(Err(error)) => {
+                // A cancellation from outside reaches the script as a termination with no reason.
+                let abort = run
+                    .abort_reason()
+                    .or_else(|| options.cancel.is_cancelled().then_some(Abort::Cancelled));
+                let failure = explain(&error, abort);
+                return Err(fail(failure.kind, failure.message, failure.position));
+            }
+            Ok(Ok(value)) => value,
+        };
+        let result = dynamic_to_json(&value).map_err(|e| {
+            fail(
+                RunErrorKind::Script,
+                format!("the script's result cannot be reported: {e}"),
+                None,
+            )
+        })?;
+        Ok(RunOutcome {
+            run_id,
+            result,
+            planned_changes: records.planned,
+            calls: records.calls,
+            audit: records.audit,
+            logs: records.logs,
+        })
+    }
+}

@@ -1,0 +1,580 @@
+//! The HTTP client every provider sends its requests through.
+//!
+//! One [`HttpClient`] per provider instance: one connection pool, one rate budget. Each request
+//! passes, in order: the plan-mode check (a mutating request is refused outright when the run is
+//! a plan — the second line of defence behind the host, which never calls a mutating action in
+//! plan mode), the rate limiter, the send, and the retry policy. The whole exchange, retries and
+//! waits included, is abandoned as soon as the run is cancelled (timeout, Ctrl-C).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::Retryable;
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::rate_limit::{Limiter, RateLimit};
+use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::context::CallContext;
+use crate::error::{ActionError, ActionErrorKind};
+use crate::secret::{Secret, redact};
+
+/// Characters escaped in one path segment: everything that could end the segment or the path.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// Builds a path from segments, percent-encoding each: `path(&["users", "a/b"])` is `/users/a%2Fb`.
+pub fn path(segments: &[&str]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        out.push('/');
+        out.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    out
+}
+
+/// The user agent every provider sends.
+pub const USER_AGENT: &str = concat!("runbook/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone)]
+enum Body {
+    Json(Bytes),
+    Form(Bytes),
+}
+
+/// One request, ready to be sent (and resent: the body is kept as bytes).
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Body>,
+    idempotent: bool,
+    mutating: bool,
+}
+
+impl HttpRequest {
+    /// A request with this method to `path` (relative to the client's base URL; build it with
+    /// [`path`] so that ids are escaped). GET, HEAD, PUT and DELETE are idempotent; POST is not.
+    /// Everything but GET and HEAD counts as a change.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        let idempotent = !matches!(method, Method::POST | Method::PATCH);
+        let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        HttpRequest {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            headers: HeaderMap::new(),
+            body: None,
+            idempotent,
+            mutating,
+        }
+    }
+
+    /// A GET request.
+    pub fn get(path: impl Into<String>) -> Self {
+        HttpRequest::new(Method::GET, path)
+    }
+
+    /// A POST request (not idempotent unless said otherwise).
+    pub fn post(path: impl Into<String>) -> Self {
+        HttpRequest::new(Method::POST, path)
+    }
+
+    /// A PUT request.
+    pub fn put(path: impl Into<String>) -> Self {
+        HttpRequest::new(Method::PUT, path)
+    }
+
+    /// A DELETE request.
+    pub fn delete(path: impl Into<String>) -> Self {
+        HttpRequest::new(Method::DELETE, path)
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, key: &str, value: impl ToString) -> Self {
+        self.query.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Adds a header whose value is a secret: marked sensitive so that no layer prints it.
+    pub fn secret_header(mut self, name: HeaderName, value: &Secret<String>) -> Result<Self, ActionError> {
+        let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+            ActionError::new(
+                ActionErrorKind::NotConfigured,
+                format!("the credential for the {name} header contains characters a header cannot carry"),
+            )
+        })?;
+        value.set_sensitive(true);
+        self.headers.insert(name, value);
+        Ok(self)
+    }
+
+    /// `Authorization: Bearer <token>`, marked sensitive.
+    pub fn bearer(mut self, token: &Secret<String>) -> Result<Self, ActionError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            ActionError::new(
+                ActionErrorKind::NotConfigured,
+                "the token contains characters a header cannot carry",
+            )
+        })?;
+        value.set_sensitive(true);
+        self.headers.insert(reqwest::header::AUTHORIZATION, value);
+        Ok(self)
+    }
+
+    /// A JSON body.
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Self, ActionError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ActionError::invalid_args(format!("the request body is not JSON: {e}")))?;
+        self.body = Some(Body::Json(Bytes::from(bytes)));
+        Ok(self)
+    }
+
+    /// An `application/x-www-form-urlencoded` body.
+    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.body = Some(Body::Form(Bytes::from(encoded)));
+        self
+    }
+
+    /// Declares whether the request may be resent after an ambiguous failure.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// Declares a POST that changes nothing (a search, a token request): allowed in plan mode
+    /// and resent after failures.
+    pub fn read_only(mut self) -> Self {
+        self.mutating = false;
+        self.idempotent = true;
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// An answer from the service, whatever its status.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, read whole.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The start of the body as text, for error messages: at most `max` characters, on one line.
+    pub fn excerpt(&self, max: usize) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut out: String = flat.chars().take(max).collect();
+        if flat.chars().count() > max {
+            out.push('…');
+        }
+        redact(&out).into_owned()
+    }
+
+    /// Whether the body looks like HTML (a proxy's or load balancer's error page).
+    pub fn is_html(&self) -> bool {
+        let content_type_html = self
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("html"));
+        let start = self.body.iter().skip_while(|b| b.is_ascii_whitespace()).take(15);
+        let start: Vec<u8> = start.map(|b| b.to_ascii_lowercase()).collect();
+        content_type_html || start.starts_with(b"<!doctype") || start.starts_with(b"<html")
+    }
+}
+
+/// Settings for an [`HttpClient`].
+#[derive(Debug)]
+pub struct HttpClientBuilder {
+    name: String,
+    base_url: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    rate_limit: Option<RateLimit>,
+    retry: RetryPolicy,
+    ca_certs: Vec<reqwest::Certificate>,
+    cookies: bool,
+    certificate_hint: Option<String>,
+}
+
+impl HttpClientBuilder {
+    /// Sets the whole-request timeout (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the connect timeout (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the client-side rate budget (default: none, only the service's headers are followed).
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Trusts the CA certificate(s) in this PEM text, in addition to the public roots.
+    pub fn add_ca_pem(mut self, pem: &[u8]) -> Result<Self, String> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        if certs.is_empty() {
+            return Err("no certificate found in the PEM text".to_owned());
+        }
+        self.ca_certs.extend(certs);
+        Ok(self)
+    }
+
+    /// Keeps cookies between requests (an HA deployment's node affinity).
+    pub fn cookie_store(mut self, on: bool) -> Self {
+        self.cookies = on;
+        self
+    }
+
+    /// What to tell the user when the server's certificate is not trusted.
+    pub fn certificate_hint(mut self, hint: impl Into<String>) -> Self {
+        self.certificate_hint = Some(hint.into());
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<HttpClient, String> {
+        let base = self.base_url.trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&base).map_err(|e| format!("\"{base}\" is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("\"{base}\" is not an http(s) URL"));
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .cookie_store(self.cookies)
+            .tcp_nodelay(true);
+        for cert in self.ca_certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+        Ok(HttpClient {
+            inner: Arc::new(Inner {
+                client,
+                base,
+                name: self.name,
+                limiter: Limiter::new(self.rate_limit),
+                retry: self.retry,
+                timeout: self.timeout,
+                certificate_hint: self.certificate_hint,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: reqwest::Client,
+    base: String,
+    name: String,
+    limiter: Limiter,
+    retry: RetryPolicy,
+    timeout: Duration,
+    certificate_hint: Option<String>,
+}
+
+/// A provider's HTTP client: base URL, connection pool, rate budget, retries.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: Arc<Inner>,
+}
+
+/// Why an attempt did not produce a final answer.
+enum Failure {
+    /// The service answered a status worth retrying.
+    Status {
+        response: HttpResponse,
+        retry_after: Option<Duration>,
+    },
+    /// The exchange did not complete.
+    Transport {
+        error: reqwest::Error,
+        /// The connection was never made, so the request was certainly not received.
+        not_sent: bool,
+    },
+}
+
+impl HttpClient {
+    /// Settings for a client named after its provider (`cloudflare`), talking to `base_url`.
+    pub fn builder(name: &str, base_url: &str) -> HttpClientBuilder {
+        HttpClientBuilder {
+            name: name.to_owned(),
+            base_url: base_url.to_owned(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            rate_limit: None,
+            retry: RetryPolicy::default(),
+            ca_certs: Vec::new(),
+            cookies: false,
+            certificate_hint: None,
+        }
+    }
+
+    /// The base URL requests are relative to.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// Sends a request: refused in plan mode when it would change something, paced by the rate
+    /// limiter, retried per the policy, abandoned when the run is cancelled. Any answer the
+    /// service gives is returned as `Ok`, error statuses included, for the provider to read its
+    /// error body; `Err` means there was no usable answer.
+    pub async fn send(&self, ctx: &CallContext, request: HttpRequest) -> Result<HttpResponse, ActionError> {
+        if ctx.is_plan() && request.mutating {
+            return Err(ActionError::new(
+                ActionErrorKind::Refused,
+                format!("plan mode refused to send {} {}", request.method, request.path),
+            ));
+        }
+        let cancel = ctx.cancel_token().clone();
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(ActionError::cancelled()),
+            result = self.send_with_retries(ctx, &request) => result,
+        }
+    }
+
+    async fn send_with_retries(&self, ctx: &CallContext, request: &HttpRequest) -> Result<HttpResponse, ActionError> {
+        let attempt = AtomicU32::new(0);
+        let max_retry_after = self.inner.retry.max_retry_after;
+        let outcome = (|| async {
+            let n = attempt.fetch_add(1, Ordering::Relaxed) + 1;
+            ctx.note_attempt();
+            self.attempt(request, n).await
+        })
+        .retry(self.inner.retry.backoff())
+        .sleep(tokio::time::sleep)
+        .when(|failure: &Failure| match failure {
+            Failure::Status { response, .. } => {
+                is_retryable_status(response.status) && (request.idempotent || response.status == 429)
+            }
+            Failure::Transport { error, not_sent } => !is_certificate_error(error) && (request.idempotent || *not_sent),
+        })
+        .adjust(|failure: &Failure, backoff: Option<Duration>| {
+            let backoff = backoff?;
+            match failure {
+                Failure::Status {
+                    retry_after: Some(wait),
+                    ..
+                } => (*wait <= max_retry_after).then_some(*wait),
+                _ => Some(backoff),
+            }
+        })
+        .await;
+        let attempts = attempt.load(Ordering::Relaxed);
+        match outcome {
+            Ok(response) => Ok(response),
+            Err(Failure::Status { response, .. }) => Ok(response),
+            Err(Failure::Transport { error, .. }) => Err(self.transport_error(request, &error, attempts)),
+        }
+    }
+
+    async fn attempt(&self, request: &HttpRequest, attempt: u32) -> Result<HttpResponse, Failure> {
+        let inner = &self.inner;
+        let permit = inner.limiter.acquire().await;
+        let url = format!("{}{}", inner.base, request.path);
+        let span = tracing::debug_span!(
+            "http",
+            provider = %inner.name,
+            method = %request.method,
+            path = %request.path,
+            attempt,
+            status = tracing::field::Empty,
+            ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let mut builder = inner
+            .client
+            .request(request.method.clone(), &url)
+            .headers(request.headers.clone());
+        if !request.query.is_empty() {
+            builder = builder.query(&request.query);
+        }
+        builder = match &request.body {
+            None => builder,
+            Some(Body::Json(bytes)) => builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes.clone()),
+            Some(Body::Form(bytes)) => builder
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(bytes.clone()),
+        };
+        let result = async {
+            let response = builder.send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>(HttpResponse { status, headers, body })
+        }
+        .instrument(span.clone())
+        .await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        span.record("ms", ms);
+        match result {
+            Ok(response) => {
+                span.record("status", response.status);
+                tracing::debug!(parent: &span, status = response.status, ms, "http request");
+                inner.limiter.observe(permit, &response.headers);
+                if !is_retryable_status(response.status) {
+                    return Ok(response);
+                }
+                let retry_after = response
+                    .headers
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                if response.status == 429
+                    && let Some(wait) = retry_after
+                {
+                    inner.limiter.pause_for(wait);
+                }
+                Err(Failure::Status { response, retry_after })
+            }
+            Err(error) => {
+                tracing::debug!(parent: &span, ms, error = %redact(&error_chain(&error)), "http request failed");
+                let not_sent = error.is_connect() && !is_certificate_error(&error);
+                Err(Failure::Transport { error, not_sent })
+            }
+        }
+    }
+
+    fn transport_error(&self, request: &HttpRequest, error: &reqwest::Error, attempts: u32) -> ActionError {
+        let inner = &self.inner;
+        let target = format!("{} {}{}", request.method, inner.base, request.path);
+        let tries = if attempts > 1 {
+            format!(" (after {attempts} attempts)")
+        } else {
+            String::new()
+        };
+        let message = if is_certificate_error(error) {
+            let hint = inner
+                .certificate_hint
+                .as_deref()
+                .map(|h| format!(": {h}"))
+                .unwrap_or_default();
+            format!(
+                "the server's TLS certificate is not trusted ({}){hint}",
+                root_cause(error)
+            )
+        } else if error.is_timeout() {
+            format!(
+                "{target} timed out after {}{tries}",
+                humantime::format_duration(inner.timeout)
+            )
+        } else if error.is_connect() {
+            format!("cannot connect for {target}: {}{tries}", root_cause(error))
+        } else {
+            format!("{target} failed: {}{tries}", root_cause(error))
+        };
+        let mut out = ActionError::transport(redact(&message).into_owned());
+        if is_certificate_error(error) {
+            out = out.with_code("certificate");
+        }
+        out
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        cause = e.to_string();
+        source = e.source();
+    }
+    cause
+}
+
+/// Whether the failure is a TLS certificate the client does not trust.
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let chain = error_chain(error).to_ascii_lowercase();
+    chain.contains("certificate") || chain.contains("unknownissuer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(
+            path(&["accounts", "a b", "users", "x/../y?z#"]),
+            "/accounts/a%20b/users/x%2F..%2Fy%3Fz%23"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! # runbook-core
+//!
+//! The engine behind `runbook`: scripts (Rhai) call **actions**; actions come from
+//! **providers**, plugins that each wrap one service's API.
+//!
+//! ## The pieces
+//! * [`ActionSpec`] — static data describing one action: parameters, [`Effect`] (`Read`,
+//!   `Write`, `Destructive`), idempotency, and how to count the [`Targets`] a call touches.
+//! * [`Provider`] — the async trait a provider implements: a namespace, its specs, and
+//!   `call(ctx, action, args) -> JSON`. Providers register a [`ProviderDescriptor`] with
+//!   [`inventory`]; embedders may instead hand providers to [`EngineBuilder::provider`].
+//! * [`http`] — what providers share for talking to services: one client per provider instance
+//!   with timeouts, a rate limiter (the configured budget plus the service's own `Ratelimit`
+//!   header), retries with backoff for idempotent requests honouring `retry-after`, and a
+//!   tracing span per request. [`Secret`] keeps credentials out of every output.
+//! * [`Engine`] — the Rhai host. Each provider becomes a module (`cloudflare::list_users()`),
+//!   built once per engine; each run gets a cheap Rhai engine with the sandbox applied (no
+//!   `eval`, no `import`, explicit limits) and runs on a blocking thread, its action calls
+//!   bridged to the async runtime. `parallel(items, |x| ...)` fans a closure out over worker
+//!   threads.
+//!
+//! ## Safety rails
+//! * **Plan mode** ([`RunOptions::plan`]): `Read` actions run; `Write` and `Destructive` actions
+//!   are recorded as [`PlannedChange`]s and never reach the provider. Should a provider send a
+//!   mutating request anyway, the HTTP layer refuses it.
+//! * **Blast-radius guard** ([`RunOptions::max_changes`]): the targets of all mutating calls of
+//!   a run are counted; the call that would pass the cap is refused before it is sent and the
+//!   run ends with [`RunErrorKind::Guard`].
+//! * **Audit trail**: every call yields an [`AuditRecord`] (arguments with secrets redacted,
+//!   outcome, attempts, duration).
+//!
+//! ## Example
+//! ```no_run
+//! use std::sync::Arc;
+//! use runbook_core::{Engine, RunOptions};
+//!
+//! # async fn demo(provider: Arc<dyn runbook_core::Provider>) -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::builder().provider(provider).build()?;
+//! let outcome = engine
+//!     .run(r#"let users = tickets::list_tickets(); users.len()"#, RunOptions::new().plan(true))
+//!     .await?;
+//! println!("{} -> {}", outcome.run_id, outcome.result);
+//! # Ok(()) }
+//! ```
+
+pub mod action;
+pub mod audit;
+pub mod config;
+pub mod context;
+mod engine;
+pub mod error;
+mod host;
+pub mod http;
+pub mod params;
+pub mod provider;
+mod registry;
+pub mod run;
+pub mod secret;
+pub mod state;
+
+pub use action::{ActionSpec, Effect, ParamSpec, ParamType, Targets};
+pub use audit::{AuditRecord, AuditSink, CallOutcome, JsonlAuditSink};
+pub use config::ProviderConfig;
+pub use context::CallContext;
+pub use engine::{Engine, EngineBuilder};
+pub use error::{ActionError, ActionErrorKind, ConfigError};
+pub use host::{Diagnostic, Limits, dynamic_to_json, json_to_dynamic};
+pub use provider::{Provider, ProviderDescriptor, registered_providers};
+pub use registry::{EngineError, RegisteredProvider, Registry};
+pub use run::{LogLine, PlannedChange, RunError, RunErrorKind, RunObserver, RunOptions, RunOutcome};
+pub use secret::Secret;
+pub use state::{MemoryState, StateStore};
+
+pub use async_trait::async_trait;
+pub use inventory;
+pub use serde_json;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,270 @@
+//! One execution of one script: its options, its outcome, and how it failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::action::Effect;
+use crate::audit::{AuditRecord, AuditSink};
+use crate::state::StateStore;
+
+/// The guard's default: at most this many targets changed by one run.
+pub const DEFAULT_MAX_CHANGES: u64 = 100;
+/// `parallel`'s default concurrency.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// How to run a script.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// What the script sees as `params`.
+    pub params: Map<String, Value>,
+    /// What the script sees as `event` (`()` when `None`).
+    pub event: Option<Value>,
+    /// Plan mode: reads run, changes are recorded and not sent.
+    pub plan: bool,
+    /// The blast-radius guard: the most targets all mutating calls of the run may touch.
+    pub max_changes: u64,
+    /// How many items `parallel` works on at once.
+    pub concurrency: usize,
+    /// Wall-clock limit for the whole run.
+    pub timeout: Option<Duration>,
+    /// Cancelled from outside (Ctrl-C, shutdown) to stop the run, in-flight calls included.
+    pub cancel: CancellationToken,
+    /// The run's id; a new time-ordered id (UUIDv7) when `None`.
+    pub run_id: Option<String>,
+    /// Receives each call's audit record as it completes.
+    pub audit: Option<Arc<dyn AuditSink>>,
+    /// Told about progress (for a progress bar).
+    pub observer: Option<Arc<dyn RunObserver>>,
+    /// Where `state::get`/`state::set` keep values; a fresh in-memory store when `None`.
+    pub state: Option<Arc<dyn StateStore>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            params: Map::new(),
+            event: None,
+            plan: false,
+            max_changes: DEFAULT_MAX_CHANGES,
+            concurrency: DEFAULT_CONCURRENCY,
+            timeout: None,
+            cancel: CancellationToken::new(),
+            run_id: None,
+            audit: None,
+            observer: None,
+            state: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("plan", &self.plan)
+            .field("max_changes", &self.max_changes)
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunOptions {
+    /// Default options: a real run, guard at 100, concurrency 16, no timeout.
+    pub fn new() -> Self {
+        RunOptions::default()
+    }
+
+    /// Sets the script's `params`.
+    pub fn params(mut self, params: Map<String, Value>) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Sets the script's `event`.
+    pub fn event(mut self, event: Value) -> Self {
+        self.event = Some(event);
+        self
+    }
+
+    /// Plan mode on or off.
+    pub fn plan(mut self, plan: bool) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// Sets the blast-radius guard.
+    pub fn max_changes(mut self, max_changes: u64) -> Self {
+        self.max_changes = max_changes;
+        self
+    }
+
+    /// Sets `parallel`'s concurrency (at least 1).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Sets the wall-clock limit.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the token that stops the run from outside.
+    pub fn cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Sets the run id.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Streams audit records to this sink.
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Reports progress to this observer.
+    pub fn observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Keeps `state::` values in this store.
+    pub fn state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
+    }
+}
+
+/// Told about a run's progress. Every method has an empty default.
+pub trait RunObserver: Send + Sync {
+    /// `parallel` started on `total` items.
+    fn parallel_started(&self, total: usize) {
+        let _ = total;
+    }
+    /// One more `parallel` item finished.
+    fn parallel_item_done(&self) {}
+    /// `parallel` finished (or failed).
+    fn parallel_finished(&self) {}
+}
+
+/// A change plan mode recorded instead of sending.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedChange {
+    /// `namespace.action`.
+    pub action: String,
+    /// `write` or `destructive`.
+    pub effect: Effect,
+    /// How many targets it touches.
+    pub targets: u64,
+    /// The arguments (secrets redacted).
+    pub args: Value,
+}
+
+/// A line the script printed (`print`/`debug`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    /// RFC 3339 time.
+    pub at: String,
+    /// `print` or `debug`.
+    pub level: &'static str,
+    /// The text (secrets redacted).
+    pub message: String,
+}
+
+/// A run that completed.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RunOutcome {
+    /// The run's id.
+    pub run_id: String,
+    /// The script's final value.
+    pub result: Value,
+    /// What plan mode recorded (empty for a real run).
+    pub planned_changes: Vec<PlannedChange>,
+    /// Action calls made (planned ones included).
+    pub calls: u64,
+    /// Every call's audit record.
+    pub audit: Vec<AuditRecord>,
+    /// What the script printed.
+    pub logs: Vec<LogLine>,
+}
+
+/// How a run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunErrorKind {
+    /// The script does not compile.
+    Compile,
+    /// The script failed (a `throw`, a type error, a limit).
+    Script,
+    /// An action failed and the script did not catch it.
+    Action,
+    /// The blast-radius guard refused a call.
+    Guard,
+    /// The run exceeded its timeout.
+    Timeout,
+    /// The run was cancelled from outside (Ctrl-C, shutdown).
+    Cancelled,
+    /// The script called a provider that is not configured.
+    NotConfigured,
+    /// A parameter the script requires (`param("name")`) is missing or has the wrong type.
+    Params,
+}
+
+impl RunErrorKind {
+    /// The exit code the `runbook` binary uses for this failure: 2 for compile and configuration
+    /// errors, 3 for the guard, 130 for an interrupt, 1 otherwise.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            RunErrorKind::Compile | RunErrorKind::NotConfigured | RunErrorKind::Params => 2,
+            RunErrorKind::Guard => 3,
+            RunErrorKind::Cancelled => 130,
+            RunErrorKind::Script | RunErrorKind::Action | RunErrorKind::Timeout => 1,
+        }
+    }
+}
+
+/// A run that failed, with what it did before it failed.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct RunError {
+    /// The run's id.
+    pub run_id: String,
+    /// What kind of failure.
+    pub kind: RunErrorKind,
+    /// What went wrong, for a person (secrets redacted).
+    pub message: String,
+    /// Where in the script: line and column, 1-based.
+    pub position: Option<(usize, usize)>,
+    /// What plan mode recorded before the failure.
+    pub planned_changes: Vec<PlannedChange>,
+    /// Action calls made before the failure.
+    pub calls: u64,
+    /// Audit records of those calls.
+    pub audit: Vec<AuditRecord>,
+    /// What the script printed.
+    pub logs: Vec<LogLine>,
+}
+
+impl RunError {
+    /// The message with its position: `... (line 3, column 9)`.
+    pub fn describe(&self) -> String {
+        match self.position {
+            Some((line, column)) => format!("{} (line {line}, column {column})", self.message),
+            None => self.message.clone(),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP layer as scripts see it: retries, retry-after, non-idempotent requests, secrets.
+
+use std::time::Duration;
+
+use runbook_core::{CallOutcome, RunOptions};
+use serde_json::json;
+
+use crate::server::Fault;
+use crate::{TOKEN, run, setup};
+
+#[tokio::test]
+async fn transient_failures_of_reads_are_retried() {
+    let (dir, engine) = setup(1).await;
+    dir.fail_next(&[
+        Fault {
+            status: 503,
+            retry_after: None,
+        },
+        Fault {
+            status: 503,
+            retry_after: None,
+        },
+    ]);
+    let outcome = run(&engine, r#"dir::get_user("u1").id"#, RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.result, json!("u1"));
+    assert_eq!(outcome.audit[0].attempts, 3);
+    let statuses: Vec<u16> = dir.log().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![503, 503, 200]);
+}
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after() {
+    let (dir, engine) = setup(1).await;
+    dir.fail_next(&[Fault {
+        status: 429,
+        retry_after: Some("1"),
+    }]);
+    let outcome = run(&engine, r#"dir::get_user("u1").id"#, RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.result, json!("u1"));
+    let log = dir.log();
+    assert_eq!(log.len(), 2);
+    let gap = log[1].at.duration_since(log[0].at);
+    assert!(
+        gap >= Duration::from_secs(1),
+        "retried after {gap:?}, before retry-after allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_non_idempotent_request_is_not_resent_after_a_503() {
+    let (dir, engine) = setup(1).await;
+    dir.fail_next(&[Fault {
+        status: 503,
+        retry_after: None,
+    }]);
+    let err = run(
+        &engine,
+        r#"dir::create_user(#{email: "x@example.com"})"#,
+        RunOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.audit[0].status, Some(503));
+    assert_eq!(err.audit[0].attempts, 1);
+    assert_eq!(dir.log().iter().filter(|r| r.method == "POST").count(), 1);
+}
+
+#[tokio::test]
+async fn retries_give_up_after_the_policy_and_report_the_status() {
+    let (dir, engine) = setup(1).await;
+    dir.fail_next(
+        &[Fault {
+            status: 500,
+            retry_after: None,
+        }; 6],
+    );
+    let err = run(&engine, r#"dir::get_user("u1")"#, RunOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.audit[0].outcome, CallOutcome::Error);
+    assert_eq!(err.audit[0].status, Some(500));
+    assert_eq!(err.audit[0].attempts, 4);
+    assert_eq!(dir.log().len(), 4);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_clear_error() {
+    let engine = runbook_core::Engine::builder()
+        .provider(crate::provider::Dir::new("http://127.0.0.1:9", TOKEN))
+        .build()
+        .unwrap();
+    let err = run(&engine, r#"dir::get_user("u1")"#, RunOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.message
+            .starts_with("dir.get_user: cannot connect for GET http://127.0.0.1:9/users/u1"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn a_secret_echoed_by_the_service_never_reaches_the_script_or_the_trail() {
+    let dir = crate::server::Directory::start("another-token", 1).await;
+    let engine = runbook_core::Engine::builder()
+        .provider(crate::provider::Dir::new(&dir.url, TOKEN))
+        .build()
+        .unwrap();
+    let script = r#"let m = (); try { dir::get_user("u1"); } catch (e) { m = e.message; } m"#;
+    let outcome = run(&engine, script, RunOptions::new()).await.unwrap();
+    assert_eq!(outcome.result, json!("bad credentials: Bearer ***"));
+    let err = run(&engine, r#"dir::get_user("u1")"#, RunOptions::new())
+        .await
+        .unwrap_err();
+    let everything = format!("{err:?}{}", serde_json::to_string(&err).unwrap());
+    assert!(everything.contains("bad credentials"));
+    assert!(!everything.contains(TOKEN), "the token leaked: {everything}");
+}
