@@ -1,0 +1,167 @@
+//! The Cloudflare account's state and the operations the endpoints perform on it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::envelope::CfError;
+use crate::CloudflareFixture;
+
+/// Users and their per-user records. Users keep their fixture order; new ones are appended.
+#[derive(Debug)]
+pub(crate) struct Tenant {
+    users: Vec<Map<String, Value>>,
+    active_sessions: BTreeMap<String, Vec<Value>>,
+    session_identities: BTreeMap<String, BTreeMap<String, Value>>,
+    failed_logins: BTreeMap<String, Vec<Value>>,
+    last_seen_identity: BTreeMap<String, Value>,
+}
+
+/// The list endpoint's filters, already validated.
+#[derive(Debug, Default)]
+pub(crate) struct Filters {
+    /// Exact, case-insensitive.
+    pub(crate) email: Option<String>,
+    /// Case-insensitive substring of `name`.
+    pub(crate) name: Option<String>,
+    /// Case-insensitive substring of `email` or `name`.
+    pub(crate) search: Option<String>,
+}
+
+impl Tenant {
+    pub(crate) fn new(fixture: &CloudflareFixture) -> Tenant {
+        Tenant {
+            users: fixture.users.iter().filter_map(|u| u.as_object().cloned()).collect(),
+            active_sessions: fixture.active_sessions.clone(),
+            session_identities: fixture.session_identities.clone(),
+            failed_logins: fixture.failed_logins.clone(),
+            last_seen_identity: fixture.last_seen_identity.clone(),
+        }
+    }
+
+    pub(crate) fn users(&self) -> Vec<Value> {
+        self.users.iter().cloned().map(Value::Object).collect()
+    }
+
+    pub(crate) fn user(&self, id: &str) -> Option<&Map<String, Value>> {
+        self.users.iter().find(|u| text(u, "id") == Some(id))
+    }
+
+    fn user_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
+        self.users.iter_mut().find(|u| text(u, "id") == Some(id))
+    }
+
+    fn require(&self, id: &str) -> Result<&Map<String, Value>, CfError> {
+        self.user(id)
+            .ok_or_else(|| CfError::not_found(format!("user {id} not found")))
+    }
+
+    /// Every user matching `filters`, in order.
+    pub(crate) fn filtered(&self, filters: &Filters) -> Vec<&Map<String, Value>> {
+        let email = filters.email.as_deref().map(str::to_lowercase);
+        let name = filters.name.as_deref().map(str::to_lowercase);
+        let search = filters.search.as_deref().map(str::to_lowercase);
+        self.users
+            .iter()
+            .filter(|user| {
+                let user_email = text(user, "email").unwrap_or("").to_lowercase();
+                let user_name = text(user, "name").unwrap_or("").to_lowercase();
+                email.as_ref().is_none_or(|e| *e == user_email)
+                    && name.as_ref().is_none_or(|n| user_name.contains(n.as_str()))
+                    && search
+                        .as_ref()
+                        .is_none_or(|s| user_email.contains(s.as_str()) || user_name.contains(s.as_str()))
+            })
+            .collect()
+    }
+
+    pub(crate) fn create(&mut self, email: &str, name: &str, now: &str) -> Result<Value, CfError> {
+        let taken = self
+            .users
+            .iter()
+            .any(|u| text(u, "email").is_some_and(|e| e.eq_ignore_ascii_case(email)));
+        if taken {
+            return Err(CfError::conflict(format!("a user with email {email} already exists")));
+        }
+        // id, uid and seat_uid are distinct values so that a client mixing them up is caught.
+        let user = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "seat_uid": uuid::Uuid::new_v4().simple().to_string(),
+            "email": email,
+            "name": name,
+            "access_seat": false,
+            "gateway_seat": false,
+            "active_device_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "last_successful_login": null,
+        });
+        if let Value::Object(map) = &user {
+            self.users.push(map.clone());
+        }
+        Ok(user)
+    }
+
+    pub(crate) fn update(&mut self, id: &str, email: &str, name: &str, now: &str) -> Result<Value, CfError> {
+        let current = text(self.require(id)?, "email").unwrap_or("").to_owned();
+        if !current.eq_ignore_ascii_case(email) {
+            return Err(CfError::invalid_field(
+                "email",
+                "email must be the user's current email: it cannot be changed",
+            ));
+        }
+        let user = self
+            .user_mut(id)
+            .ok_or_else(|| CfError::not_found(format!("user {id} not found")))?;
+        user.insert("name".to_owned(), Value::from(name));
+        user.insert("updated_at".to_owned(), Value::from(now));
+        Ok(Value::Object(user.clone()))
+    }
+
+    pub(crate) fn delete(&mut self, id: &str) -> Result<(), CfError> {
+        self.require(id)?;
+        self.users.retain(|u| text(u, "id") != Some(id));
+        self.active_sessions.remove(id);
+        self.session_identities.remove(id);
+        self.failed_logins.remove(id);
+        self.last_seen_identity.remove(id);
+        Ok(())
+    }
+
+    pub(crate) fn active_sessions(&self, id: &str) -> Result<Vec<Value>, CfError> {
+        self.require(id)?;
+        Ok(self.active_sessions.get(id).cloned().unwrap_or_default())
+    }
+
+    pub(crate) fn active_session(&self, id: &str, nonce: &str) -> Result<Value, CfError> {
+        self.require(id)?;
+        let mut identity = self
+            .session_identities
+            .get(id)
+            .and_then(|by_nonce| by_nonce.get(nonce))
+            .cloned()
+            .ok_or_else(|| CfError::not_found(format!("no active session {nonce} for user {id}")))?;
+        if let Value::Object(identity) = &mut identity {
+            identity.entry("isActive").or_insert(Value::Bool(true));
+        }
+        Ok(identity)
+    }
+
+    pub(crate) fn failed_logins(&self, id: &str) -> Result<Vec<Value>, CfError> {
+        self.require(id)?;
+        Ok(self.failed_logins.get(id).cloned().unwrap_or_default())
+    }
+
+    pub(crate) fn last_seen_identity(&self, id: &str) -> Result<Value, CfError> {
+        self.require(id)?;
+        self.last_seen_identity
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CfError::not_found(format!("no identity seen yet for user {id}")))
+    }
+}
+
+fn text<'a>(user: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+    user.get(field).and_then(Value::as_str)
+}

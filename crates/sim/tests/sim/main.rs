@@ -1,0 +1,8 @@
+//! Tests of the simulators as their users meet them: real HTTP over loopback.
+
+mod cloudflare;
+mod fixture;
+mod knobs;
+mod privx;
+mod support;
+mod tls;
