@@ -1,0 +1,215 @@
+//! Talking to the Cloudflare API: auth headers, the envelope, errors, pagination.
+
+use runbook_core::http::{HttpClient, HttpRequest, HttpResponse, header, path};
+use runbook_core::{ActionError, CallContext, Secret};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::models::{ApiMessage, Envelope, ResultInfo};
+
+/// The page size `list_users` asks for: the API's maximum.
+pub const PAGE_SIZE: u64 = 1000;
+
+/// A stop for a service that ignores `page` and keeps answering full pages.
+const MAX_PAGES: u64 = 100_000;
+
+/// How requests are authenticated.
+#[derive(Debug)]
+pub enum Auth {
+    /// `Authorization: Bearer <API token>`.
+    Token(Secret<String>),
+    /// The legacy global API key: `X-Auth-Email` + `X-Auth-Key`.
+    Key {
+        /// The account's email.
+        email: String,
+        /// The global API key.
+        key: Secret<String>,
+    },
+}
+
+/// The Cloudflare API for one account.
+#[derive(Debug)]
+pub struct Api {
+    pub(crate) http: HttpClient,
+    pub(crate) account_id: String,
+    pub(crate) auth: Auth,
+}
+
+/// What a request was about, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// The account's user list.
+    Users,
+    /// One user.
+    User(&'a str),
+    /// One session of a user.
+    Session(&'a str, &'a str),
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    errors: Vec<ApiMessage>,
+}
+
+impl Api {
+    /// `/accounts/{account_id}/access/users` followed by `rest`, every segment escaped.
+    pub fn users_path(&self, rest: &[&str]) -> String {
+        let mut segments = vec!["accounts", self.account_id.as_str(), "access", "users"];
+        segments.extend_from_slice(rest);
+        path(&segments)
+    }
+
+    fn authorize(&self, request: HttpRequest) -> Result<HttpRequest, ActionError> {
+        match &self.auth {
+            Auth::Token(token) => request.bearer(token),
+            Auth::Key { email, key } => {
+                let email_value = header::HeaderValue::from_str(email).map_err(|_| {
+                    ActionError::invalid_args("the configured Cloudflare email cannot be sent in a header")
+                })?;
+                request
+                    .header(header::HeaderName::from_static("x-auth-email"), email_value)
+                    .secret_header(header::HeaderName::from_static("x-auth-key"), key)
+            }
+        }
+    }
+
+    /// Sends a request and returns the envelope's `result` (and `result_info`), or the error the
+    /// answer describes.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        ctx: &CallContext,
+        request: HttpRequest,
+        subject: Subject<'_>,
+    ) -> Result<(Option<T>, Option<ResultInfo>), ActionError> {
+        let response = self.http.send(ctx, self.authorize(request)?).await?;
+        if !response.is_success() {
+            return Err(self.error(&response, subject));
+        }
+        if response.body.is_empty() {
+            return Ok((None, None));
+        }
+        if response.is_html() {
+            return Err(ActionError::invalid_response(format!(
+                "Cloudflare answered {} with an HTML page instead of JSON: {}",
+                response.status,
+                response.excerpt(120)
+            ))
+            .with_status(response.status));
+        }
+        let envelope: Envelope<T> = serde_json::from_slice(&response.body).map_err(|e| {
+            ActionError::invalid_response(format!(
+                "Cloudflare answered {} with a body that is not the documented JSON ({e}): {}",
+                response.status,
+                response.excerpt(120)
+            ))
+            .with_status(response.status)
+        })?;
+        if envelope.success == Some(false) {
+            return Err(described(response.status, &envelope.errors, None));
+        }
+        Ok((envelope.result, envelope.result_info))
+    }
+
+    /// Every page of a collection, following `page` until `total_pages`, a short page or an
+    /// empty one.
+    pub async fn all_pages(&self, ctx: &CallContext, filters: &[(&str, String)]) -> Result<Vec<Value>, ActionError> {
+        let mut all = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let mut request = HttpRequest::get(self.users_path(&[]))
+                .query("page", page)
+                .query("per_page", PAGE_SIZE);
+            for (key, value) in filters {
+                request = request.query(key, value);
+            }
+            let (items, info): (Option<Vec<Value>>, _) = self.call(ctx, request, Subject::Users).await?;
+            let items = items.unwrap_or_default();
+            let received = items.len() as u64;
+            all.extend(items);
+            let total_pages = info.and_then(|i| {
+                i.total_pages.or_else(|| {
+                    let per_page = i.per_page.filter(|p| *p > 0).unwrap_or(PAGE_SIZE);
+                    i.total_count.map(|t| t.div_ceil(per_page))
+                })
+            });
+            let short = received < info.and_then(|i| i.per_page).unwrap_or(PAGE_SIZE);
+            let last = match total_pages {
+                Some(total) => page >= total,
+                None => received == 0 || short,
+            };
+            if last || received == 0 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// The error an unsuccessful answer describes.
+    fn error(&self, response: &HttpResponse, subject: Subject<'_>) -> ActionError {
+        let status = response.status;
+        if response.body.iter().all(u8::is_ascii_whitespace) {
+            return ActionError::api(status, format!("Cloudflare answered {status} with an empty body"));
+        }
+        if response.is_html() {
+            return ActionError::api(
+                status,
+                format!(
+                    "Cloudflare answered {status} with an HTML page instead of JSON: {}",
+                    response.excerpt(120)
+                ),
+            );
+        }
+        let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(&response.body) else {
+            return ActionError::api(
+                status,
+                format!("Cloudflare answered {status}: {}", response.excerpt(120)),
+            );
+        };
+        let context = match (status, subject) {
+            (404, Subject::User(id)) => Some(format!(
+                "no user {id} in Cloudflare account {}",
+                self.account_id
+            )),
+            (404, Subject::Session(id, nonce)) => Some(format!(
+                "no active session {nonce} for user {id} in Cloudflare account {}",
+                self.account_id
+            )),
+            (403, _) if envelope.errors.iter().any(|e| e.code.as_ref().and_then(Value::as_i64) == Some(10000)) => {
+                Some(match &self.auth {
+                    Auth::Token(_) => "Cloudflare refused the API token: check CLOUDFLARE_API_TOKEN (or api_token), and that it may read and edit Access users of this account".to_owned(),
+                    Auth::Key { .. } => "Cloudflare refused the email and global API key: check CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY (or api_email / api_key)".to_owned(),
+                })
+            }
+            _ => None,
+        };
+        described(status, &envelope.errors, context)
+    }
+}
+
+fn described(status: u16, errors: &[ApiMessage], context: Option<String>) -> ActionError {
+    let details: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let message = e.message.as_deref().unwrap_or("no message");
+            match &e.code {
+                Some(code) => format!("{message} (code {code})"),
+                None => message.to_owned(),
+            }
+        })
+        .collect();
+    let answered = if details.is_empty() {
+        format!("Cloudflare answered {status}")
+    } else {
+        format!("Cloudflare answered {status}: {}", details.join("; "))
+    };
+    let message = match context {
+        Some(context) => format!("{context} ({answered})"),
+        None => answered,
+    };
+    let mut error = ActionError::api(status, message);
+    if let Some(code) = errors.first().and_then(|e| e.code.clone()) {
+        error = error.with_code(code);
+    }
+    error
+}
