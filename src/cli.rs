@@ -1,0 +1,179 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// runbook — automations for identity and access operations, written as Rhai runbooks.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./runbook.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE", env = "RUNBOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How results are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and lists for people.
+    Pretty,
+    /// One JSON document.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a script.
+    Run(RunArgs),
+    /// Show what a script would change, without changing anything (same as run --plan).
+    Plan(RunArgs),
+    /// Check scripts without running them: syntax, and that every action called exists with a fitting arity.
+    Check(CheckArgs),
+    /// List the actions, or describe one (`runbook actions cloudflare.list_users`).
+    Actions(ActionsArgs),
+    /// Serve both simulators on loopback and print the variables that point the providers at them.
+    Sim(SimArgs),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+}
+
+/// `run` and `plan`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The script (a .rhai file).
+    pub script: PathBuf,
+
+    /// A parameter for the script: KEY=VALUE; VALUE is JSON when it parses (3, true, ["FI","SE"]), else a string.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+
+    /// Parameters from a JSON object in a file (--param values override them).
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+
+    /// Plan mode: reads run, changes are listed and not sent.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// The blast-radius guard: the most targets (users, ...) the run's changes may touch.
+    #[arg(long, value_name = "N", default_value_t = runbook_core::run::DEFAULT_MAX_CHANGES)]
+    pub max_changes: u64,
+
+    /// How many items parallel() works on at once.
+    #[arg(long, value_name = "N", default_value_t = runbook_core::run::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
+    pub concurrency: usize,
+
+    /// Stop the run after this long (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Write one JSON object per action call to this file.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// How to print the result.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+
+    /// Run against the built-in simulators of Cloudflare and PrivX (started for this run on
+    /// ephemeral ports): nothing to configure, nothing real touched.
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// With --simulate: seed the simulators from this fixture instead of the demo tenant.
+    #[arg(long, value_name = "FILE", requires = "simulate")]
+    pub fixture: Option<PathBuf>,
+}
+
+/// `sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Seed the simulators from this fixture instead of the demo tenant.
+    #[arg(long, value_name = "FILE")]
+    pub fixture: Option<PathBuf>,
+
+    /// Added to every answer, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// A fixed-window budget for each simulator, e.g. 200/s or 1200/300s (429 beyond it).
+    #[arg(long, value_name = "N/PERIOD")]
+    pub rate_limit: Option<runbook_sim::RateLimit>,
+
+    /// Where the Cloudflare simulator listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7801")]
+    pub cloudflare_addr: std::net::SocketAddr,
+
+    /// Where the PrivX simulator listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7802")]
+    pub privx_addr: std::net::SocketAddr,
+
+    /// Serve PrivX over HTTPS with a CA generated at start (PRIVX_API_CA_CERT carries it).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Only print the export lines for simulators at these addresses, and exit: for
+    /// `eval "$(runbook sim --print-env)"` in another shell while `runbook sim` serves.
+    #[arg(long, conflicts_with = "tls")]
+    pub print_env: bool,
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("\"{text}\" is not a concurrency between 1 and 1024")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    runbook_core::config::parse_duration(text)
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The scripts.
+    #[arg(required = true)]
+    pub scripts: Vec<PathBuf>,
+}
+
+/// `actions`.
+#[derive(Debug, Args)]
+pub struct ActionsArgs {
+    /// One action (`cloudflare.list_users`) or one provider (`cloudflare`).
+    pub name: Option<String>,
+
+    /// As JSON.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+
+    /// As the Markdown reference (docs/actions.md).
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,66 @@
+//! One module per command.
+
+pub mod actions;
+pub mod check;
+pub mod run;
+pub mod sim;
+
+use runbook_core::{Engine, ProviderConfig};
+
+use crate::config::Config;
+use crate::error::CliError;
+
+/// Settings that replace a provider's configuration (the simulators under `--simulate`).
+pub type Overrides = Vec<(String, serde_json::Map<String, serde_json::Value>)>;
+
+/// Builds the engine with every linked provider: from `overrides` first, then from its
+/// `[providers.NAME]` table when the configuration has one (a broken table is an error), else
+/// from its environment variables (a provider with nothing set is simply absent: calls to it
+/// fail naming what to set).
+pub fn build_engine(config: &Config, overrides: &Overrides) -> Result<Engine, CliError> {
+    let mut builder = Engine::builder();
+    for descriptor in runbook_core::registered_providers() {
+        let ns = descriptor.namespace;
+        let table = overrides
+            .iter()
+            .find(|(name, _)| name == ns)
+            .map(|(_, table)| (table, "--simulate".to_owned()))
+            .or_else(|| {
+                config.providers.get(ns).map(|table| {
+                    let file = config
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    (table, file)
+                })
+            });
+        builder = match table {
+            Some((table, origin)) => builder
+                .try_descriptor(descriptor, &ProviderConfig::from_table(ns, table.clone()))
+                .map_err(|e| CliError::usage(format!("{origin}: {e}")))?,
+            None => builder.descriptor(descriptor, &ProviderConfig::from_env(ns)),
+        };
+    }
+    builder.build().map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

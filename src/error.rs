@@ -1,0 +1,45 @@
+//! Errors that end a command, with the exit code they mean.
+
+/// Exit codes (DESIGN.md): 0 success, 1 the script or an action failed, 2 usage, config or
+/// compile error, 3 refused by the blast-radius guard, 130 interrupted.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The script or an action failed.
+    pub const FAILED: u8 = 1;
+    /// Usage, configuration or compile error.
+    pub const USAGE: u8 = 2;
+}
+
+/// A command failed: what to print and how to exit.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit code.
+    pub code: u8,
+    /// The message (printed after `error: `).
+    pub message: String,
+}
+
+impl CliError {
+    /// A usage or configuration error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// A failure (exit 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            code: exit::FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError::failed(format!("{e:#}"))
+    }
+}

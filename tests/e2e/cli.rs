@@ -1,0 +1,250 @@
+//! The command line without any service: check, actions, usage and configuration errors.
+
+use crate::support::Workspace;
+
+#[tokio::test]
+async fn check_reports_a_syntax_error_with_line_and_column() {
+    let ws = Workspace::new();
+    ws.file(
+        "broken.rhai",
+        "let users = cloudflare::list_users();\nlet n = (users.len() + ;\n",
+    );
+    let out = ws.run(&["check", "broken.rhai"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("broken.rhai:2:"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn check_reports_an_unknown_action_and_a_wrong_arity() {
+    let ws = Workspace::new();
+    ws.file(
+        "typo.rhai",
+        "let users = cloudflare::lst_users();\nfor u in users { privx::reset_mfa(u.id, 2, 3); }\n",
+    );
+    let out = ws.run(&["check", "typo.rhai"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("typo.rhai:1:13: unknown action cloudflare::lst_users (did you mean cloudflare::list_users?)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("typo.rhai:2:") && out.stderr.contains("privx::reset_mfa takes 1 argument(s), got 3"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn check_passes_a_sound_script_without_any_provider_configured() {
+    let ws = Workspace::new();
+    ws.file(
+        "ok.rhai",
+        "let users = cloudflare::list_users(#{search: \"x\"});\nprivx::find_user(\"a@b.c\")\n",
+    );
+    let out = ws.run(&["check", "ok.rhai"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "ok.rhai: ok");
+}
+
+#[tokio::test]
+async fn actions_describes_one_action() {
+    let ws = Workspace::new();
+    let out = ws.run(&["actions", "cloudflare.list_users"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for expected in [
+        "cloudflare::list_users(#{email, name, search})",
+        "effect:      read",
+        "returns:     array of User",
+        "search",
+    ] {
+        assert!(out.stdout.contains(expected), "missing {expected:?} in\n{}", out.stdout);
+    }
+    let out = ws.run(&["actions", "privx.reset_mfa", "--json"]).await;
+    let spec = out.json();
+    assert_eq!(spec["effect"], "write");
+    assert_eq!(spec["targets"], serde_json::json!({"kind": "count_of", "param": "ids"}));
+    let out = ws.run(&["actions", "cloudflare.nope"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("unknown action cloudflare::nope"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn an_unconfigured_provider_names_the_variables_to_set() {
+    let ws = Workspace::new();
+    ws.file("list.rhai", "cloudflare::list_users().len()");
+    let out = ws.run(&["run", "list.rhai"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("cloudflare is not configured: set CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN (or CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.trim().is_empty(), "stdout: {}", out.stdout);
+}
+
+#[tokio::test]
+async fn bad_params_are_usage_errors() {
+    let ws = Workspace::new();
+    ws.file("p.rhai", "params");
+    let out = ws.run(&["run", "p.rhai", "--param", "novalue"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("--param \"novalue\" has no `=`"), "{}", out.stderr);
+    ws.file("params.json", "{\"a\": 1,\n \"b\": }\n");
+    let out = ws.run(&["run", "p.rhai", "--params-file", "params.json"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("params.json: line 2"), "{}", out.stderr);
+    let out = ws
+        .run(&["run", "p.rhai", "--params-file", "params.json", "--timeout", "soon"])
+        .await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("\"soon\""), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn params_reach_the_script_as_json_values() {
+    let ws = Workspace::new();
+    ws.file(
+        "p.rhai",
+        "#{t: params.threshold + 1, allowed: params.allowed, email: params.email}",
+    );
+    ws.file("base.json", "{\"threshold\": 1, \"email\": \"x@example.com\"}");
+    let out = ws
+        .run(&[
+            "run",
+            "p.rhai",
+            "--params-file",
+            "base.json",
+            "-p",
+            "threshold=3",
+            "-p",
+            "allowed=[\"FI\",\"SE\"]",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let doc = out.json();
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(
+        doc["result"],
+        serde_json::json!({"t": 4, "allowed": ["FI", "SE"], "email": "x@example.com"})
+    );
+    assert_eq!(doc["calls"], 0);
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_file_line_and_fix() {
+    let ws = Workspace::new();
+    ws.file("s.rhai", "1");
+    ws.file(
+        "runbook.toml",
+        "[providers.cloudflare]\naccount_id = \"abc\"\napi_token = \"${NOT_SET_ANYWHERE}\"\n",
+    );
+    let out = ws.run(&["run", "s.rhai"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr
+            .contains("runbook.toml:3: ${NOT_SET_ANYWHERE} is not set in the environment"),
+        "{}",
+        out.stderr
+    );
+
+    ws.file("runbook.toml", "[providers.cloudfare]\naccount_id = \"abc\"\n");
+    let out = ws.run(&["run", "s.rhai"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr
+            .contains("unknown provider [providers.cloudfare]; known providers: cloudflare, privx"),
+        "{}",
+        out.stderr
+    );
+
+    ws.file("runbook.toml", "[providers.cloudflare]\naccount_id = \"abc\"\n");
+    let out = ws.run(&["run", "s.rhai"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("api_token in [providers.cloudflare]"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_busy_loop_is_stopped_by_the_timeout() {
+    let ws = Workspace::new();
+    ws.file("spin.rhai", "let n = 0;\nloop { n += 1; }\n");
+    let out = ws.run(&["run", "spin.rhai", "--timeout", "1s"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("the run was stopped after its timeout of 1s"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn completions_are_printed() {
+    let ws = Workspace::new();
+    let out = ws.run(&["completions", "bash"]).await;
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.contains("runbook"));
+}
+
+#[tokio::test]
+async fn the_checked_in_action_reference_is_current() {
+    let ws = Workspace::new();
+    let out = ws.run(&["actions", "--markdown"]).await;
+    assert_eq!(out.code, Some(0));
+    let path = format!("{}/docs/actions.md", env!("CARGO_MANIFEST_DIR"));
+    let checked_in = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        checked_in == out.stdout,
+        "docs/actions.md is out of date: run `cargo run -- actions --markdown > docs/actions.md`"
+    );
+}
+
+#[test]
+fn every_action_is_documented_reachable_and_its_example_checks() {
+    use runbook_core::{Engine, ProviderConfig};
+    let mut builder = Engine::builder();
+    let descriptors = runbook_core::registered_providers();
+    let namespaces: Vec<&str> = descriptors.iter().map(|d| d.namespace).collect();
+    assert_eq!(namespaces, vec!["cloudflare", "privx"]);
+    for d in &descriptors {
+        builder = builder.descriptor(d, &ProviderConfig::from_vars(d.namespace, [("UNSET", "")]));
+    }
+    let engine = builder.build().unwrap();
+    for d in &descriptors {
+        assert!(!d.summary.is_empty() && !d.settings.is_empty(), "{}", d.namespace);
+        for spec in d.actions {
+            let name = format!("{}::{}", d.namespace, spec.name);
+            assert!(
+                !spec.summary.is_empty() && !spec.returns.is_empty(),
+                "{name} lacks docs"
+            );
+            assert!(
+                spec.params.iter().all(|p| !p.doc.is_empty()),
+                "{name} has an undocumented parameter"
+            );
+            assert!(
+                spec.example.contains(&name),
+                "{name}'s example does not call it: {}",
+                spec.example
+            );
+            // Examples use a few common variables; give them as parameters so the example compiles as written.
+            let wrapped = format!("fn example(u, a, b, sessions, flagged) {{\n{}\n}}", spec.example);
+            let problems = engine.check(&wrapped);
+            assert!(problems.is_empty(), "{name}'s example does not check: {problems:?}");
+            for arity in spec.arities() {
+                let args = vec!["()"; arity].join(", ");
+                let problems = engine.check(&format!("{name}({args})"));
+                assert!(
+                    problems.is_empty(),
+                    "{name} is not reachable with {arity} argument(s): {problems:?}"
+                );
+            }
+        }
+    }
+}

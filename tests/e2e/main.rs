@@ -1,0 +1,13 @@
+//! End-to-end tests: the `runbook` binary, and the providers over real HTTP against the
+//! simulators.
+
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod cloudflare;
+mod fixtures;
+mod privx;
+mod runs;
+mod scripts;
+mod sim;
+mod support;

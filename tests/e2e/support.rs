@@ -1,0 +1,208 @@
+//! Running the built binary in a scratch directory with a clean environment.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Everything the command printed, for leak checks.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// A scratch directory with scripts, where the binary runs.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The binary, in this directory, with no provider variables but those set here.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CLOUDFLARE_")
+                || key.starts_with("PRIVX_")
+                || key.starts_with("RUNBOOK_")
+                || key == "RUST_LOG"
+            {
+                cmd.env_remove(key);
+            }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs the binary to completion.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().await.unwrap();
+        Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Both simulators, and how to point providers (in-process or the binary) at them.
+pub struct Sims {
+    pub sims: runbook_sim::Simulators,
+}
+
+impl Sims {
+    pub async fn start(fixture: serde_json::Value) -> Sims {
+        Sims::start_with(fixture, runbook_sim::SimOptions::default()).await
+    }
+
+    pub async fn start_with(fixture: serde_json::Value, options: runbook_sim::SimOptions) -> Sims {
+        let fixture: runbook_sim::Fixture = serde_json::from_value(fixture).unwrap();
+        Sims {
+            sims: runbook_sim::Simulators::start(fixture, options).await.unwrap(),
+        }
+    }
+
+    pub fn cf(&self) -> &runbook_sim::CloudflareSim {
+        &self.sims.cloudflare
+    }
+
+    pub fn px(&self) -> &runbook_sim::PrivxSim {
+        &self.sims.privx
+    }
+
+    /// The provider variables for the binary.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let (cf, px) = (self.cf(), self.px());
+        let mut vars = vec![
+            ("CLOUDFLARE_BASE_URL".to_owned(), cf.base_url()),
+            ("CLOUDFLARE_API_TOKEN".to_owned(), cf.api_token()),
+            ("CLOUDFLARE_ACCOUNT_ID".to_owned(), cf.account_id()),
+            ("PRIVX_API_BASE_URL".to_owned(), px.base_url()),
+            ("PRIVX_API_CLIENT_ID".to_owned(), px.api_client_id()),
+            ("PRIVX_API_CLIENT_SECRET".to_owned(), px.api_client_secret()),
+            ("PRIVX_API_OAUTH_CLIENT_ID".to_owned(), px.oauth_client_id()),
+            ("PRIVX_API_OAUTH_CLIENT_SECRET".to_owned(), px.oauth_client_secret()),
+        ];
+        if let Some(ca) = px.ca_cert_pem() {
+            vars.push(("PRIVX_API_CA_CERT".to_owned(), ca));
+        }
+        vars
+    }
+
+    /// A scratch directory whose binary talks to these simulators.
+    pub fn workspace(&self) -> Workspace {
+        let mut ws = Workspace::new();
+        for (k, v) in self.env() {
+            ws.set_env(&k, &v);
+        }
+        ws
+    }
+
+    /// The Cloudflare provider's settings for these simulators.
+    pub fn cloudflare_config(&self) -> serde_json::Map<String, serde_json::Value> {
+        let cf = self.cf();
+        let v =
+            serde_json::json!({"base_url": cf.base_url(), "account_id": cf.account_id(), "api_token": cf.api_token()});
+        v.as_object().unwrap().clone()
+    }
+
+    /// The PrivX provider's settings for these simulators.
+    pub fn privx_config(&self) -> serde_json::Map<String, serde_json::Value> {
+        let px = self.px();
+        let mut v = serde_json::json!({
+            "base_url": px.base_url(),
+            "api_client_id": px.api_client_id(),
+            "api_client_secret": px.api_client_secret(),
+            "oauth_client_id": px.oauth_client_id(),
+            "oauth_client_secret": px.oauth_client_secret(),
+        });
+        if let Some(ca) = px.ca_cert_pem() {
+            v["ca_cert"] = serde_json::Value::String(ca);
+        }
+        v.as_object().unwrap().clone()
+    }
+
+    /// An in-process engine with both providers pointed at these simulators.
+    pub fn engine(&self) -> runbook_core::Engine {
+        self.engine_with(self.cloudflare_config(), self.privx_config())
+    }
+
+    /// An in-process engine with these provider settings.
+    pub fn engine_with(
+        &self,
+        cloudflare: serde_json::Map<String, serde_json::Value>,
+        privx: serde_json::Map<String, serde_json::Value>,
+    ) -> runbook_core::Engine {
+        use runbook_core::ProviderConfig;
+        let cf =
+            runbook_provider_cloudflare::Cloudflare::from_config(&ProviderConfig::from_table("cloudflare", cloudflare))
+                .unwrap();
+        let px = runbook_provider_privx::Privx::from_config(&ProviderConfig::from_table("privx", privx)).unwrap();
+        runbook_core::Engine::builder()
+            .provider(std::sync::Arc::new(cf))
+            .provider(std::sync::Arc::new(px))
+            .build()
+            .unwrap()
+    }
+
+    pub async fn shutdown(self) {
+        self.sims.shutdown().await;
+    }
+}
+
+/// Runs a script in-process and returns its result, panicking with the error otherwise.
+pub async fn eval(engine: &runbook_core::Engine, script: &str) -> serde_json::Value {
+    match engine.run(script, runbook_core::RunOptions::new()).await {
+        Ok(outcome) => outcome.result,
+        Err(e) => panic!("the script failed: {}\n{script}", e.describe()),
+    }
+}
+
+/// Runs a script in-process and returns its error, panicking if it succeeds.
+pub async fn eval_err(engine: &runbook_core::Engine, script: &str) -> runbook_core::RunError {
+    match engine.run(script, runbook_core::RunOptions::new()).await {
+        Ok(outcome) => panic!("the script succeeded with {}:\n{script}", outcome.result),
+        Err(e) => e,
+    }
+}
