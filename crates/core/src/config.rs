@@ -5,12 +5,13 @@
 //! lookup names both spellings, so that an error can tell the user exactly what to set where.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
-use crate::http::RateLimit;
+use crate::http::{RateLimit, SharedBudget};
 use crate::secret::Secret;
 
 /// Where the environment variables come from.
@@ -26,6 +27,7 @@ pub struct ProviderConfig {
     namespace: String,
     table: Option<Map<String, Value>>,
     env: Env,
+    shared_budget: Option<Arc<dyn SharedBudget>>,
 }
 
 impl ProviderConfig {
@@ -35,6 +37,7 @@ impl ProviderConfig {
             namespace: namespace.to_owned(),
             table: Some(table),
             env: Env::Process,
+            shared_budget: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl ProviderConfig {
             namespace: namespace.to_owned(),
             table: None,
             env: Env::Process,
+            shared_budget: None,
         }
     }
 
@@ -56,7 +60,21 @@ impl ProviderConfig {
             namespace: namespace.to_owned(),
             table: None,
             env: Env::Vars(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            shared_budget: None,
         }
+    }
+
+    /// Draws rate budgets from `budget`, shared with other processes (several `runbook serve`
+    /// instances on one store).
+    pub fn with_shared_budget(mut self, budget: Option<Arc<dyn SharedBudget>>) -> Self {
+        self.shared_budget = budget;
+        self
+    }
+
+    /// The shared rate budget, if the provider runs beside other processes that use it; hand it
+    /// to [`HttpClientBuilder::shared_budget`](crate::http::HttpClientBuilder::shared_budget).
+    pub fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        self.shared_budget.clone()
     }
 
     /// The provider's namespace.

@@ -53,8 +53,9 @@ pub struct ActionError {
     pub code: Option<Value>,
     /// What went wrong, for a person.
     pub message: String,
-    /// Further fields the script sees on the error map (e.g. `property`).
-    pub extra: Map<String, Value>,
+    /// Further fields the script sees on the error map (e.g. `property`). Boxed so that an
+    /// error stays small: it travels in every action's `Result`.
+    pub extra: Box<Map<String, Value>>,
 }
 
 impl ActionError {
@@ -65,7 +66,7 @@ impl ActionError {
             status: None,
             code: None,
             message: message.into(),
-            extra: Map::new(),
+            extra: Box::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Talking to the Cloudflare API: auth headers, the envelope, errors, pagination.
 
+use futures::StreamExt;
 use runbook_core::http::{HttpClient, HttpRequest, HttpResponse, header, path};
 use runbook_core::{ActionError, CallContext, Secret};
 use serde::Deserialize;
@@ -13,6 +14,10 @@ pub const PAGE_SIZE: u64 = 1000;
 
 /// A stop for a service that ignores `page` and keeps answering full pages.
 const MAX_PAGES: u64 = 100_000;
+
+/// Pages fetched at once once their number is known: enough to hide latency, few enough to
+/// leave the rate budget to the rest of the run.
+const PAGES_IN_FLIGHT: usize = 4;
 
 /// How requests are authenticated.
 #[derive(Debug)]
@@ -112,37 +117,58 @@ impl Api {
         Ok((envelope.result, envelope.result_info))
     }
 
-    /// Every page of a collection, following `page` until `total_pages`, a short page or an
-    /// empty one.
-    pub async fn all_pages(&self, ctx: &CallContext, filters: &[(&str, String)]) -> Result<Vec<Value>, ActionError> {
-        let mut all = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let mut request = HttpRequest::get(self.users_path(&[]))
-                .query("page", page)
-                .query("per_page", PAGE_SIZE);
-            for (key, value) in filters {
-                request = request.query(key, value);
+    /// Every page of a collection. The first page says how many there are (`total_pages`, or
+    /// `total_count` / `per_page`); the rest are then fetched a few at a time, in order. Without
+    /// those figures, pages are followed one by one until a short or empty one.
+    pub async fn all_pages<T: DeserializeOwned>(
+        &self,
+        ctx: &CallContext,
+        filters: &[(&str, String)],
+    ) -> Result<Vec<T>, ActionError> {
+        let (first, info) = self.page::<T>(ctx, filters, 1).await?;
+        let received = first.len() as u64;
+        let mut all = first;
+        let total_pages = info.and_then(|i| {
+            i.total_pages.or_else(|| {
+                let per_page = i.per_page.filter(|p| *p > 0).unwrap_or(PAGE_SIZE);
+                i.total_count.map(|t| t.div_ceil(per_page))
+            })
+        });
+        if let Some(total) = total_pages {
+            let mut pages = futures::stream::iter(2..=total.min(MAX_PAGES))
+                .map(|page| self.page::<T>(ctx, filters, page))
+                .buffered(PAGES_IN_FLIGHT);
+            while let Some(page) = pages.next().await {
+                all.extend(page?.0);
             }
-            let (items, info): (Option<Vec<Value>>, _) = self.call(ctx, request, Subject::Users).await?;
-            let items = items.unwrap_or_default();
-            let received = items.len() as u64;
+            return Ok(all);
+        }
+        let per_page = info.and_then(|i| i.per_page).unwrap_or(PAGE_SIZE);
+        let mut last_received = received;
+        let mut page = 1;
+        while last_received > 0 && last_received >= per_page && page < MAX_PAGES {
+            page += 1;
+            let (items, _) = self.page::<T>(ctx, filters, page).await?;
+            last_received = items.len() as u64;
             all.extend(items);
-            let total_pages = info.and_then(|i| {
-                i.total_pages.or_else(|| {
-                    let per_page = i.per_page.filter(|p| *p > 0).unwrap_or(PAGE_SIZE);
-                    i.total_count.map(|t| t.div_ceil(per_page))
-                })
-            });
-            let short = received < info.and_then(|i| i.per_page).unwrap_or(PAGE_SIZE);
-            let last = match total_pages {
-                Some(total) => page >= total,
-                None => received == 0 || short,
-            };
-            if last || received == 0 {
-                break;
-            }
         }
         Ok(all)
+    }
+
+    async fn page<T: DeserializeOwned>(
+        &self,
+        ctx: &CallContext,
+        filters: &[(&str, String)],
+        page: u64,
+    ) -> Result<(Vec<T>, Option<ResultInfo>), ActionError> {
+        let mut request = HttpRequest::get(self.users_path(&[]))
+            .query("page", page)
+            .query("per_page", PAGE_SIZE);
+        for (key, value) in filters {
+            request = request.query(key, value);
+        }
+        let (items, info): (Option<Vec<T>>, _) = self.call(ctx, request, Subject::Users).await?;
+        Ok((items.unwrap_or_default(), info))
     }
 
     /// The error an unsuccessful answer describes.

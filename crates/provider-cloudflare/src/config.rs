@@ -70,9 +70,13 @@ pub fn api_from_config(config: &ProviderConfig) -> Result<Api, ConfigError> {
     let timeout = config
         .duration("timeout", "CLOUDFLARE_TIMEOUT")?
         .unwrap_or(Duration::from_secs(30));
+    // Cloudflare counts the budget per user of the credential; the account is what the settings
+    // name, and the key holds no secret.
+    let budget_key = format!("cloudflare {} account {account_id}", base_url.trim_end_matches('/'));
     let http = HttpClient::builder("cloudflare", &base_url)
         .timeout(timeout)
         .rate_limit(Some(rate_limit))
+        .shared_budget(config.shared_budget(), budget_key)
         .build()
         .map_err(|reason| config.invalid("base_url", "CLOUDFLARE_BASE_URL", reason))?;
     Ok(Api { http, account_id, auth })

@@ -56,6 +56,10 @@ pub fn api_from_config(config: &ProviderConfig) -> Result<Api, ConfigError> {
     let mut http = HttpClient::builder("privx", &base_url)
         .cookie_store(true)
         .rate_limit(config.rate_limit("rate_limit", "PRIVX_API_RATE_LIMIT")?)
+        .shared_budget(
+            config.shared_budget(),
+            format!("privx {} client {api_client_id}", base_url.trim_end_matches('/')),
+        )
         .timeout(
             config
                 .duration("timeout", "PRIVX_API_TIMEOUT")?

@@ -35,9 +35,10 @@ pub struct Limits {
     pub max_function_expr_depth: usize,
     /// Length of one string, in bytes.
     pub max_string_size: usize,
-    /// Items in one array (listing 100,000 users must fit).
+    /// Items in one array. Rhai counts nested arrays too, so this bounds a whole result.
     pub max_array_size: usize,
-    /// Entries in one map.
+    /// Entries in one map. Rhai counts every map nested inside a value too: 100,000 users of a
+    /// dozen fields each are 1.2 million entries, which must fit.
     pub max_map_size: usize,
     /// Variables in scope.
     pub max_variables: usize,
@@ -53,8 +54,8 @@ impl Default for Limits {
             max_expr_depth: 64,
             max_function_expr_depth: 32,
             max_string_size: 16 * 1024 * 1024,
-            max_array_size: 1_000_000,
-            max_map_size: 1_000_000,
+            max_array_size: 10_000_000,
+            max_map_size: 50_000_000,
             max_variables: 100_000,
             max_functions: 10_000,
         }

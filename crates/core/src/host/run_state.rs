@@ -322,7 +322,7 @@ impl RunHandle {
 /// The catchable error map a failed action raises in the script.
 pub(crate) fn action_error(action: &str, error: &ActionError, pos: Position) -> Box<EvalAltResult> {
     let mut map = RhaiMap::new();
-    for (k, v) in &error.extra {
+    for (k, v) in error.extra.iter() {
         map.insert(k.as_str().into(), json_to_dynamic(v.clone()));
     }
     map.insert("action".into(), Dynamic::from(action.to_owned()));

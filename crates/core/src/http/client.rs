@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::rate_limit::{Limiter, RateLimit};
+use super::rate_limit::{Limiter, RateLimit, SharedBudget};
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::context::CallContext;
 use crate::error::{ActionError, ActionErrorKind};
@@ -239,6 +239,7 @@ pub struct HttpClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     rate_limit: Option<RateLimit>,
+    shared_budget: Option<(Arc<dyn SharedBudget>, String)>,
     retry: RetryPolicy,
     ca_certs: Vec<reqwest::Certificate>,
     cookies: bool,
@@ -261,6 +262,15 @@ impl HttpClientBuilder {
     /// Sets the client-side rate budget (default: none, only the service's headers are followed).
     pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limit = limit;
+        self
+    }
+
+    /// Draws the rate budget from `budget` (when there is one) as the account `key`, so that
+    /// every process using the same account stays inside the budget together. `key` names the
+    /// account, never its secret: e.g. `cloudflare https://api.cloudflare.com/client/v4 account 01a7…`.
+    /// Applies only with a [`rate_limit`](Self::rate_limit).
+    pub fn shared_budget(mut self, budget: Option<Arc<dyn SharedBudget>>, key: impl Into<String>) -> Self {
+        self.shared_budget = budget.map(|b| (b, key.into()));
         self
     }
 
@@ -316,7 +326,10 @@ impl HttpClientBuilder {
                 client,
                 base,
                 name: self.name,
-                limiter: Limiter::new(self.rate_limit),
+                limiter: match (self.rate_limit, self.shared_budget) {
+                    (Some(limit), Some((shared, key))) => Limiter::with_shared(limit, shared, key),
+                    (limit, _) => Limiter::new(limit),
+                },
                 retry: self.retry,
                 timeout: self.timeout,
                 certificate_hint: self.certificate_hint,
@@ -366,6 +379,7 @@ impl HttpClient {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             rate_limit: None,
+            shared_budget: None,
             retry: RetryPolicy::default(),
             ca_certs: Vec::new(),
             cookies: false,

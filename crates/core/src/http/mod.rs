@@ -6,7 +6,7 @@ mod rate_limit;
 mod retry;
 
 pub use client::{HttpClient, HttpClientBuilder, HttpRequest, HttpResponse, USER_AGENT, path};
-pub use rate_limit::{Limiter, Permit, RateLimit, parse_ratelimit_header};
+pub use rate_limit::{Limiter, Permit, RateLimit, SharedBudget, parse_ratelimit_header};
 pub use reqwest::Method;
 pub use reqwest::header;
 pub use retry::{RetryPolicy, is_retryable_status, parse_retry_after};

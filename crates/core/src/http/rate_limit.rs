@@ -10,11 +10,15 @@
 //!   the remaining count, less what was sent after the answer that reported it, reaches zero,
 //!   new requests wait for the reset instead of drawing a 429. A 429's `retry-after` pauses every
 //!   request of the provider, not just the one that drew it.
+//!
+//! When several processes use one credential (several `runbook serve` instances), each one's
+//! limiter only sees its own requests. A [`SharedBudget`] — kept where they all can reach it,
+//! such as the PostgreSQL store they share — then reserves every request in one account for all
+//! of them.
 
 use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -73,12 +77,28 @@ impl FromStr for RateLimit {
     }
 }
 
-/// What the service last said about its budget.
+/// A rate budget that several processes draw from, such as several `runbook serve` instances
+/// holding one API token.
+#[async_trait::async_trait]
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
+    /// Reserves one request in the budget `key` (at most `limit`, counted over every process);
+    /// answers how long to wait before sending it. The request must not be sent earlier.
+    async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, String>;
+}
+
+/// A shared budget and the name of the account this client draws from.
+#[derive(Debug, Clone)]
+struct SharedAccount {
+    budget: Arc<dyn SharedBudget>,
+    key: String,
+    limit: RateLimit,
+}
+
+/// What the service last said about its budget, less what was sent since.
 #[derive(Debug, Clone, Copy)]
 struct ServerAccount {
-    /// The permit of the request whose answer carried the figures.
-    seq: u64,
-    remaining: u64,
+    /// Requests that may still be sent before the reset.
+    remaining: i64,
     reset_at: Instant,
 }
 
@@ -86,25 +106,38 @@ struct ServerAccount {
 struct ServerView {
     account: Option<ServerAccount>,
     paused_until: Option<Instant>,
+    /// Requests sent and not answered yet.
+    in_flight: i64,
 }
 
 /// Permission to send one request; hand it back with the answer's headers.
-#[derive(Debug, Clone, Copy)]
-pub struct Permit {
-    seq: u64,
+#[derive(Debug)]
+#[must_use = "hand the permit back with `Limiter::observe`, or drop it if no answer came"]
+pub struct Permit<'a> {
+    limiter: &'a Limiter,
+    answered: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.limiter.lock().in_flight -= 1;
+        }
+    }
 }
 
 /// A provider instance's pacing: the configured budget plus the service's own account.
 pub struct Limiter {
     gcra: Option<DefaultDirectRateLimiter>,
+    shared: Option<SharedAccount>,
     server: Mutex<ServerView>,
-    issued: AtomicU64,
 }
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
             .field("client_budget", &self.gcra.is_some())
+            .field("shared_budget", &self.shared.as_ref().map(|s| &s.key))
             .finish_non_exhaustive()
     }
 }
@@ -119,60 +152,123 @@ impl Limiter {
         });
         Limiter {
             gcra,
+            shared: None,
             server: Mutex::new(ServerView::default()),
-            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// A limiter at `budget` that also reserves every request in `shared` under `key`, so that
+    /// every process drawing from that account together stays inside `budget`.
+    pub fn with_shared(budget: RateLimit, shared: Arc<dyn SharedBudget>, key: impl Into<String>) -> Self {
+        let mut limiter = Limiter::new(Some(budget));
+        limiter.shared = Some(SharedAccount {
+            budget: shared,
+            key: key.into(),
+            limit: budget,
+        });
+        limiter
+    }
+
+    /// Waits for the shared budget's reservation. While the shared budget cannot be reached,
+    /// requests wait (and say so) rather than risk overrunning what other processes count on;
+    /// the run's timeout still bounds the wait.
+    async fn reserve_shared(shared: &SharedAccount) {
+        let mut failures = 0u32;
+        loop {
+            match shared.budget.reserve(&shared.key, shared.limit).await {
+                Ok(wait) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if failures.is_multiple_of(10) {
+                        tracing::warn!(budget = %shared.key, error = %e, "the shared rate budget cannot be reached; requests wait for it");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
     }
 
     /// Waits until a request may be sent.
-    pub async fn acquire(&self) -> Permit {
+    pub async fn acquire(&self) -> Permit<'_> {
         loop {
-            if let Some(until) = self.server_wait() {
+            if let Err(until) = self.check() {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
             if let Some(gcra) = &self.gcra {
                 gcra.until_ready().await;
             }
+            if let Some(shared) = &self.shared {
+                Self::reserve_shared(shared).await;
+            }
             // The service's account may have changed while we waited on the local budget.
             match self.try_issue() {
-                Ok(permit) => return permit,
+                Ok(()) => {
+                    return Permit {
+                        limiter: self,
+                        answered: false,
+                    };
+                }
                 Err(until) => tokio::time::sleep_until(until).await,
             }
         }
     }
 
-    fn try_issue(&self) -> Result<Permit, Instant> {
+    fn check(&self) -> Result<(), Instant> {
         let mut view = self.lock();
-        if let Some(until) = self.wait_locked(&mut view) {
-            return Err(until);
+        match Self::wait_locked(&mut view) {
+            Some(until) => Err(until),
+            None => Ok(()),
         }
-        let seq = self.issued.fetch_add(1, Ordering::SeqCst);
-        Ok(Permit { seq })
     }
 
-    /// Reads the service's `Ratelimit` header from an answer to the request sent under `permit`.
-    pub fn observe(&self, permit: Permit, headers: &HeaderMap) {
-        let Some((remaining, reset)) = headers
+    fn try_issue(&self) -> Result<(), Instant> {
+        let mut view = self.lock();
+        if let Some(until) = Self::wait_locked(&mut view) {
+            return Err(until);
+        }
+        if let Some(account) = &mut view.account {
+            account.remaining -= 1;
+        }
+        view.in_flight += 1;
+        Ok(())
+    }
+
+    /// Reads the service's `Ratelimit` header from the answer to the request sent under `permit`.
+    ///
+    /// Answers can come back in another order than their requests were received, so the count
+    /// is kept conservative: every other request still in flight is assumed not yet counted by
+    /// the service, and within one window the lowest remaining count and the earliest reset win
+    /// (the reset is rounded up to whole seconds by the service).
+    pub fn observe(&self, mut permit: Permit<'_>, headers: &HeaderMap) {
+        permit.answered = true;
+        let figures = headers
             .get("ratelimit")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_ratelimit_header)
-        else {
-            return;
-        };
+            .and_then(parse_ratelimit_header);
         let now = Instant::now();
         let mut view = self.lock();
-        let newer = match view.account {
-            None => true,
-            Some(known) => permit.seq >= known.seq || known.reset_at <= now,
+        view.in_flight -= 1;
+        let Some((remaining, reset)) = figures else {
+            return;
         };
-        if newer {
-            view.account = Some(ServerAccount {
-                seq: permit.seq,
-                remaining,
-                reset_at: now + reset,
-            });
-        }
+        let estimate = i64::try_from(remaining).unwrap_or(i64::MAX) - view.in_flight;
+        let reset_at = now + reset;
+        view.account = Some(match view.account {
+            Some(known) if known.reset_at > now => ServerAccount {
+                remaining: known.remaining.min(estimate),
+                reset_at: known.reset_at.min(reset_at),
+            },
+            _ => ServerAccount {
+                remaining: estimate,
+                reset_at,
+            },
+        });
     }
 
     /// Holds every request back for `delay` (a 429's `retry-after`).
@@ -189,12 +285,7 @@ impl Limiter {
         self.server.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn server_wait(&self) -> Option<Instant> {
-        let mut view = self.lock();
-        self.wait_locked(&mut view)
-    }
-
-    fn wait_locked(&self, view: &mut ServerView) -> Option<Instant> {
+    fn wait_locked(view: &mut ServerView) -> Option<Instant> {
         let now = Instant::now();
         if let Some(until) = view.paused_until {
             if until > now {
@@ -207,8 +298,7 @@ impl Limiter {
             view.account = None;
             return None;
         }
-        let sent_since = self.issued.load(Ordering::SeqCst).saturating_sub(account.seq + 1);
-        (sent_since >= account.remaining).then_some(account.reset_at)
+        (account.remaining <= 0).then_some(account.reset_at)
     }
 }
 
@@ -270,9 +360,31 @@ mod tests {
         limiter.observe(first, &headers);
         // One request remains: the next goes at once, the one after waits for the reset.
         let start = Instant::now();
-        limiter.acquire().await;
+        let second = limiter.acquire().await;
         assert_eq!(Instant::now(), start);
-        limiter.acquire().await;
+        drop(second);
+        let _third = limiter.acquire().await;
         assert!(Instant::now() >= start + Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_still_in_flight_are_assumed_uncounted() {
+        let limiter = Limiter::new(None);
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit", HeaderValue::from_static("\"default\";r=3;t=5"));
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        let c = limiter.acquire().await;
+        // `a` is answered first with 3 left, but `b` and `c` may not have been counted yet.
+        limiter.observe(a, &headers);
+        let start = Instant::now();
+        let _d = limiter.acquire().await;
+        assert_eq!(Instant::now(), start, "3 - 2 in flight leaves one");
+        drop((b, c));
+        let _e = limiter.acquire().await;
+        assert!(
+            Instant::now() >= start + Duration::from_secs(5),
+            "then the window must reset"
+        );
     }
 }

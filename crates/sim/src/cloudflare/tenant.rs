@@ -1,6 +1,6 @@
 //! The Cloudflare account's state and the operations the endpoints perform on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
 
@@ -11,6 +11,8 @@ use crate::CloudflareFixture;
 #[derive(Debug)]
 pub(crate) struct Tenant {
     users: Vec<Map<String, Value>>,
+    /// `id` → position in `users`: a lookup must not scan a large tenant on every request.
+    index: HashMap<String, usize>,
     active_sessions: BTreeMap<String, Vec<Value>>,
     session_identities: BTreeMap<String, BTreeMap<String, Value>>,
     failed_logins: BTreeMap<String, Vec<Value>>,
@@ -30,13 +32,25 @@ pub(crate) struct Filters {
 
 impl Tenant {
     pub(crate) fn new(fixture: &CloudflareFixture) -> Tenant {
-        Tenant {
+        let mut tenant = Tenant {
             users: fixture.users.iter().filter_map(|u| u.as_object().cloned()).collect(),
+            index: HashMap::new(),
             active_sessions: fixture.active_sessions.clone(),
             session_identities: fixture.session_identities.clone(),
             failed_logins: fixture.failed_logins.clone(),
             last_seen_identity: fixture.last_seen_identity.clone(),
-        }
+        };
+        tenant.reindex();
+        tenant
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .users
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| text(u, "id").map(|id| (id.to_owned(), i)))
+            .collect();
     }
 
     pub(crate) fn users(&self) -> Vec<Value> {
@@ -44,11 +58,12 @@ impl Tenant {
     }
 
     pub(crate) fn user(&self, id: &str) -> Option<&Map<String, Value>> {
-        self.users.iter().find(|u| text(u, "id") == Some(id))
+        self.index.get(id).and_then(|&i| self.users.get(i))
     }
 
     fn user_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
-        self.users.iter_mut().find(|u| text(u, "id") == Some(id))
+        let i = *self.index.get(id)?;
+        self.users.get_mut(i)
     }
 
     fn require(&self, id: &str) -> Result<&Map<String, Value>, CfError> {
@@ -98,6 +113,9 @@ impl Tenant {
             "last_successful_login": null,
         });
         if let Value::Object(map) = &user {
+            if let Some(id) = text(map, "id") {
+                self.index.insert(id.to_owned(), self.users.len());
+            }
             self.users.push(map.clone());
         }
         Ok(user)
@@ -122,6 +140,7 @@ impl Tenant {
     pub(crate) fn delete(&mut self, id: &str) -> Result<(), CfError> {
         self.require(id)?;
         self.users.retain(|u| text(u, "id") != Some(id));
+        self.reindex();
         self.active_sessions.remove(id);
         self.session_identities.remove(id);
         self.failed_logins.remove(id);

@@ -24,6 +24,11 @@ pub(crate) struct RoleStore {
     /// The users; a user's `roles` holds only its explicit grants, so that a PUT can replace
     /// them without touching its mapped roles.
     users: Vec<Map<String, Value>>,
+    /// `id` → position in `users`: a lookup must not scan a large deployment on every request.
+    index: std::collections::HashMap<String, usize>,
+    /// Per user, the lower-cased text keywords are searched in, computed once: nothing the
+    /// simulator lets a client change (roles, MFA, settings) is part of it.
+    haystacks: Vec<String>,
     /// `user_id` → the roles mapped to that user, as the fixture gave them. Nothing changes them.
     mapped: BTreeMap<String, Vec<Map<String, Value>>>,
     roles: Vec<Map<String, Value>>,
@@ -68,8 +73,16 @@ impl RoleStore {
             }
             users.push(user);
         }
+        let index = users
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| id_of(u).map(|id| (id.to_owned(), i)))
+            .collect();
+        let haystacks = users.iter().map(search::haystack).collect();
         RoleStore {
             users,
+            index,
+            haystacks,
             mapped,
             roles: objects(&fixture.roles),
             settings: fixture.settings.clone(),
@@ -87,7 +100,7 @@ impl RoleStore {
     }
 
     fn find_user(&self, id: &str) -> Option<&Map<String, Value>> {
-        self.users.iter().find(|u| id_of(u) == Some(id))
+        self.index.get(id).and_then(|&i| self.users.get(i))
     }
 
     fn user(&self, id: &str) -> Result<&Map<String, Value>, PrivxError> {
@@ -96,9 +109,10 @@ impl RoleStore {
     }
 
     fn user_mut(&mut self, id: &str) -> Result<&mut Map<String, Value>, PrivxError> {
-        self.users
-            .iter_mut()
-            .find(|u| id_of(u) == Some(id))
+        self.index
+            .get(id)
+            .copied()
+            .and_then(|i| self.users.get_mut(i))
             .ok_or_else(|| PrivxError::not_found(format!("user {id} not found")))
     }
 
@@ -301,7 +315,7 @@ impl RoleStore {
     }
 
     pub(crate) fn search(&self, criteria: &Criteria, paging: &Paging) -> (usize, Vec<Value>) {
-        let (count, page) = search::search(&self.users, criteria, paging);
+        let (count, page) = search::search(&self.users, &self.haystacks, criteria, paging);
         (count, page.into_iter().map(|u| Value::Object(self.shown(u))).collect())
     }
 }

@@ -135,7 +135,7 @@ impl Criteria {
         })
     }
 
-    fn matches(&self, user: &Map<String, Value>) -> bool {
+    fn matches(&self, user: &Map<String, Value>, haystack: &str) -> bool {
         let field = |name: &str| user.get(name).and_then(Value::as_str);
         let id_ok = self
             .user_ids
@@ -145,27 +145,35 @@ impl Criteria {
             .source
             .as_ref()
             .is_none_or(|source| field("source") == Some(source.as_str()));
-        let words_ok = self.words.is_empty() || {
-            let haystacks: Vec<String> = ["principal", "email", "full_name"]
-                .iter()
-                .filter_map(|name| field(name))
-                .map(str::to_lowercase)
-                .collect();
-            self.words
-                .iter()
-                .any(|word| haystacks.iter().any(|h| h.contains(word.as_str())))
-        };
+        let words_ok = self.words.is_empty() || self.words.iter().any(|word| haystack.contains(word.as_str()));
         id_ok && source_ok && words_ok
     }
+}
+
+/// What free-text keywords are matched against: the user's `principal`, `email` and
+/// `full_name`, lower-cased, one per line (so that a keyword cannot match across two fields).
+pub(crate) fn haystack(user: &Map<String, Value>) -> String {
+    ["principal", "email", "full_name"]
+        .iter()
+        .filter_map(|name| user.get(*name).and_then(Value::as_str))
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The total number of matches and the requested page of them.
 pub(crate) fn search<'a>(
     users: &'a [Map<String, Value>],
+    haystacks: &[String],
     criteria: &Criteria,
     paging: &Paging,
 ) -> (usize, Vec<&'a Map<String, Value>>) {
-    let mut matching: Vec<&Map<String, Value>> = users.iter().filter(|u| criteria.matches(u)).collect();
+    let mut matching: Vec<&Map<String, Value>> = users
+        .iter()
+        .zip(haystacks)
+        .filter(|(u, h)| criteria.matches(u, h))
+        .map(|(u, _)| u)
+        .collect();
     matching.sort_by(|a, b| {
         let by_key = compare(a.get(&paging.sort_key), b.get(&paging.sort_key));
         let by_key = if paging.descending { by_key.reverse() } else { by_key };
