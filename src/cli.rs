@@ -52,6 +52,11 @@ pub enum Command {
     Actions(ActionsArgs),
     /// Serve both simulators on loopback and print the variables that point the providers at them.
     Sim(SimArgs),
+    /// Run the automations of runbook.toml on webhooks, schedules and intervals, until SIGTERM.
+    Serve(ServeArgs),
+    /// The history of serve's runs: list, show, retry.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -102,6 +107,51 @@ pub struct RunArgs {
     /// With --simulate: seed the simulators from this fixture instead of the demo tenant.
     #[arg(long, value_name = "FILE", requires = "simulate")]
     pub fixture: Option<PathBuf>,
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Point the providers at simulators started for this server (seeded from --fixture or the demo tenant).
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// With --simulate: seed the simulators from this fixture.
+    #[arg(long, value_name = "FILE", requires = "simulate")]
+    pub fixture: Option<PathBuf>,
+}
+
+/// `runs`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        /// Only this automation.
+        #[arg(long)]
+        automation: Option<String>,
+        /// Only runs in this state: queued, running, succeeded, failed, refused.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// How to print them.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
+        output: OutputFormat,
+    },
+    /// One run: its result, error, log lines and the calls it made.
+    Show {
+        /// The run's id.
+        id: String,
+        /// How to print it.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
+        output: OutputFormat,
+    },
+    /// Queue a finished run again (a new run with the same params and event).
+    Retry {
+        /// The run's id.
+        id: String,
+    },
 }
 
 /// `sim`.

@@ -15,6 +15,9 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// `[providers.NAME]` tables.
     pub providers: BTreeMap<String, Map<String, Value>>,
+    /// The file's text after `${VAR}` expansion (for `runbook serve`, which reads its own
+    /// sections with their line numbers).
+    pub expanded: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -22,11 +25,28 @@ pub struct Config {
 struct RawConfig {
     #[serde(default)]
     providers: BTreeMap<String, toml::Table>,
+    // `[serve]` and `[[automation]]` are read by `runbook serve` (with line numbers).
+    #[serde(default)]
+    #[allow(dead_code)]
+    serve: Option<toml::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    automation: Option<toml::Value>,
 }
 
 impl Config {
     /// Reads `explicit`, or `./runbook.toml` when it exists, or nothing.
     pub fn load(explicit: Option<&Path>) -> Result<Config, CliError> {
+        Config::load_with(explicit, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`], but an unset `${VAR}` becomes empty: for commands that read only the
+    /// store's location (`runbook runs`), which should not need every secret the file names.
+    pub fn load_lenient(explicit: Option<&Path>) -> Result<Config, CliError> {
+        Config::load_with(explicit, |name| Some(std::env::var(name).unwrap_or_default()))
+    }
+
+    fn load_with(explicit: Option<&Path>, lookup: impl Fn(&str) -> Option<String>) -> Result<Config, CliError> {
         let path = match explicit {
             Some(p) => p.to_path_buf(),
             None => {
@@ -39,7 +59,7 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| CliError::usage(format!("cannot read the configuration {}: {e}", path.display())))?;
-        Config::parse(&path, &text, |name| std::env::var(name).ok())
+        Config::parse(&path, &text, lookup)
     }
 
     /// Parses configuration text, expanding `${VAR}` with `lookup`.
@@ -69,6 +89,7 @@ impl Config {
         Ok(Config {
             path: Some(path.to_path_buf()),
             providers,
+            expanded,
         })
     }
 }
@@ -99,12 +120,28 @@ fn expand(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String
                     index + 1
                 )
             })?;
-            out.push_str(&value.replace('\\', "\\\\").replace('"', "\\\""));
+            out.push_str(&toml_escape(&value));
             rest = &after[end + 1..];
         }
         out.push_str(rest);
     }
     Ok(out)
+}
+
+/// Escapes a value for a TOML basic string (and keeps the line count: newlines become `\n`).
+fn toml_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cli::LogFormat;
 
-/// What is logged when `RUST_LOG` is not set: warnings, and what scripts print.
-const DEFAULT_FILTER: &str = "warn,runbook::script=info";
+/// What is logged when `RUST_LOG` is not set: warnings, what scripts print, and what `serve` does.
+const DEFAULT_FILTER: &str = "warn,runbook::script=info,runbook_serve=info";
 
 /// Installs the subscriber: `RUST_LOG` filters, `format` chooses text or JSON.
 pub fn init(format: LogFormat) {

@@ -69,6 +69,8 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Run(args) => run(&cli, args, args.plan).await,
         Command::Plan(args) => run(&cli, args, true).await,
         Command::Sim(args) => commands::sim::sim(args).await,
+        Command::Serve(args) => commands::serve::serve(args, &Config::load(cli.config.as_deref())?).await,
+        Command::Runs(command) => commands::serve::runs(command, &Config::load_lenient(cli.config.as_deref())?).await,
         Command::Check(args) => commands::check::check(args, &Config::load(cli.config.as_deref())?),
         Command::Actions(args) => commands::actions::actions(args, &Config::load(cli.config.as_deref())?),
     }

@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod check;
 pub mod run;
+pub mod serve;
 pub mod sim;
 
 use runbook_core::{Engine, ProviderConfig};
@@ -18,6 +19,16 @@ pub type Overrides = Vec<(String, serde_json::Map<String, serde_json::Value>)>;
 /// from its environment variables (a provider with nothing set is simply absent: calls to it
 /// fail naming what to set).
 pub fn build_engine(config: &Config, overrides: &Overrides) -> Result<Engine, CliError> {
+    build_engine_sharing(config, overrides, None)
+}
+
+/// [`build_engine`], with providers drawing their rate budgets from `budget` (the store shared
+/// by several `runbook serve` instances).
+pub fn build_engine_sharing(
+    config: &Config,
+    overrides: &Overrides,
+    budget: Option<std::sync::Arc<dyn runbook_core::http::SharedBudget>>,
+) -> Result<Engine, CliError> {
     let mut builder = Engine::builder();
     for descriptor in runbook_core::registered_providers() {
         let ns = descriptor.namespace;
@@ -37,9 +48,15 @@ pub fn build_engine(config: &Config, overrides: &Overrides) -> Result<Engine, Cl
             });
         builder = match table {
             Some((table, origin)) => builder
-                .try_descriptor(descriptor, &ProviderConfig::from_table(ns, table.clone()))
+                .try_descriptor(
+                    descriptor,
+                    &ProviderConfig::from_table(ns, table.clone()).with_shared_budget(budget.clone()),
+                )
                 .map_err(|e| CliError::usage(format!("{origin}: {e}")))?,
-            None => builder.descriptor(descriptor, &ProviderConfig::from_env(ns)),
+            None => builder.descriptor(
+                descriptor,
+                &ProviderConfig::from_env(ns).with_shared_budget(budget.clone()),
+            ),
         };
     }
     builder.build().map_err(|e| CliError::usage(e.to_string()))

@@ -5,9 +5,11 @@
 
 mod cli;
 mod cloudflare;
+mod cluster;
 mod fixtures;
 mod privx;
 mod runs;
 mod scripts;
+mod serve;
 mod sim;
 mod support;

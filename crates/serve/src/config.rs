@@ -1,0 +1,502 @@
+//! `[serve]` and `[[automation]]` in `runbook.toml`, checked at start: every mistake is reported
+//! with the file, the line and what to fix, before anything listens.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runbook_core::Secret;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+use crate::schedule::Cadence;
+
+/// A configuration problem, with where it is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// How `runbook serve` runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeSettings {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// Where runs are kept: `sqlite://PATH` (relative to the configuration file) or `postgres://...`.
+    pub store: String,
+    /// Runs executed at once by this instance.
+    pub workers: usize,
+    /// Bearer token for `/api/*` (required unless `listen` is loopback).
+    pub api_token: Option<Secret<String>>,
+    /// How long finished runs are kept.
+    pub keep: Duration,
+    /// How long a claimed run stays claimed without a heartbeat.
+    pub lease: Duration,
+    /// On shutdown, how long running runs may take to finish.
+    pub grace: Duration,
+    /// How often an idle worker looks for queued runs (new local events wake it at once).
+    pub poll_interval: Duration,
+}
+
+/// What starts an automation's runs.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// A signed HTTP delivery to `path`.
+    Webhook(WebhookTrigger),
+    /// A cron schedule or a fixed interval.
+    Schedule(Cadence),
+}
+
+/// A webhook's settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebhookTrigger {
+    /// `/hooks/...`.
+    pub path: String,
+    /// The shared HMAC-SHA256 secret.
+    pub secret: Secret<String>,
+    /// The header carrying `sha256=<hex>` or `<hex>`.
+    pub signature_header: String,
+    /// The header carrying the delivery id (else the body's hash is the id).
+    pub id_header: Option<String>,
+    /// The header carrying the sending time (unix seconds); when set, the signature covers
+    /// `"{timestamp}.{body}"` and deliveries outside the replay window are refused.
+    pub timestamp_header: Option<String>,
+    /// How old (or how far in the future) a timestamped delivery may be.
+    pub replay_window: Duration,
+}
+
+/// One automation.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Automation {
+    /// Unique name.
+    pub name: String,
+    /// The script's path.
+    pub script: PathBuf,
+    /// The script's text, read at start.
+    pub source: String,
+    /// Parameters every run gets.
+    pub params: Map<String, Value>,
+    /// The blast-radius guard per run.
+    pub max_changes: u64,
+    /// Runs of this automation at once (across instances sharing a store).
+    pub concurrency: usize,
+    /// Retries of a failed run.
+    pub retries: u32,
+    /// The first retry's delay; it doubles with each retry (with jitter).
+    pub retry_delay: Duration,
+    /// Wall-clock limit per run.
+    pub timeout: Duration,
+    /// What starts runs.
+    pub trigger: Trigger,
+    /// The line of `[[automation]]`, for messages.
+    pub line: usize,
+}
+
+/// Everything `runbook serve` needs from the configuration file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// `[serve]`.
+    pub settings: ServeSettings,
+    /// `[[automation]]`, in file order.
+    pub automations: Vec<Automation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRaw {
+    #[serde(default)]
+    #[allow(dead_code)] // read by the binary
+    providers: Option<toml::Table>,
+    #[serde(default)]
+    serve: Option<Spanned<ServeRaw>>,
+    #[serde(default)]
+    automation: Vec<Spanned<AutomationRaw>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServeRaw {
+    listen: Option<String>,
+    store: Option<String>,
+    workers: Option<usize>,
+    api_token: Option<String>,
+    keep: Option<String>,
+    lease: Option<String>,
+    grace: Option<String>,
+    poll_interval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutomationRaw {
+    name: Spanned<String>,
+    script: Spanned<String>,
+    #[serde(default)]
+    params: toml::Table,
+    max_changes: Option<u64>,
+    concurrency: Option<usize>,
+    retries: Option<u32>,
+    retry_delay: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    trigger: Spanned<TriggerRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerRaw {
+    schedule: Option<String>,
+    tz: Option<String>,
+    catch_up: Option<String>,
+    every: Option<String>,
+    webhook: Option<String>,
+    secret: Option<String>,
+    signature_header: Option<String>,
+    id_header: Option<String>,
+    timestamp_header: Option<String>,
+    replay_window: Option<String>,
+}
+
+/// Lines of a text, to turn byte offsets into line numbers.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn of(&self, offset: usize) -> usize {
+        self.0[..offset.min(self.0.len())].matches('\n').count() + 1
+    }
+}
+
+impl ServeConfig {
+    /// Parses `text` (already `${VAR}`-expanded) from `file`. `check` is called with each
+    /// automation's script text and returns its problems (e.g. the engine's `check`), which
+    /// stop the start like any other mistake.
+    pub fn parse(file: &Path, text: &str, check: impl Fn(&str) -> Vec<String>) -> Result<ServeConfig, ConfigError> {
+        let shown = file.display().to_string();
+        let lines = Lines(text);
+        let err = |line: usize, message: String| ConfigError {
+            file: shown.clone(),
+            line,
+            message,
+        };
+        let raw: FileRaw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| lines.of(s.start)).unwrap_or(1);
+            err(line, e.message().to_owned())
+        })?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let (serve, serve_line) = match raw.serve {
+            Some(s) => {
+                let line = lines.of(s.span().start);
+                (s.into_inner(), line)
+            }
+            None => (ServeRaw::default(), 1),
+        };
+        let duration = |value: &Option<String>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(default),
+                Some(v) => {
+                    runbook_core::config::parse_duration(v).map_err(|e| err(serve_line, format!("[serve] {key}: {e}")))
+                }
+            }
+        };
+        let listen_text = serve.listen.clone().unwrap_or_else(|| "127.0.0.1:8787".to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            err(
+                serve_line,
+                format!("[serve] listen = \"{listen_text}\" is not an address; write e.g. \"127.0.0.1:8787\""),
+            )
+        })?;
+        let api_token = serve.api_token.filter(|t| !t.is_empty()).map(Secret::new);
+        if api_token.is_none() && !listen.ip().is_loopback() {
+            return Err(err(
+                serve_line,
+                format!(
+                    "[serve] listens on {listen}, beyond this machine: set api_token (e.g. api_token = \"${{RUNBOOK_API_TOKEN}}\") to protect /api/*"
+                ),
+            ));
+        }
+        let workers = serve.workers.unwrap_or(4);
+        if workers == 0 {
+            return Err(err(serve_line, "[serve] workers must be at least 1".to_owned()));
+        }
+        let settings = ServeSettings {
+            listen,
+            store: serve.store.clone().unwrap_or_else(|| "sqlite://runbook.db".to_owned()),
+            workers,
+            api_token,
+            keep: duration(&serve.keep, "keep", Duration::from_secs(30 * 24 * 3600))?,
+            lease: duration(&serve.lease, "lease", Duration::from_secs(30))?,
+            grace: duration(&serve.grace, "grace", Duration::from_secs(30))?,
+            poll_interval: duration(&serve.poll_interval, "poll_interval", Duration::from_millis(500))?,
+        };
+        if settings.lease < Duration::from_secs(1) {
+            return Err(err(serve_line, "[serve] lease must be at least 1s".to_owned()));
+        }
+
+        let mut automations: Vec<Automation> = Vec::new();
+        for spanned in raw.automation {
+            let line = lines.of(spanned.span().start);
+            let a = spanned.into_inner();
+            let name_line = lines.of(a.name.span().start);
+            let name = a.name.into_inner();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(err(
+                    name_line,
+                    format!("automation name \"{name}\" must be letters, digits, - or _"),
+                ));
+            }
+            if let Some(other) = automations.iter().find(|o| o.name == name) {
+                return Err(err(
+                    name_line,
+                    format!("automation name \"{name}\" is already used on line {}", other.line),
+                ));
+            }
+            let script_line = lines.of(a.script.span().start);
+            let script = dir.join(a.script.get_ref());
+            let source = std::fs::read_to_string(&script).map_err(|e| {
+                err(
+                    script_line,
+                    format!(
+                        "automation \"{name}\": cannot read the script {}: {e}",
+                        script.display()
+                    ),
+                )
+            })?;
+            let problems = check(&source);
+            if !problems.is_empty() {
+                return Err(err(
+                    script_line,
+                    format!(
+                        "automation \"{name}\": the script {} has problems: {}",
+                        script.display(),
+                        problems.join("; ")
+                    ),
+                ));
+            }
+            let params = match serde_json::to_value(&a.params) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            let spanned_duration =
+                |v: &Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+                    match v {
+                        None => Ok(default),
+                        Some(s) => runbook_core::config::parse_duration(s.get_ref())
+                            .map_err(|e| err(lines.of(s.span().start), format!("automation \"{name}\": {key}: {e}"))),
+                    }
+                };
+            let timeout = spanned_duration(&a.timeout, "timeout", Duration::from_secs(600))?;
+            let retry_delay = spanned_duration(&a.retry_delay, "retry_delay", Duration::from_secs(30))?;
+            let concurrency = a.concurrency.unwrap_or(1);
+            if concurrency == 0 {
+                return Err(err(
+                    line,
+                    format!("automation \"{name}\": concurrency must be at least 1"),
+                ));
+            }
+            let trigger_line = lines.of(a.trigger.span().start);
+            let trigger = parse_trigger(&name, a.trigger.into_inner()).map_err(|m| err(trigger_line, m))?;
+            if let Trigger::Webhook(w) = &trigger
+                && let Some(other) = automations
+                    .iter()
+                    .find(|o| matches!(&o.trigger, Trigger::Webhook(x) if x.path == w.path))
+            {
+                return Err(err(
+                    trigger_line,
+                    format!(
+                        "webhook path {} is already used by automation \"{}\"",
+                        w.path, other.name
+                    ),
+                ));
+            }
+            automations.push(Automation {
+                name,
+                script,
+                source,
+                params,
+                max_changes: a.max_changes.unwrap_or(runbook_core::run::DEFAULT_MAX_CHANGES),
+                concurrency,
+                retries: a.retries.unwrap_or(3),
+                retry_delay,
+                timeout,
+                trigger,
+                line,
+            });
+        }
+        Ok(ServeConfig {
+            file: file.to_path_buf(),
+            settings,
+            automations,
+        })
+    }
+
+    /// One automation by name.
+    pub fn automation(&self, name: &str) -> Option<&Automation> {
+        self.automations.iter().find(|a| a.name == name)
+    }
+
+    /// The store location with a relative SQLite path resolved against the configuration file.
+    pub fn store_url(&self) -> String {
+        resolve_store(&self.settings.store, self.file.parent())
+    }
+
+    /// Each automation's concurrency limit.
+    pub fn concurrency(&self) -> BTreeMap<String, usize> {
+        self.automations
+            .iter()
+            .map(|a| (a.name.clone(), a.concurrency))
+            .collect()
+    }
+}
+
+/// Resolves `sqlite://relative.db` against `dir`; other URLs are returned as they are.
+pub fn resolve_store(store: &str, dir: Option<&Path>) -> String {
+    match store.strip_prefix("sqlite://") {
+        Some(path) if !Path::new(path).is_absolute() => {
+            let base = dir.map(Path::to_path_buf).unwrap_or_default();
+            format!("sqlite://{}", base.join(path).display())
+        }
+        _ => store.to_owned(),
+    }
+}
+
+fn parse_trigger(name: &str, t: TriggerRaw) -> Result<Trigger, String> {
+    let kinds = [t.schedule.is_some(), t.every.is_some(), t.webhook.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(format!(
+            "automation \"{name}\": the trigger needs exactly one of schedule = \"CRON\", every = \"5m\" or webhook = \"/hooks/NAME\""
+        ));
+    }
+    let catch_up_once = match t.catch_up.as_deref() {
+        None | Some("once") => true,
+        Some("skip") => false,
+        Some(other) => {
+            return Err(format!(
+                "automation \"{name}\": catch_up = \"{other}\"; write \"once\" or \"skip\""
+            ));
+        }
+    };
+    if let Some(path) = t.webhook {
+        if t.schedule.is_some() || t.tz.is_some() || t.catch_up.is_some() {
+            return Err(format!(
+                "automation \"{name}\": a webhook trigger takes no tz or catch_up"
+            ));
+        }
+        let valid = path.starts_with("/hooks/") && path.len() > "/hooks/".len() && !path.contains(char::is_whitespace);
+        if !valid {
+            return Err(format!(
+                "automation \"{name}\": webhook = \"{path}\" must be a path under /hooks/, e.g. \"/hooks/siem\""
+            ));
+        }
+        let secret = t.secret.filter(|s| !s.is_empty()).ok_or_else(|| {
+            format!("automation \"{name}\": a webhook needs secret = \"${{SOME_SECRET}}\" to verify deliveries")
+        })?;
+        let replay_window = match t.replay_window {
+            None => std::time::Duration::from_secs(300),
+            Some(w) => runbook_core::config::parse_duration(&w)
+                .map_err(|e| format!("automation \"{name}\": replay_window: {e}"))?,
+        };
+        return Ok(Trigger::Webhook(WebhookTrigger {
+            path,
+            secret: Secret::new(secret),
+            signature_header: t
+                .signature_header
+                .unwrap_or_else(|| "X-Signature-256".to_owned())
+                .to_ascii_lowercase(),
+            id_header: t.id_header.map(|h| h.to_ascii_lowercase()),
+            timestamp_header: t.timestamp_header.map(|h| h.to_ascii_lowercase()),
+            replay_window,
+        }));
+    }
+    if t.secret.is_some() || t.signature_header.is_some() || t.id_header.is_some() || t.timestamp_header.is_some() {
+        return Err(format!(
+            "automation \"{name}\": secret and the *_header settings belong to webhook triggers"
+        ));
+    }
+    if let Some(expr) = t.schedule {
+        let cadence =
+            Cadence::cron(&expr, t.tz.as_deref(), catch_up_once).map_err(|e| format!("automation \"{name}\": {e}"))?;
+        return Ok(Trigger::Schedule(cadence));
+    }
+    if t.tz.is_some() {
+        return Err(format!("automation \"{name}\": tz applies to schedule triggers"));
+    }
+    let every = t.every.unwrap_or_default();
+    let period =
+        runbook_core::config::parse_duration(&every).map_err(|e| format!("automation \"{name}\": every: {e}"))?;
+    let cadence = Cadence::every(period, catch_up_once).map_err(|e| format!("automation \"{name}\": {e}"))?;
+    Ok(Trigger::Schedule(cadence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.rhai"), "1").unwrap();
+        ServeConfig::parse(&dir.path().join("runbook.toml"), text, |_| Vec::new())
+    }
+
+    #[test]
+    fn a_full_configuration_parses() {
+        let config = parse(
+            r#"
+[serve]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[automation]]
+name = "sweep"
+script = "s.rhai"
+params = { threshold = 3 }
+trigger = { schedule = "0 */15 * * * *", tz = "Europe/Helsinki" }
+
+[[automation]]
+name = "siem"
+script = "s.rhai"
+trigger = { webhook = "/hooks/siem", secret = "s3cret-value", id_header = "X-Delivery-Id" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.automations.len(), 2);
+        assert_eq!(config.automations[0].params["threshold"], 3);
+        assert!(
+            matches!(&config.automations[1].trigger, Trigger::Webhook(w) if w.id_header.as_deref() == Some("x-delivery-id"))
+        );
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let e =
+            parse("[[automation]]\nname = \"a\"\nscript = \"s.rhai\"\ntrigger = { schedule = \"every tuesday\" }\n")
+                .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("not a cron expression"), "{e}");
+        let e = parse("[[automation]]\nname = \"a\"\nscript = \"missing.rhai\"\ntrigger = { every = \"5m\" }\n")
+            .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("cannot read the script"), "{e}");
+        let e = parse("[serve]\nworkers = 2\nlisen = \"x\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("unknown field `lisen`"), "{e}");
+        let e = parse("[[automation]]\nname = \"a\"\nscript = \"s.rhai\"\ntrigger = { webhook = \"/hooks/a\" }\n")
+            .unwrap_err();
+        assert!(e.message.contains("needs secret"), "{e}");
+        let e = parse("[serve]\nlisten = \"0.0.0.0:8787\"\n").unwrap_err();
+        assert!(e.message.contains("set api_token"), "{e}");
+    }
+}

@@ -1,0 +1,37 @@
+//! # runbook-serve
+//!
+//! Event-triggered automations: `runbook serve` runs scripts when a signed webhook arrives, on a
+//! cron schedule, or at a fixed interval (polling, with a cursor kept through `state::`).
+//!
+//! ## Guarantees
+//! * **A 2xx is a promise.** A webhook delivery is answered only after its run (and event) is
+//!   committed to the store; the same delivery again is answered `200` with the first run's id
+//!   and creates nothing.
+//! * **A tick fires once.** A schedule's fire time is part of its run's unique key, so a tick is
+//!   queued once across restarts (and across instances sharing a store). After downtime the most
+//!   recent missed tick runs once (`catch_up = "once"`) or not at all (`"skip"`).
+//! * **Nothing queued is lost.** Workers claim runs under a lease they renew; a run whose
+//!   process died goes back to the queue when its lease expires. A failed run is retried with
+//!   exponential backoff up to `retries`, and the retry is in the store, so it survives restarts.
+//!   Script side effects are at-least-once: a run interrupted by a crash runs again, which is why
+//!   actions such as `privx::reset_mfa` are idempotent.
+//! * **Every run can be inspected.** Each keeps its params, event, result, error, log lines and
+//!   audit calls (secrets redacted) until the retention (`keep`) expires.
+//!
+//! ## Pieces
+//! [`ServeConfig`] parses `[serve]` and `[[automation]]`; [`store::Store`] is the durable queue
+//! and history (SQLite here, behind a trait); [`start`] runs the HTTP endpoints (`/hooks/*`,
+//! `/healthz`, `/metrics`, `/api/runs`), the tick tasks and the workers, and
+//! [`ServerHandle::shutdown`] stops them in order.
+
+mod config;
+mod metrics;
+mod schedule;
+mod server;
+pub mod store;
+pub mod webhook;
+mod worker;
+
+pub use config::{Automation, ConfigError, ServeConfig, ServeSettings, Trigger, WebhookTrigger, resolve_store};
+pub use schedule::Cadence;
+pub use server::{MAX_BODY, ServeError, ServerHandle, StartOptions, ms_time, start, summary};

@@ -1,0 +1,486 @@
+//! The server: the HTTP endpoints (webhooks, health, metrics, the runs API), the tick tasks, the
+//! workers, and an orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use runbook_core::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ServeConfig, Trigger};
+use crate::metrics::Metrics;
+use crate::store::{NewRun, RunFilter, RunRecord, Store};
+use crate::webhook;
+use crate::worker::{self, Pool};
+
+/// The largest webhook body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The server failed to start or to run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error("the run store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// How to start.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// Every run still marked running belongs to a process that is gone (a store only this
+    /// server uses): queue them again at once instead of waiting for their leases to expire.
+    pub recover_all_running: bool,
+}
+
+impl StartOptions {
+    /// With `recover_all_running` set.
+    pub fn recovering_all_running(mut self) -> Self {
+        self.recover_all_running = true;
+        self
+    }
+}
+
+struct App {
+    config: Arc<ServeConfig>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    intake_open: AtomicBool,
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shuts down in order: intake closes (webhooks answer 503), no new run starts, running runs
+    /// get the grace period to finish, then are stopped and queued again; queued runs stay
+    /// queued. Returns when everything has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+}
+
+/// Starts serving `config`'s automations with `engine`, keeping runs in `store`.
+pub async fn start(
+    config: ServeConfig,
+    engine: Engine,
+    store: Arc<dyn Store>,
+    options: StartOptions,
+) -> Result<ServerHandle, ServeError> {
+    let config = Arc::new(config);
+    let listen = config.settings.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen { addr: listen, source })?;
+
+    let recovered = store.recover(options.recover_all_running).await?;
+    if recovered > 0 {
+        tracing::warn!(
+            runs = recovered,
+            "runs left running by a stopped process are queued again"
+        );
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let wake = Arc::new(Notify::new());
+    let app = Arc::new(App {
+        config: config.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        intake_open: AtomicBool::new(true),
+    });
+    let pool = Pool::new(store.clone(), engine, config.clone(), metrics, wake.clone());
+    let shutdown = CancellationToken::new();
+    let ticks_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+
+    let mut tickers = Vec::new();
+    for automation in &config.automations {
+        if let Trigger::Schedule(cadence) = &automation.trigger {
+            tracing::info!(automation = %automation.name, schedule = %cadence, "schedule armed");
+            tickers.push(tokio::spawn(crate::schedule::run_ticks(
+                store.clone(),
+                automation.name.clone(),
+                automation.params.clone(),
+                automation.retries,
+                cadence.clone(),
+                wake.clone(),
+                ticks_stop.clone(),
+            )));
+        }
+    }
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), config.clone()));
+    let workers = tokio::spawn(worker::run(pool.clone()));
+
+    let router = router(app.clone());
+    let http_done = http_stop.clone();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_done.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+    tracing::info!(%addr, automations = config.automations.len(), "runbook serve is listening");
+
+    let signal = shutdown.clone();
+    let grace = config.settings.grace;
+    let done = tokio::spawn(async move {
+        signal.cancelled().await;
+        tracing::info!("shutting down: intake closed, waiting for running runs");
+        app.intake_open.store(false, Ordering::SeqCst);
+        ticks_stop.cancel();
+        pool.stop_claiming.cancel();
+        let mut workers = workers;
+        if tokio::time::timeout(grace, &mut workers).await.is_err() {
+            tracing::warn!(grace = %humantime::format_duration(grace), "runs still running after the grace period are stopped and queued again");
+            pool.abort_runs.cancel();
+            let _ = workers.await;
+        }
+        for t in tickers {
+            let _ = t.await;
+        }
+        housekeeping.abort();
+        http_stop.cancel();
+        let _ = http.await;
+        tracing::info!("stopped");
+    });
+    Ok(ServerHandle { addr, shutdown, done })
+}
+
+/// Re-queues runs whose lease expired (a crashed instance's) and prunes old runs.
+async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>) {
+    let settings = &config.settings;
+    let mut last_prune: Option<std::time::Instant> = None;
+    loop {
+        if let Err(e) = store.recover(false).await {
+            tracing::error!(error = %e, "could not re-queue expired runs");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
+            let before = jiff::Timestamp::now().as_millisecond()
+                - i64::try_from(settings.keep.as_millis()).unwrap_or(i64::MAX / 2);
+            match store.prune(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "old runs pruned"),
+                Err(e) => tracing::error!(error = %e, "could not prune old runs"),
+            }
+            last_prune = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(settings.lease).await;
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/runs", get(list_runs))
+        .route("/api/runs/{id}", get(get_run))
+        .route("/api/runs/{id}/retry", post(retry_run))
+        .layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/hooks/{*path}", post(hook))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .with_state(app)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// A larger body than [`MAX_BODY`] is still read to its end and thrown away, up to this many
+/// bytes and for at most [`DRAIN_TIME`], so that its sender reads the 413 instead of a broken pipe.
+const DRAIN_LIMIT: usize = 16 * MAX_BODY;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a webhook body was not read.
+enum BodyRefused {
+    /// Larger than [`MAX_BODY`]; `drained` says whether the rest was read, so the connection can
+    /// carry another request.
+    TooLarge { drained: bool },
+    /// The client stopped sending or sent a malformed body.
+    Unreadable,
+}
+
+/// Reads a webhook body of at most [`MAX_BODY`] bytes, keeping nothing past that limit.
+async fn read_body(declared: Option<usize>, body: axum::body::Body) -> Result<axum::body::Bytes, BodyRefused> {
+    use futures::StreamExt as _;
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(BodyRefused::TooLarge { drained: false });
+    }
+    let mut stream = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY));
+    let mut seen = 0usize;
+    let mut deadline = None;
+    loop {
+        let next = match deadline {
+            None => stream.next().await,
+            Some(at) => match tokio::time::timeout_at(at, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Err(BodyRefused::TooLarge { drained: false }),
+            },
+        };
+        match next {
+            None if seen > MAX_BODY => return Err(BodyRefused::TooLarge { drained: true }),
+            None => return Ok(kept.into()),
+            Some(Err(_)) if seen > MAX_BODY => return Err(BodyRefused::TooLarge { drained: false }),
+            Some(Err(_)) => return Err(BodyRefused::Unreadable),
+            Some(Ok(chunk)) => {
+                seen = seen.saturating_add(chunk.len());
+                if seen <= MAX_BODY {
+                    kept.extend_from_slice(&chunk);
+                } else if seen > DRAIN_LIMIT {
+                    return Err(BodyRefused::TooLarge { drained: false });
+                } else if deadline.is_none() {
+                    kept = Vec::new();
+                    deadline = Some(tokio::time::Instant::now() + DRAIN_TIME);
+                }
+            }
+        }
+    }
+}
+
+/// The 413 answer. When the rest of the body was not read, the connection is closed: it cannot carry
+/// another request (a client that reused it would see its next request cut off).
+fn too_large(drained: bool) -> Response {
+    let mut response = error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB");
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let Some((automation, trigger)) = app.config.automations.iter().find_map(|a| match &a.trigger {
+        Trigger::Webhook(w) if w.path == path => Some((a, w)),
+        _ => None,
+    }) else {
+        app.metrics.rejected("unknown_path");
+        return error(StatusCode::NOT_FOUND, format!("no webhook at {path}"));
+    };
+    if !app.intake_open.load(Ordering::SeqCst) {
+        app.metrics.rejected("shutting_down");
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down; send again shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return response;
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = match read_body(declared, request.into_body()).await {
+        Ok(b) => b,
+        Err(BodyRefused::TooLarge { drained }) => {
+            app.metrics.rejected("too_large");
+            return too_large(drained);
+        }
+        Err(BodyRefused::Unreadable) => {
+            app.metrics.rejected("unreadable");
+            return error(StatusCode::BAD_REQUEST, "the body could not be read");
+        }
+    };
+    let now = jiff::Timestamp::now();
+    if let Err(rejection) = webhook::verify(trigger, &headers, &body, now.as_second()) {
+        app.metrics.rejected(rejection.reason());
+        return error(StatusCode::UNAUTHORIZED, rejection.message());
+    }
+    let delivery = webhook::delivery_id(trigger, &headers, &body);
+    let event = webhook::event(trigger, &headers, &body, &delivery, &now.to_string());
+    let run = NewRun {
+        automation: automation.name.clone(),
+        trigger: "webhook".to_owned(),
+        idem_key: Some(delivery),
+        scheduled_for: None,
+        params: automation.params.clone(),
+        event: Some(event),
+        max_retries: automation.retries,
+        retry_of: None,
+    };
+    match app.store.enqueue(run).await {
+        Ok(queued) if queued.created => {
+            app.metrics.delivered(&automation.name, "accepted");
+            app.wake.notify_one();
+            (StatusCode::ACCEPTED, axum::Json(json!({"run_id": queued.run_id}))).into_response()
+        }
+        Ok(queued) => {
+            app.metrics.delivered(&automation.name, "duplicate");
+            (
+                StatusCode::OK,
+                axum::Json(json!({"run_id": queued.run_id, "duplicate": true})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a delivery");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the delivery could not be stored; send it again",
+            )
+        }
+    }
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.intake_open.load(Ordering::SeqCst) {
+        (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "stopping"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match app.store.stats().await {
+        Ok(stats) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            app.metrics.render(&stats),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &app.config.settings.api_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let expected = token.expose().as_bytes();
+        let same = given.len() == expected.len() && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected).into();
+        if !same {
+            return error(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <api_token>");
+        }
+    }
+    next.run(request).await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    automation: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A run without its logs, calls and result: what a listing shows.
+pub fn summary(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "automation": r.automation,
+        "trigger": r.trigger,
+        "status": r.status,
+        "attempts": r.attempts,
+        "created_at": ms_time(Some(r.created_at)),
+        "started_at": ms_time(r.started_at),
+        "finished_at": ms_time(r.finished_at),
+        "error": r.error,
+    })
+}
+
+/// A unix-ms time as RFC 3339.
+pub fn ms_time(ms: Option<i64>) -> Value {
+    ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+        .map(|t| Value::String(t.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+async fn list_runs(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+    let status = match q.status.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let filter = RunFilter {
+        automation: q.automation,
+        status,
+        limit: q.limit.unwrap_or(50).min(1000),
+    };
+    match app.store.list(&filter).await {
+        Ok(runs) => axum::Json(runs.iter().map(summary).collect::<Vec<_>>()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.get(&id).await {
+        Ok(Some(run)) => axum::Json(run).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn retry_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.get(&id).await {
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Some(_)) => {}
+    }
+    match app.store.retry(&id).await {
+        Ok(queued) => {
+            app.wake.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"run_id": queued.run_id, "retry_of": id})),
+            )
+                .into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}

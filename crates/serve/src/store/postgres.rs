@@ -1,0 +1,685 @@
+//! The shared store: PostgreSQL, for several `runbook serve` instances (or one that should
+//! survive its machine).
+//!
+//! Every instance is equal: any of them accepts webhooks, fires schedules, claims runs and
+//! answers `/api/runs`. What keeps them from stepping on each other lives in the database:
+//!
+//! * an intake is one `INSERT … ON CONFLICT (automation, idem_key) DO NOTHING`: the event and its
+//!   run commit together, and a delivery (or a schedule's tick, keyed by its time) offered by
+//!   several instances is stored once;
+//! * claims take queued runs with `FOR UPDATE SKIP LOCKED` in small batches, so instances never
+//!   wait on each other's rows; an automation's `concurrency` is counted under a transaction-scoped
+//!   advisory lock per automation, so the count and the claim are one step across the cluster;
+//! * leases use the database's clock (`clock_timestamp()`), so clock skew between machines
+//!   cannot expire a live lease; any instance re-queues runs whose lease expired;
+//! * rate budgets shared by every instance are kept in `runbook_budgets` (see [`PgStore`]'s
+//!   [`SharedBudget`] implementation).
+//!
+//! Tables are prefixed `runbook_` and created by numbered migrations, applied at start under an
+//! advisory lock so that instances starting together migrate once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use runbook_core::http::{RateLimit, SharedBudget};
+use serde_json::Value;
+use tokio_postgres::{NoTls, Row};
+
+use super::{ClaimedRun, Completion, Enqueued, NewRun, RunFilter, RunRecord, RunStatus, Stats, Store, StoreError};
+
+/// The database's clock in unix milliseconds: one clock for every instance's leases.
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Schema changes, in order; each runs once, in one transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE runbook_runs (
+    id            TEXT PRIMARY KEY,
+    automation    TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    idem_key      TEXT,
+    status        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    max_retries   INTEGER NOT NULL,
+    params        TEXT NOT NULL,
+    event         TEXT,
+    scheduled_for BIGINT,
+    result        TEXT,
+    error         TEXT,
+    error_kind    TEXT,
+    logs          TEXT NOT NULL DEFAULT '[]',
+    calls         TEXT NOT NULL DEFAULT '[]',
+    retry_of      TEXT,
+    created_at    BIGINT NOT NULL,
+    not_before    BIGINT NOT NULL,
+    started_at    BIGINT,
+    finished_at   BIGINT,
+    lease_owner   TEXT,
+    lease_until   BIGINT,
+    UNIQUE (automation, idem_key)
+);
+CREATE INDEX runbook_runs_queue ON runbook_runs (automation, not_before, id) WHERE status = 'queued';
+CREATE INDEX runbook_runs_running ON runbook_runs (automation, lease_until) WHERE status = 'running';
+CREATE INDEX runbook_runs_by_automation ON runbook_runs (automation, id);
+CREATE INDEX runbook_runs_finished ON runbook_runs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX runbook_runs_ticks ON runbook_runs (automation, scheduled_for) WHERE scheduled_for IS NOT NULL;
+CREATE TABLE runbook_state (
+    automation TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (automation, key)
+);
+CREATE TABLE runbook_budgets (
+    key        TEXT PRIMARY KEY,
+    tokens     DOUBLE PRECISION NOT NULL,
+    updated_us BIGINT NOT NULL
+);
+"#,
+)];
+
+/// Runs one claim takes at most: small batches keep a busy instance from taking the whole queue
+/// while others sit idle.
+const CLAIM_BATCH: usize = 16;
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+fn pg_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("PostgreSQL: {e}"))
+}
+
+/// A tokio-postgres error with its cause (the server's message, or why the connection failed).
+fn db_err(e: &tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError(format!("PostgreSQL: {}", db.message())),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            StoreError(format!("PostgreSQL: {text}"))
+        }
+    }
+}
+
+fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn parse_json(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn params_of(text: Option<String>) -> super::Params {
+    match parse_json(text) {
+        Some(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at";
+
+fn record(row: &Row) -> RunRecord {
+    let status: String = row.get(3);
+    RunRecord {
+        id: row.get(0),
+        automation: row.get(1),
+        trigger: row.get(2),
+        status: status.parse().unwrap_or(RunStatus::Failed),
+        attempts: count(row.get(4)),
+        max_retries: count(row.get(5)),
+        params: params_of(row.get(6)),
+        event: parse_json(row.get(7)),
+        scheduled_for: row.get(8),
+        result: parse_json(row.get(9)),
+        error: row.get(10),
+        error_kind: row.get(11),
+        logs: parse_json(row.get(12)).unwrap_or(Value::Array(Vec::new())),
+        calls: parse_json(row.get(13)).unwrap_or(Value::Array(Vec::new())),
+        retry_of: row.get(14),
+        created_at: row.get(15),
+        not_before: row.get(16),
+        started_at: row.get(17),
+        finished_at: row.get(18),
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`, libpq's URL form; `options=-csearch_path=…`
+    /// picks a schema) and applies the migrations this build knows.
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError(format!("not a PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(pg_err)?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => db_err(&e),
+            other => pg_err(other),
+        })
+    }
+
+    /// Applies the migrations not applied yet, one instance at a time.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':runbook:migrate', 0))",
+            &[],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS runbook_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+        let applied: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM runbook_migrations", &[])
+            .await
+            .map_err(|e| db_err(&e))?
+            .get(0);
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if applied > known {
+            return Err(StoreError(format!(
+                "the database's runbook schema is version {applied}, newer than this build's {known}: upgrade runbook"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+            tx.batch_execute(sql).await.map_err(|e| db_err(&e))?;
+            tx.execute("INSERT INTO runbook_migrations (version) VALUES ($1)", &[version])
+                .await
+                .map_err(|e| db_err(&e))?;
+            tracing::info!(version, "PostgreSQL store migrated");
+        }
+        tx.commit().await.map_err(|e| db_err(&e))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn enqueue(&self, run: NewRun) -> Result<Enqueued, StoreError> {
+        let client = self.client().await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let max_retries = i32::try_from(run.max_retries).unwrap_or(i32::MAX);
+        let params = json_text(&Value::Object(run.params.clone()));
+        let event = run.event.as_ref().map(json_text);
+        let inserted = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO runbook_runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before)
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, {NOW_MS}, {NOW_MS})
+                     ON CONFLICT (automation, idem_key) DO NOTHING RETURNING id"
+                ),
+                &[
+                    &id,
+                    &run.automation,
+                    &run.trigger,
+                    &run.idem_key,
+                    &max_retries,
+                    &params,
+                    &event,
+                    &run.scheduled_for,
+                    &run.retry_of,
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        if inserted.is_some() {
+            return Ok(Enqueued {
+                run_id: id,
+                automation: run.automation,
+                created: true,
+            });
+        }
+        // The key exists: committed by now (the insert waited for it), so a new statement sees it.
+        let existing: String = client
+            .query_one(
+                "SELECT id FROM runbook_runs WHERE automation = $1 AND idem_key = $2",
+                &[&run.automation, &run.idem_key],
+            )
+            .await
+            .map_err(|e| db_err(&e))?
+            .get(0);
+        Ok(Enqueued {
+            run_id: existing,
+            automation: run.automation,
+            created: false,
+        })
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        concurrency: &BTreeMap<String, usize>,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        let max = max.min(CLAIM_BATCH);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        let due: Vec<String> = tx
+            .query(
+                &format!(
+                    "SELECT DISTINCT automation FROM runbook_runs WHERE status = 'queued' AND not_before <= {NOW_MS}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| db_err(&e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let lease = lease_ms(lease);
+        let mut claimed = Vec::new();
+        for automation in due {
+            if claimed.len() >= max {
+                break;
+            }
+            // Counting the automation's running runs and claiming more must be one step across
+            // every instance: a transaction-scoped lock per automation. An instance that finds it
+            // taken leaves that automation to the one holding it this round.
+            let locked: bool = tx
+                .query_one(
+                    "SELECT pg_try_advisory_xact_lock(hashtextextended(current_schema() || ':runbook:claim:' || $1, 0))",
+                    &[&automation],
+                )
+                .await
+                .map_err(|e| db_err(&e))?
+                .get(0);
+            if !locked {
+                continue;
+            }
+            let running: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM runbook_runs WHERE automation = $1 AND status = 'running'",
+                    &[&automation],
+                )
+                .await
+                .map_err(|e| db_err(&e))?
+                .get(0);
+            let limit = concurrency.get(&automation).copied().unwrap_or(1);
+            let room = limit
+                .saturating_sub(usize::try_from(running).unwrap_or(usize::MAX))
+                .min(max - claimed.len());
+            if room == 0 {
+                continue;
+            }
+            let rows = tx
+                .query(
+                    &format!(
+                        "UPDATE runbook_runs SET status = 'running', attempts = attempts + 1, started_at = {NOW_MS},
+                             lease_owner = $2, lease_until = {NOW_MS} + $3
+                         WHERE id IN (
+                             SELECT id FROM runbook_runs
+                             WHERE automation = $1 AND status = 'queued' AND not_before <= {NOW_MS}
+                             ORDER BY not_before, id LIMIT $4
+                             FOR UPDATE SKIP LOCKED)
+                         RETURNING id, automation, attempts, max_retries, params, event, created_at, not_before"
+                    ),
+                    &[&automation, &owner, &lease, &i64::try_from(room).unwrap_or(i64::MAX)],
+                )
+                .await
+                .map_err(|e| db_err(&e))?;
+            let mut batch: Vec<(i64, ClaimedRun)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(7),
+                        ClaimedRun {
+                            id: r.get(0),
+                            automation: r.get(1),
+                            attempt: count(r.get(2)),
+                            max_retries: count(r.get(3)),
+                            params: params_of(r.get(4)),
+                            event: parse_json(r.get(5)),
+                            created_at: r.get(6),
+                        },
+                    )
+                })
+                .collect();
+            batch.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+            claimed.extend(batch.into_iter().map(|(_, run)| run));
+        }
+        tx.commit().await.map_err(|e| db_err(&e))?;
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE runbook_runs SET lease_until = {NOW_MS} + $3
+                     WHERE id = ANY($1) AND lease_owner = $2 AND status = 'running'"
+                ),
+                &[&ids, &owner, &lease_ms(lease)],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    async fn complete(&self, owner: &str, id: &str, c: Completion) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let (status, not_before, finished) = match c.retry_at {
+            Some(at) => ("queued", Some(at), false),
+            None => (c.status.as_str(), None, true),
+        };
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE runbook_runs SET status = $3, result = $4, error = $5, error_kind = $6, logs = $7, calls = $8,
+                         finished_at = CASE WHEN $9 THEN {NOW_MS} END, not_before = COALESCE($10, not_before),
+                         lease_owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
+                ),
+                &[
+                    &id,
+                    &owner,
+                    &status,
+                    &c.result.as_ref().map(json_text),
+                    &c.error,
+                    &c.error_kind,
+                    &json_text(&c.logs),
+                    &json_text(&c.calls),
+                    &finished,
+                    &not_before,
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(changed == 1)
+    }
+
+    async fn release(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE runbook_runs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), started_at = NULL,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                &[&id, &owner],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    /// Only expired leases: other instances may hold runs this one cannot see, so
+    /// `all_running` is not honoured here — a run of a dead instance waits out its lease.
+    async fn recover(&self, _all_running: bool) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        tx.execute(
+            &format!(
+                "UPDATE runbook_runs SET status = 'failed', finished_at = {NOW_MS}, lease_owner = NULL, lease_until = NULL,
+                     error = 'the process running it stopped before it finished, on its last allowed attempt', error_kind = 'lost'
+                 WHERE status = 'running' AND lease_until < {NOW_MS} AND attempts > max_retries"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+        let requeued = tx
+            .execute(
+                &format!(
+                    "UPDATE runbook_runs SET status = 'queued', lease_owner = NULL, lease_until = NULL
+                     WHERE status = 'running' AND lease_until < {NOW_MS}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        tx.commit().await.map_err(|e| db_err(&e))?;
+        Ok(requeued)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {RECORD_COLUMNS} FROM runbook_runs WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(row.as_ref().map(record))
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let client = self.client().await?;
+        let limit = if filter.limit == 0 { 50 } else { filter.limit };
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM runbook_runs
+                     WHERE ($1::text IS NULL OR automation = $1) AND ($2::text IS NULL OR status = $2)
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[
+                    &filter.automation,
+                    &filter.status.map(RunStatus::as_str),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(rows.iter().map(record).collect())
+    }
+
+    async fn retry(&self, id: &str) -> Result<Enqueued, StoreError> {
+        let Some(original) = self.get(id).await? else {
+            return Err(StoreError(format!("no run {id}")));
+        };
+        if !original.status.is_final() {
+            return Err(StoreError(format!(
+                "run {id} is {}: only a finished run can be retried",
+                original.status.as_str()
+            )));
+        }
+        self.enqueue(NewRun {
+            automation: original.automation,
+            trigger: "retry".to_owned(),
+            idem_key: None,
+            scheduled_for: None,
+            params: original.params,
+            event: original.event,
+            max_retries: original.max_retries,
+            retry_of: Some(original.id),
+        })
+        .await
+    }
+
+    async fn last_tick(&self, automation: &str) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT MAX(scheduled_for) FROM runbook_runs WHERE automation = $1 AND scheduled_for IS NOT NULL",
+                &[&automation],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(row.get(0))
+    }
+
+    async fn state_get(&self, automation: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM runbook_state WHERE automation = $1 AND key = $2",
+                &[&automation, &key],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(parse_json(row.map(|r| r.get(0))))
+    }
+
+    async fn state_set(&self, automation: &str, key: &str, value: &Value) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO runbook_state (automation, key, value, updated_at) VALUES ($1, $2, $3, {NOW_MS})
+                     ON CONFLICT (automation, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                ),
+                &[&automation, &key, &json_text(value)],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    async fn prune(&self, before: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM runbook_runs WHERE status IN ('succeeded', 'failed', 'refused') AND finished_at < $1",
+                &[&before],
+            )
+            .await
+            .map_err(|e| db_err(&e))
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT automation, status, COUNT(*) FROM runbook_runs GROUP BY automation, status",
+                &[],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        let mut stats = Stats::default();
+        for row in rows {
+            let status: String = row.get(1);
+            if let Ok(status) = status.parse() {
+                stats
+                    .runs
+                    .insert((row.get(0), status), u64::try_from(row.get::<_, i64>(2)).unwrap_or(0));
+            }
+        }
+        Ok(stats)
+    }
+
+    fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+/// The rate budget every instance draws from: a token bucket per account in `runbook_budgets`,
+/// and one reservation per request.
+///
+/// Why a bucket with per-request reservations rather than leasing slices of the budget to each
+/// instance: a slice sits unused in an idle instance while a busy one waits, and every unspent
+/// slice is budget the service may still see spent at once, so slices would have to be small —
+/// and small slices cost as many round trips as single reservations. One reservation is one
+/// single-row `UPDATE` on loopback or a LAN (well under a millisecond), far below the gap between
+/// requests at any budget a SaaS API grants (Cloudflare: 1,200 per 5 minutes, 4 per second).
+///
+/// The bucket holds at most `burst` = a tenth of the budget and refills at `(N − burst) / period`.
+/// Over any stretch of one period, then, at most `burst + (N − burst) = N` requests are sent,
+/// whichever instances send them and wherever the service's window starts. A reservation may
+/// drive the bucket below zero: it is then a place in line, and its caller waits until the
+/// refill reaches it — so instances are served in the order they asked, and none overtakes.
+/// Time is the database's, so the instances' clocks do not matter.
+#[async_trait]
+impl SharedBudget for PgStore {
+    async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, String> {
+        let (burst, per_us) = bucket(limit);
+        let client = self.client().await.map_err(|e| e.0)?;
+        let tokens: f64 = client
+            .query_one(
+                "WITH now AS (SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint AS us)
+                 INSERT INTO runbook_budgets AS b (key, tokens, updated_us)
+                 SELECT $1, $2::float8 - 1, now.us FROM now
+                 ON CONFLICT (key) DO UPDATE SET
+                     tokens = LEAST($2::float8, b.tokens + (excluded.updated_us - b.updated_us) * $3::float8) - 1,
+                     updated_us = GREATEST(excluded.updated_us, b.updated_us)
+                 RETURNING tokens",
+                &[&key, &burst, &per_us],
+            )
+            .await
+            .map_err(|e| db_err(&e).0)?
+            .get(0);
+        if tokens >= 0.0 {
+            return Ok(Duration::ZERO);
+        }
+        Ok(Duration::from_secs_f64(-tokens / per_us / 1_000_000.0))
+    }
+}
+
+/// The bucket for a budget of N per period: its capacity, and its refill per microsecond.
+fn bucket(limit: RateLimit) -> (f64, f64) {
+    let n = f64::from(limit.requests);
+    let burst = (n / 10.0).floor().max(1.0).min(n);
+    let period_us = limit.per.as_secs_f64() * 1_000_000.0;
+    // Requests are whole: a budget of 1 may refill half a token per period and still let at
+    // most one through in any period.
+    let per_period = if n > burst { n - burst } else { 0.5 };
+    (burst, per_period / period_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_never_lets_more_than_the_budget_through_in_one_period() {
+        for (n, per) in [(1200, 300), (200, 1), (10, 60), (1, 1), (3, 1)] {
+            let limit = RateLimit::new(n, Duration::from_secs(per));
+            let (burst, refill) = bucket(limit);
+            // Whole requests: at most floor(burst + refill × period) in one period.
+            let through = (burst + refill * (per as f64) * 1_000_000.0 + 1e-9).floor();
+            assert!(through <= f64::from(n), "{n}/{per}s lets {through} through");
+            assert!(burst >= 1.0 && refill > 0.0, "{n}/{per}s must refill");
+        }
+        assert_eq!(bucket(RateLimit::new(1200, Duration::from_secs(300))).0, 120.0);
+    }
+}

@@ -1,0 +1,268 @@
+//! Workers: claim queued runs under a lease, run them, keep their leases alive, record how
+//! they ended, and schedule retries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use runbook_core::{Engine, RunErrorKind, RunOptions};
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+use crate::store::{AutomationState, ClaimedRun, Completion, RunStatus, Store};
+
+/// What every worker shares.
+pub(crate) struct Pool {
+    pub store: Arc<dyn Store>,
+    pub engine: Engine,
+    pub config: Arc<ServeConfig>,
+    pub metrics: Arc<Metrics>,
+    /// This instance's lease owner id.
+    pub owner: String,
+    /// Told when a run is queued locally, so an idle worker starts it at once.
+    pub wake: Arc<Notify>,
+    /// Cancelled when shutdown begins: no new claims.
+    pub stop_claiming: CancellationToken,
+    /// Cancelled when the grace period is over: running runs are stopped and re-queued.
+    pub abort_runs: CancellationToken,
+    in_flight: Mutex<BTreeSet<String>>,
+}
+
+impl Pool {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Engine,
+        config: Arc<ServeConfig>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            store,
+            engine,
+            config,
+            metrics,
+            owner: format!("runbook-{}", uuid::Uuid::new_v4()),
+            wake,
+            stop_claiming: CancellationToken::new(),
+            abort_runs: CancellationToken::new(),
+            in_flight: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The claim loop: runs until shutdown begins, then waits for the runs it started (which the
+/// grace period bounds through `abort_runs`).
+pub(crate) async fn run(pool: Arc<Pool>) {
+    let settings = &pool.config.settings;
+    let permits = Arc::new(Semaphore::new(settings.workers));
+    let concurrency: BTreeMap<String, usize> = pool.config.concurrency();
+    let mut tasks = JoinSet::new();
+    let heartbeat = tokio::spawn(heartbeats(pool.clone()));
+    loop {
+        if pool.stop_claiming.is_cancelled() {
+            break;
+        }
+        let free = permits.available_permits();
+        let mut claimed_any = false;
+        if free > 0 {
+            match pool.store.claim(&pool.owner, &concurrency, free, settings.lease).await {
+                Ok(runs) => {
+                    claimed_any = !runs.is_empty();
+                    for run in runs {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
+                        pool.in_flight().insert(run.id.clone());
+                        let pool = pool.clone();
+                        tasks.spawn(async move {
+                            execute(&pool, run).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not claim runs"),
+            }
+        }
+        if claimed_any && permits.available_permits() > 0 {
+            continue;
+        }
+        tokio::select! {
+            () = pool.stop_claiming.cancelled() => break,
+            () = pool.wake.notified() => {}
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    heartbeat.abort();
+}
+
+/// Renews the leases of every run this instance holds, a few times per lease.
+async fn heartbeats(pool: Arc<Pool>) {
+    let lease = pool.config.settings.lease;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let ids: Vec<String> = pool.in_flight().iter().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = pool.store.heartbeat(&pool.owner, &ids, lease).await {
+            tracing::error!(error = %e, "could not renew leases");
+        }
+    }
+}
+
+/// Whether another attempt might succeed: not for mistakes in the script or its configuration,
+/// not for the guard.
+fn retryable(kind: RunErrorKind) -> bool {
+    matches!(
+        kind,
+        RunErrorKind::Action | RunErrorKind::Script | RunErrorKind::Timeout
+    )
+}
+
+/// The delay before retry `attempt` (1-based): `base`, doubling, at most an hour, ±20 %.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let doubled = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let capped = doubled.min(Duration::from_secs(3600));
+    capped.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+fn kind_name(kind: RunErrorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "error".to_owned())
+}
+
+async fn execute(pool: &Pool, run: ClaimedRun) {
+    let started = Instant::now();
+    let owner = pool.owner.clone();
+    let Some(automation) = pool.config.automation(&run.automation) else {
+        let completion = Completion {
+            status: RunStatus::Failed,
+            result: None,
+            error: Some(format!("automation \"{}\" is no longer configured", run.automation)),
+            error_kind: Some("config".to_owned()),
+            logs: Value::Array(Vec::new()),
+            calls: Value::Array(Vec::new()),
+            retry_at: None,
+        };
+        finish(pool, &run, completion, started).await;
+        return;
+    };
+    let mut options = RunOptions::new()
+        .run_id(run.id.clone())
+        .params(run.params.clone())
+        .max_changes(automation.max_changes)
+        .timeout(Some(automation.timeout))
+        .cancel(pool.abort_runs.child_token())
+        .state(Arc::new(AutomationState::new(pool.store.clone(), &automation.name)));
+    if let Some(event) = run.event.clone() {
+        options = options.event(event);
+    }
+    tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "run started");
+    let outcome = pool.engine.run(&automation.source, options).await;
+
+    let completion = match outcome {
+        Ok(o) => {
+            for call in &o.audit {
+                record_call(pool, &call.action, &format!("{:?}", call.outcome).to_lowercase());
+            }
+            Completion {
+                status: RunStatus::Succeeded,
+                result: Some(o.result),
+                error: None,
+                error_kind: None,
+                logs: serde_json::to_value(&o.logs).unwrap_or_default(),
+                calls: serde_json::to_value(&o.audit).unwrap_or_default(),
+                retry_at: None,
+            }
+        }
+        Err(e) if e.kind == RunErrorKind::Cancelled && pool.abort_runs.is_cancelled() => {
+            // Stopped by shutdown, not by its own doing: it runs again after the restart.
+            pool.in_flight().remove(&run.id);
+            if let Err(err) = pool.store.release(&owner, &run.id).await {
+                tracing::error!(error = %err, run_id = %run.id, "could not put an interrupted run back in the queue");
+            }
+            tracing::warn!(run_id = %run.id, "run interrupted by shutdown; queued again");
+            return;
+        }
+        Err(e) => {
+            for call in &e.audit {
+                record_call(pool, &call.action, &format!("{:?}", call.outcome).to_lowercase());
+            }
+            let status = if e.kind == RunErrorKind::Guard {
+                RunStatus::Refused
+            } else {
+                RunStatus::Failed
+            };
+            let retry_at = (retryable(e.kind) && run.attempt <= run.max_retries).then(|| {
+                let delay = backoff(automation.retry_delay, run.attempt);
+                jiff::Timestamp::now().as_millisecond() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2)
+            });
+            Completion {
+                status,
+                result: None,
+                error: Some(e.describe()),
+                error_kind: Some(kind_name(e.kind)),
+                logs: serde_json::to_value(&e.logs).unwrap_or_default(),
+                calls: serde_json::to_value(&e.audit).unwrap_or_default(),
+                retry_at,
+            }
+        }
+    };
+    finish(pool, &run, completion, started).await;
+}
+
+fn record_call(pool: &Pool, action: &str, outcome: &str) {
+    let provider = action.split('.').next().unwrap_or(action);
+    pool.metrics.action_call(provider, outcome);
+}
+
+async fn finish(pool: &Pool, run: &ClaimedRun, completion: Completion, started: Instant) {
+    let retrying = completion.retry_at.is_some();
+    let status = completion.status;
+    let error = completion.error.clone();
+    let accepted = pool.store.complete(&pool.owner, &run.id, completion).await;
+    pool.in_flight().remove(&run.id);
+    match accepted {
+        Ok(true) => {
+            if retrying {
+                tracing::warn!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, error = ?error, "run failed; it will be retried");
+            } else {
+                pool.metrics
+                    .run_finished(&run.automation, status.as_str(), started.elapsed().as_secs_f64());
+                tracing::info!(run_id = %run.id, automation = %run.automation, status = status.as_str(), "run finished");
+            }
+        }
+        Ok(false) => {
+            tracing::warn!(run_id = %run.id, "the run's lease was lost before it finished; another attempt owns it")
+        }
+        Err(e) => tracing::error!(error = %e, run_id = %run.id, "could not record how the run ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_secs(10);
+        for (attempt, nominal) in [(1, 10.0), (2, 20.0), (3, 40.0)] {
+            let d = backoff(base, attempt).as_secs_f64();
+            assert!(d >= nominal * 0.8 && d <= nominal * 1.2, "attempt {attempt}: {d}");
+        }
+        assert!(backoff(base, 30) <= Duration::from_secs(4320));
+    }
+}
