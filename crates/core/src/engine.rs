@@ -183,11 +183,13 @@ impl Engine {
         let params = Value::Object(options.params.clone());
         let event = options.event.clone();
         let evaluated = tokio::task::spawn_blocking(move || {
-            let engine = host.engine(Some(&worker_run));
-            let mut scope = Scope::new();
-            scope.push_dynamic("params", json_to_dynamic(params));
-            scope.push_dynamic("event", event.map(json_to_dynamic).unwrap_or(Dynamic::UNIT));
-            engine.eval_ast_with_scope::<Dynamic>(&mut scope, &worker_run.0.ast)
+            crate::host::local_io::with_local_io(|| {
+                let engine = host.engine(Some(&worker_run));
+                let mut scope = Scope::new();
+                scope.push_dynamic("params", json_to_dynamic(params));
+                scope.push_dynamic("event", event.map(json_to_dynamic).unwrap_or(Dynamic::UNIT));
+                engine.eval_ast_with_scope::<Dynamic>(&mut scope, &worker_run.0.ast)
+            })
         })
         .await;
         if let Some(timer) = timer {

@@ -27,6 +27,16 @@ pub trait Provider: Send + Sync {
     /// Performs one call. `args` is a JSON object keyed by parameter name.
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError>;
 
+    /// Whether calls may run on the script thread's own single-threaded runtime instead of the
+    /// engine's, saving two thread hand-offs per call. Say yes only when nothing the provider's
+    /// futures start outlives the call on that runtime: a provider that talks only through
+    /// [`crate::http::HttpClient`] (which keeps a connection pool per script thread) qualifies;
+    /// one whose futures spawn tasks or fill a pool of their own (a database pool's connections)
+    /// does not. Default: no.
+    fn thread_local_calls(&self) -> bool {
+        false
+    }
+
     /// What a mutating call returns in plan mode, where it is not sent: `()` by default; a
     /// create returns the would-be object with `"id": "(planned)"`.
     fn planned_result(&self, action: &ActionSpec, args: &Value) -> Value {

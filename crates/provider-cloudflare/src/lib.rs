@@ -162,6 +162,11 @@ impl Provider for Cloudflare {
         "cloudflare"
     }
 
+    fn thread_local_calls(&self) -> bool {
+        // Everything goes through HttpClient.
+        true
+    }
+
     fn actions(&self) -> &[ActionSpec] {
         ACTIONS
     }

@@ -358,6 +358,11 @@ impl Provider for Privx {
         "privx"
     }
 
+    fn thread_local_calls(&self) -> bool {
+        // Everything goes through HttpClient.
+        true
+    }
+
     fn actions(&self) -> &[ActionSpec] {
         ACTIONS
     }

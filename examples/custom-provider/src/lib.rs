@@ -137,6 +137,11 @@ impl Provider for Tickets {
         "tickets"
     }
 
+    fn thread_local_calls(&self) -> bool {
+        // Every request goes through runbook_core::http.
+        true
+    }
+
     fn actions(&self) -> &[ActionSpec] {
         ACTIONS
     }

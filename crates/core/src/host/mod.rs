@@ -3,6 +3,7 @@
 mod bind;
 mod check;
 mod convert;
+pub(crate) mod local_io;
 mod modules;
 mod run_state;
 

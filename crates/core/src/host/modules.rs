@@ -235,23 +235,25 @@ fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr) -> Result<Array, Box
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                loop {
-                    if failed.load(Ordering::Relaxed) {
-                        break;
+                super::local_io::with_local_io(|| {
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            break;
+                        }
+                        let outcome = f.call::<Dynamic>(engine, &ast, (items[i].clone(),));
+                        if outcome.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if let Some(o) = &observer {
+                            o.parallel_item_done();
+                        }
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                     }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let outcome = f.call::<Dynamic>(engine, &ast, (items[i].clone(),));
-                    if outcome.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    if let Some(o) = &observer {
-                        o.parallel_item_done();
-                    }
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-                }
+                })
             });
         }
     });

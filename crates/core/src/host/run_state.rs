@@ -171,17 +171,29 @@ impl RunHandle {
         }
     }
 
-    /// Runs a future on the async runtime from the script's thread, abandoning it if the run is
-    /// cancelled.
+    /// Runs a future on the engine's runtime from the script's thread, abandoning it if the run
+    /// is cancelled.
     pub fn block_on<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        self.0.handle.block_on(self.cancellable(fut))
+    }
+
+    /// Like [`block_on`](Self::block_on), on the script thread's own runtime when it has one.
+    fn block_on_here<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        match super::local_io::block_on(self.cancellable(fut)) {
+            Ok(value) => value,
+            Err(fut) => self.0.handle.block_on(fut),
+        }
+    }
+
+    fn cancellable<T>(&self, fut: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
         let cancel = self.0.cancel.clone();
-        self.0.handle.block_on(async move {
+        async move {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => None,
                 value = fut => Some(value),
             }
-        })
+        }
     }
 
     /// Takes targets from the guard's budget; false when the call would pass the cap.
@@ -252,7 +264,12 @@ impl RunHandle {
 
         let ctx = CallContext::new(run.run_id.clone(), action.clone(), run.plan, run.cancel.clone());
         let started = Instant::now();
-        let result = self.block_on(provider.call(&ctx, spec, args));
+        let call = provider.call(&ctx, spec, args);
+        let result = if provider.thread_local_calls() {
+            self.block_on_here(call)
+        } else {
+            self.block_on(call)
+        };
         record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         record.attempts = ctx.attempts();
         match result {

@@ -7,7 +7,7 @@
 //! waits included, is abandoned as soon as the run is cancelled (timeout, Ctrl-C).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::Retryable;
@@ -309,21 +309,20 @@ impl HttpClientBuilder {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!("\"{base}\" is not an http(s) URL"));
         }
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .cookie_store(self.cookies)
-            .tcp_nodelay(true);
-        for cert in self.ca_certs {
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
+        let recipe = ClientRecipe {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            cookies: self.cookies.then(|| Arc::new(reqwest::cookie::Jar::default())),
+            ca_certs: self.ca_certs,
+        };
+        let client = recipe
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
+                id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
                 client,
+                recipe,
                 base,
                 name: self.name,
                 limiter: match (self.rate_limit, self.shared_budget) {
@@ -338,9 +337,41 @@ impl HttpClientBuilder {
     }
 }
 
+/// Identifies a client's per-thread pools.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// How to make a connection pool: the shared one, and one per script thread (see
+/// `host::local_io`); they share the cookie jar.
+#[derive(Debug)]
+struct ClientRecipe {
+    timeout: Duration,
+    connect_timeout: Duration,
+    cookies: Option<Arc<reqwest::cookie::Jar>>,
+    ca_certs: Vec<reqwest::Certificate>,
+}
+
+impl ClientRecipe {
+    fn build(&self) -> reqwest::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(jar) = &self.cookies {
+            builder = builder.cookie_provider(jar.clone());
+        }
+        for cert in &self.ca_certs {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        builder.build()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
+    id: u64,
     client: reqwest::Client,
+    recipe: ClientRecipe,
     base: String,
     name: String,
     limiter: Limiter,
@@ -460,8 +491,9 @@ impl HttpClient {
             ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let mut builder = inner
-            .client
+        let client = crate::host::local_io::client(inner.id, || inner.recipe.build().ok())
+            .unwrap_or_else(|| inner.client.clone());
+        let mut builder = client
             .request(request.method.clone(), &url)
             .headers(request.headers.clone());
         if !request.query.is_empty() {

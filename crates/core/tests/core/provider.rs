@@ -42,6 +42,7 @@ impl Dir {
     pub fn new(url: &str, token: &str) -> Arc<dyn Provider> {
         let http = HttpClient::builder("dir", url)
             .retry(RetryPolicy::default().with_min_delay(Duration::from_millis(20)))
+            .cookie_store(true)
             .build()
             .unwrap();
         Arc::new(Dir {
@@ -73,6 +74,10 @@ fn json_of(response: &HttpResponse) -> Result<Value, ActionError> {
 impl Provider for Dir {
     fn namespace(&self) -> &str {
         "dir"
+    }
+
+    fn thread_local_calls(&self) -> bool {
+        true
     }
 
     fn actions(&self) -> &[ActionSpec] {
@@ -118,5 +123,51 @@ impl Provider for Dir {
             "create_user" => json!({"id": "(planned)", "email": args["email"]}),
             _ => Value::Null,
         }
+    }
+}
+
+const PING: &[ActionSpec] = &[ActionSpec::read("ping", "Ask the background task")];
+
+/// `pooled`: a provider whose first call starts a long-lived task that later calls talk to, as a
+/// database pool's connection is; its calls must run on the engine's runtime.
+#[derive(Default)]
+pub struct Pooled {
+    worker: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>>,
+}
+
+#[async_trait]
+impl Provider for Pooled {
+    fn namespace(&self) -> &str {
+        "pooled"
+    }
+
+    fn actions(&self) -> &[ActionSpec] {
+        PING
+    }
+
+    async fn call(&self, _: &CallContext, _: &ActionSpec, _: Value) -> Result<Value, ActionError> {
+        let worker = self
+            .worker
+            .get_or_init(|| async {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<u64>>(8);
+                tokio::spawn(async move {
+                    let mut served = 0;
+                    while let Some(reply) = rx.recv().await {
+                        served += 1;
+                        let _ = reply.send(served);
+                    }
+                });
+                tx
+            })
+            .await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        worker
+            .send(reply)
+            .await
+            .map_err(|_| ActionError::invalid_response("the background task is gone"))?;
+        let served = answer
+            .await
+            .map_err(|_| ActionError::invalid_response("the background task is gone"))?;
+        Ok(json!(served))
     }
 }

@@ -165,3 +165,24 @@ async fn state_set_in_plan_mode_is_not_stored() {
     assert_eq!(real.result, json!([null, 42]));
     assert_eq!(store.get("cursor").await.unwrap(), Some(json!(42)));
 }
+
+#[tokio::test]
+async fn a_provider_whose_calls_start_long_lived_tasks_keeps_them_across_runs() {
+    let engine = runbook_core::Engine::builder()
+        .provider(std::sync::Arc::new(crate::provider::Pooled::default()))
+        .build()
+        .unwrap();
+    // The first call starts the task; later runs, and parallel workers, reach the same task.
+    let first = run(&engine, "pooled::ping()", RunOptions::new()).await.unwrap();
+    assert_eq!(first.result, json!(1));
+    let second = run(
+        &engine,
+        "parallel([1, 2, 3], |x| pooled::ping()).len()",
+        RunOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.result, json!(3));
+    let third = run(&engine, "pooled::ping()", RunOptions::new()).await.unwrap();
+    assert_eq!(third.result, json!(5));
+}

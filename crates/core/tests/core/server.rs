@@ -29,6 +29,8 @@ pub struct Logged {
     pub path: String,
     pub status: u16,
     pub at: Instant,
+    /// The `Cookie` header the request carried.
+    pub cookie: Option<String>,
 }
 
 #[derive(Default)]
@@ -105,6 +107,11 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let at = Instant::now();
+    let cookie = request
+        .headers()
+        .get("cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let authorized = request
@@ -140,11 +147,19 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
         next.run(request).await
     };
     inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+    // Node affinity, as a load balancer in front of an HA deployment pins a client.
+    let mut response = response;
+    if cookie.is_none() {
+        response
+            .headers_mut()
+            .insert("set-cookie", "node=dir-1; Path=/".parse().unwrap());
+    }
     inner.log.lock().unwrap().push(Logged {
         method,
         path,
         status: response.status().as_u16(),
         at,
+        cookie,
     });
     response
 }

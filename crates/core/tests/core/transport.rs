@@ -121,3 +121,33 @@ async fn a_secret_echoed_by_the_service_never_reaches_the_script_or_the_trail() 
     assert!(everything.contains("bad credentials"));
     assert!(!everything.contains(TOKEN), "the token leaked: {everything}");
 }
+
+#[tokio::test]
+async fn every_parallel_worker_sends_the_cookie_the_service_set() {
+    let (dir, engine) = setup(40).await;
+    let script = r#"
+        dir::get_user("u1");
+        let ids = [];
+        for i in 1..=40 { ids.push(`u${i}`); }
+        let got = parallel(ids, |id| dir::get_user(id).id);
+        dir::get_user("u2");
+        got
+    "#;
+    let outcome = run(&engine, script, RunOptions::new().concurrency(8)).await.unwrap();
+    let expected: Vec<String> = (1..=40).map(|i| format!("u{i}")).collect();
+    assert_eq!(outcome.result, json!(expected));
+    let log = dir.log();
+    assert_eq!(log.len(), 42);
+    assert_eq!(log[0].cookie, None, "the first request has no cookie yet");
+    for request in &log[1..] {
+        assert_eq!(
+            request.cookie.as_deref(),
+            Some("node=dir-1"),
+            "{} went without the cookie",
+            request.path
+        );
+    }
+    // A second run, on another thread, is still pinned.
+    run(&engine, r#"dir::get_user("u3")"#, RunOptions::new()).await.unwrap();
+    assert_eq!(dir.log().last().unwrap().cookie.as_deref(), Some("node=dir-1"));
+}

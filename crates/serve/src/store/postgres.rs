@@ -90,6 +90,9 @@ const CLAIM_BATCH: usize = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The runtime the store was opened on: a pooled connection is a task there, so a caller on
+    /// another runtime (a script thread's own) goes through it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -190,16 +193,16 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(pg_err)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            runtime: tokio::runtime::Handle::current(),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => db_err(&e),
-            other => pg_err(other),
-        })
+        pooled(&self.pool).await
     }
 
     /// Applies the migrations not applied yet, one instance at a time.
@@ -633,26 +636,41 @@ impl Store for PgStore {
 impl SharedBudget for PgStore {
     async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, String> {
         let (burst, per_us) = bucket(limit);
-        let client = self.client().await.map_err(|e| e.0)?;
-        let tokens: f64 = client
-            .query_one(
-                "WITH now AS (SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint AS us)
-                 INSERT INTO runbook_budgets AS b (key, tokens, updated_us)
-                 SELECT $1, $2::float8 - 1, now.us FROM now
-                 ON CONFLICT (key) DO UPDATE SET
-                     tokens = LEAST($2::float8, b.tokens + (excluded.updated_us - b.updated_us) * $3::float8) - 1,
-                     updated_us = GREATEST(excluded.updated_us, b.updated_us)
-                 RETURNING tokens",
-                &[&key, &burst, &per_us],
-            )
+        let pool = self.pool.clone();
+        let key = key.to_owned();
+        let tokens: f64 = self
+            .runtime
+            .spawn(async move {
+                let client = pooled(&pool).await.map_err(|e| e.0)?;
+                let row = client
+                    .query_one(
+                        "WITH now AS (SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint AS us)
+                         INSERT INTO runbook_budgets AS b (key, tokens, updated_us)
+                         SELECT $1, $2::float8 - 1, now.us FROM now
+                         ON CONFLICT (key) DO UPDATE SET
+                             tokens = LEAST($2::float8, b.tokens + (excluded.updated_us - b.updated_us) * $3::float8) - 1,
+                             updated_us = GREATEST(excluded.updated_us, b.updated_us)
+                         RETURNING tokens",
+                        &[&key, &burst, &per_us],
+                    )
+                    .await
+                    .map_err(|e| db_err(&e).0)?;
+                Ok::<f64, String>(row.get(0))
+            })
             .await
-            .map_err(|e| db_err(&e).0)?
-            .get(0);
+            .map_err(|e| format!("the rate budget query stopped: {e}"))??;
         if tokens >= 0.0 {
             return Ok(Duration::ZERO);
         }
         Ok(Duration::from_secs_f64(-tokens / per_us / 1_000_000.0))
     }
+}
+
+async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => db_err(&e),
+        other => pg_err(other),
+    })
 }
 
 /// The bucket for a budget of N per period: its capacity, and its refill per microsecond.
