@@ -7,9 +7,10 @@
 //! * the service's own account, read from every response's `Ratelimit: "default";r=R;t=T` header
 //!   (R requests remain, the window resets in T seconds). The budget is often shared with other
 //!   clients (Cloudflare counts the dashboard too), so only the service knows what is left. When
-//!   the remaining count, less what was sent after the answer that reported it, reaches zero,
-//!   new requests wait for the reset instead of drawing a 429. A 429's `retry-after` pauses every
-//!   request of the provider, not just the one that drew it.
+//!   the lowest remaining count reported in the window, less every request still unanswered,
+//!   reaches zero, new requests wait — for answers, which may show that requests in flight had
+//!   already been counted, or for the reset — instead of drawing a 429. A 429's `retry-after`
+//!   pauses every request of the provider, not just the one that drew it.
 //!
 //! When several processes use one credential (several `runbook serve` instances), each one's
 //! limiter only sees its own requests. A [`SharedBudget`] — kept where they all can reach it,
@@ -94,11 +95,11 @@ struct SharedAccount {
     limit: RateLimit,
 }
 
-/// What the service last said about its budget, less what was sent since.
+/// What the service said about its budget in the current window.
 #[derive(Debug, Clone, Copy)]
 struct ServerAccount {
-    /// Requests that may still be sent before the reset.
-    remaining: i64,
+    /// The lowest remaining count it reported, less the requests sent whose answer never came.
+    reported: i64,
     reset_at: Instant,
 }
 
@@ -121,7 +122,14 @@ pub struct Permit<'a> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.limiter.lock().in_flight -= 1;
+            // No answer: the service may have counted the request.
+            let mut view = self.limiter.lock();
+            view.in_flight -= 1;
+            if let Some(account) = &mut view.account {
+                account.reported -= 1;
+            }
+            drop(view);
+            self.limiter.changed.notify_waiters();
         }
     }
 }
@@ -131,6 +139,8 @@ pub struct Limiter {
     gcra: Option<DefaultDirectRateLimiter>,
     shared: Option<SharedAccount>,
     server: Mutex<ServerView>,
+    /// Signalled when an answer (or its absence) changes the account.
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -154,6 +164,7 @@ impl Limiter {
             gcra,
             shared: None,
             server: Mutex::new(ServerView::default()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -197,7 +208,7 @@ impl Limiter {
     pub async fn acquire(&self) -> Permit<'_> {
         loop {
             if let Err(until) = self.check() {
-                tokio::time::sleep_until(until).await;
+                self.wait(until).await;
                 continue;
             }
             if let Some(gcra) = &self.gcra {
@@ -214,8 +225,23 @@ impl Limiter {
                         answered: false,
                     };
                 }
-                Err(until) => tokio::time::sleep_until(until).await,
+                Err(until) => self.wait(until).await,
             }
+        }
+    }
+
+    /// Sleeps until `until`, or until an answer changes the account (a request in flight may
+    /// turn out to have been counted already).
+    async fn wait(&self, until: Instant) {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if self.check().is_ok() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = changed => {}
         }
     }
 
@@ -232,9 +258,6 @@ impl Limiter {
         if let Some(until) = Self::wait_locked(&mut view) {
             return Err(until);
         }
-        if let Some(account) = &mut view.account {
-            account.remaining -= 1;
-        }
         view.in_flight += 1;
         Ok(())
     }
@@ -242,9 +265,9 @@ impl Limiter {
     /// Reads the service's `Ratelimit` header from the answer to the request sent under `permit`.
     ///
     /// Answers can come back in another order than their requests were received, so the count
-    /// is kept conservative: every other request still in flight is assumed not yet counted by
-    /// the service, and within one window the lowest remaining count and the earliest reset win
-    /// (the reset is rounded up to whole seconds by the service).
+    /// is kept conservative: within one window the lowest remaining count and the earliest reset
+    /// win (the reset is rounded up to whole seconds by the service), and every request still in
+    /// flight is assumed not yet counted in it.
     pub fn observe(&self, mut permit: Permit<'_>, headers: &HeaderMap) {
         permit.answered = true;
         let figures = headers
@@ -254,21 +277,19 @@ impl Limiter {
         let now = Instant::now();
         let mut view = self.lock();
         view.in_flight -= 1;
-        let Some((remaining, reset)) = figures else {
-            return;
-        };
-        let estimate = i64::try_from(remaining).unwrap_or(i64::MAX) - view.in_flight;
-        let reset_at = now + reset;
-        view.account = Some(match view.account {
-            Some(known) if known.reset_at > now => ServerAccount {
-                remaining: known.remaining.min(estimate),
-                reset_at: known.reset_at.min(reset_at),
-            },
-            _ => ServerAccount {
-                remaining: estimate,
-                reset_at,
-            },
-        });
+        if let Some((remaining, reset)) = figures {
+            let reported = i64::try_from(remaining).unwrap_or(i64::MAX);
+            let reset_at = now + reset;
+            view.account = Some(match view.account {
+                Some(known) if known.reset_at > now => ServerAccount {
+                    reported: known.reported.min(reported),
+                    reset_at: known.reset_at.min(reset_at),
+                },
+                _ => ServerAccount { reported, reset_at },
+            });
+        }
+        drop(view);
+        self.changed.notify_waiters();
     }
 
     /// Holds every request back for `delay` (a 429's `retry-after`).
@@ -298,7 +319,7 @@ impl Limiter {
             view.account = None;
             return None;
         }
-        (account.remaining <= 0).then_some(account.reset_at)
+        (account.reported - view.in_flight <= 0).then_some(account.reset_at)
     }
 }
 
@@ -386,5 +407,45 @@ mod tests {
             Instant::now() >= start + Duration::from_secs(5),
             "then the window must reset"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_show_which_requests_in_flight_were_already_counted() {
+        let limiter = Limiter::new(None);
+        let header = |r: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("ratelimit", HeaderValue::from_str(r).unwrap());
+            headers
+        };
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        let c = limiter.acquire().await;
+        // `a` was counted last (3 left) but answered first: `b` and `c` might still count.
+        limiter.observe(a, &header("\"default\";r=3;t=5"));
+        let start = Instant::now();
+        let d = limiter.acquire().await;
+        assert_eq!(Instant::now(), start, "3 - 2 in flight leaves one");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), limiter.acquire())
+                .await
+                .is_err(),
+            "a fourth request now could be one too many"
+        );
+        // `b` and `c` were counted before `a` (more were left then): nothing else is uncounted.
+        limiter.observe(b, &header("\"default\";r=5;t=5"));
+        limiter.observe(c, &header("\"default\";r=4;t=5"));
+        // 3 left, `d` unanswered: two more go at once, the third waits for the reset.
+        let e = limiter.acquire().await;
+        let f = limiter.acquire().await;
+        assert!(Instant::now() < start + Duration::from_secs(1));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), limiter.acquire())
+                .await
+                .is_err(),
+            "the account is used up"
+        );
+        drop((d, e, f));
+        let _g = limiter.acquire().await;
+        assert!(Instant::now() >= start + Duration::from_secs(5));
     }
 }
