@@ -701,3 +701,40 @@ async fn configuration_mistakes_stop_serve_at_start_with_file_and_line() {
     }
     sims.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_readme_webhook_offboards_the_person_the_body_names() {
+    let sims = Sims::start(scripted_tenant()).await;
+    let script =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/offboard_user.rhai"))
+            .unwrap();
+    let config = "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"sqlite://runbook.db\"\n\n\
+        [[automation]]\nname = \"siem\"\nscript = \"offboard_user.rhai\"\n\
+        trigger = { webhook = \"/hooks/siem\", secret = \"${SIEM_SECRET}\", signature_header = \"X-Signature-256\", id_header = \"X-Delivery-Id\" }\n";
+    let ws = workspace_with(&sims, config, &[("offboard_user.rhai", &script)]);
+    let server = Server::start(&ws).await;
+    let client = reqwest::Client::new();
+    let answer = signed(
+        &client,
+        &server.url,
+        "/hooks/siem",
+        "alert-1",
+        &json!({"email": "ann@example.com"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 202);
+    wait_until("the offboarding run", Duration::from_secs(30), || async {
+        count(&ws, RunStatus::Succeeded).await + count(&ws, RunStatus::Failed).await == 1
+    })
+    .await;
+    let runs = all_runs(&ws).await;
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{:?}", runs[0].error);
+    let report = runs[0].result.as_ref().unwrap();
+    assert_eq!(report["email"], "ann@example.com");
+    assert_eq!(report["cloudflare"]["deleted"], true);
+    assert!(sims.cf().user(&cf_id(1)).is_none());
+    assert_eq!(server.stop().await, Some(0));
+    sims.shutdown().await;
+}
