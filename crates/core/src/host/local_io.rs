@@ -49,9 +49,14 @@ pub(crate) fn with_local_io<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Rc<LocalIo>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            // Dropped here, on a blocking thread, rather than in a thread-local destructor.
+            // Ended here, on a blocking thread, rather than in a thread-local destructor; and
+            // without waiting for its blocking tasks (a DNS lookup left behind by a cancelled
+            // call may take many seconds).
             let mine = LOCAL.with(|slot| slot.replace(self.0.take()));
-            drop(mine);
+            if let Some(io) = mine.and_then(|io| Rc::try_unwrap(io).ok()) {
+                drop(io.clients);
+                io.runtime.shutdown_background();
+            }
         }
     }
     let _restore = Restore(installed);
@@ -75,7 +80,10 @@ pub(crate) fn block_on<F: Future>(fut: F) -> Result<F::Output, F> {
 
 /// This thread's pool for the client `id` when the thread has a runtime of its own and is
 /// inside it; `None` means: use the shared pool.
-pub(crate) fn client(id: u64, make: impl FnOnce() -> Option<reqwest::Client>) -> Option<reqwest::Client> {
+pub(crate) fn client(
+    id: u64,
+    make: impl FnOnce() -> reqwest::Result<reqwest::Client>,
+) -> Option<reqwest::Result<reqwest::Client>> {
     // A future on the engine's runtime may be polled on this thread too (it was handed to
     // `Handle::block_on`); its connections must then be the engine's.
     if !INSIDE.with(Cell::get) {
@@ -83,9 +91,11 @@ pub(crate) fn client(id: u64, make: impl FnOnce() -> Option<reqwest::Client>) ->
     }
     let io = LOCAL.with(|slot| slot.borrow().clone())?;
     if let Some(client) = io.clients.borrow().get(&id) {
-        return Some(client.clone());
+        return Some(Ok(client.clone()));
     }
-    let client = make()?;
-    io.clients.borrow_mut().insert(id, client.clone());
+    let client = make();
+    if let Ok(client) = &client {
+        io.clients.borrow_mut().insert(id, client.clone());
+    }
     Some(client)
 }

@@ -491,8 +491,15 @@ impl HttpClient {
             ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let client = crate::host::local_io::client(inner.id, || inner.recipe.build().ok())
-            .unwrap_or_else(|| inner.client.clone());
+        // On a script thread's own runtime, that thread's pool: the shared pool's connections
+        // must stay tasks of the engine's runtime.
+        let client = match crate::host::local_io::client(inner.id, || inner.recipe.build()) {
+            None => inner.client.clone(),
+            Some(Ok(client)) => client,
+            Some(Err(error)) => {
+                return Err(Failure::Transport { error, not_sent: true });
+            }
+        };
         let mut builder = client
             .request(request.method.clone(), &url)
             .headers(request.headers.clone());

@@ -277,17 +277,25 @@ impl Limiter {
         let now = Instant::now();
         let mut view = self.lock();
         view.in_flight -= 1;
-        if let Some((remaining, reset)) = figures {
-            let reported = i64::try_from(remaining).unwrap_or(i64::MAX);
-            let reset_at = now + reset;
-            view.account = Some(match view.account {
-                Some(known) if known.reset_at > now => ServerAccount {
-                    reported: known.reported.min(reported),
-                    reset_at: known.reset_at.min(reset_at),
-                },
-                _ => ServerAccount { reported, reset_at },
-            });
-        }
+        let Some((remaining, reset)) = figures else {
+            // An answer without figures (an error page from a proxy, say) may still have been
+            // counted: keep it counted.
+            if let Some(account) = &mut view.account {
+                account.reported -= 1;
+            }
+            drop(view);
+            self.changed.notify_waiters();
+            return;
+        };
+        let reported = i64::try_from(remaining).unwrap_or(i64::MAX);
+        let reset_at = now + reset;
+        view.account = Some(match view.account {
+            Some(known) if known.reset_at > now => ServerAccount {
+                reported: known.reported.min(reported),
+                reset_at: known.reset_at.min(reset_at),
+            },
+            _ => ServerAccount { reported, reset_at },
+        });
         drop(view);
         self.changed.notify_waiters();
     }
@@ -406,6 +414,26 @@ mod tests {
         assert!(
             Instant::now() >= start + Duration::from_secs(5),
             "then the window must reset"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_without_figures_stays_counted() {
+        let limiter = Limiter::new(None);
+        let a = limiter.acquire().await;
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit", HeaderValue::from_static("\"default\";r=2;t=5"));
+        limiter.observe(a, &headers);
+        let start = Instant::now();
+        let b = limiter.acquire().await;
+        let _c = limiter.acquire().await;
+        assert_eq!(Instant::now(), start, "two remain");
+        // `b` comes back as a proxy's error page, without the header: it may have been counted.
+        limiter.observe(b, &HeaderMap::new());
+        let _d = limiter.acquire().await;
+        assert!(
+            Instant::now() >= start + Duration::from_secs(5),
+            "a third request must wait for the reset"
         );
     }
 
