@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use runbook_core::{PlannedChange, RunError, RunErrorKind, RunOutcome};
+use runbook_core::{AuditRecord, CallOutcome, PlannedChange, RunError, RunErrorKind, RunOutcome};
 use serde_json::{Value, json};
 
 use crate::cli::OutputFormat;
@@ -79,6 +79,44 @@ fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// For stderr after a real run: the changes it made (every call that changes something and
+/// succeeded), so that even a run that failed half-way says what it already did. `None` when it
+/// changed nothing.
+pub fn applied_text(audit: &[AuditRecord], finished: bool) -> Option<String> {
+    let applied: Vec<&AuditRecord> = audit
+        .iter()
+        .filter(|r| r.effect.is_mutating() && r.outcome == CallOutcome::Ok)
+        .collect();
+    if applied.is_empty() {
+        return None;
+    }
+    let targets: u64 = applied.iter().map(|r| r.targets).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} change(s) touching {} target(s):",
+        if finished {
+            "Applied"
+        } else {
+            "Before it failed, the run applied"
+        },
+        applied.len(),
+        targets
+    );
+    for (i, record) in applied.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {:>3}. {:<28} {:<11} targets: {:<3} {}",
+            i + 1,
+            record.action,
+            record.effect.as_str(),
+            record.targets,
+            compact(&record.args)
+        );
+    }
+    Some(runbook_core::secret::redact(&out).into_owned())
 }
 
 /// The list of planned changes.

@@ -72,6 +72,15 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         return Err(CliError::failed("cannot write the result to stdout"));
     }
     drop(stdout);
+    if !plan && matches!(args.output, crate::cli::OutputFormat::Pretty) {
+        let (audit, finished) = match &outcome {
+            Ok(o) => (&o.audit, true),
+            Err(e) => (&e.audit, false),
+        };
+        if let Some(applied) = output::applied_text(audit, finished) {
+            eprint!("{applied}");
+        }
+    }
     match outcome {
         Ok(_) => Ok(exit::OK),
         Err(e) => {

@@ -315,6 +315,13 @@ async fn the_quick_start_runs_on_the_built_in_demo_tenant() {
     ] {
         assert!(run.stdout.contains(expected), "missing {expected:?}:\n{}", run.stdout);
     }
+    // What was changed is said on stderr; stdout keeps only the result.
+    assert!(
+        run.stderr.contains("Applied 1 change(s) touching 3 target(s):") && run.stderr.contains("privx.reset_mfa"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("Applied"), "{}", run.stdout);
     for name in [
         "offboard_user.rhai",
         "mfa_coverage_report.rhai",
@@ -375,4 +382,29 @@ async fn every_shipped_script_passes_check() {
             assert!(text.contains(section), "{s}'s header lacks {section}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_run_that_fails_half_way_says_what_it_already_changed() {
+    let sims = Sims::start(scripted_tenant()).await;
+    let ws = sims.workspace();
+    let half = ws.file(
+        "half.rhai",
+        &format!(
+            "cloudflare::delete_user(\"{}\");\nthrow \"stopped on purpose\";\n",
+            cf_id(2)
+        ),
+    );
+    let out = ws.run(&["run", half.to_str().unwrap()]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Before it failed, the run applied 1 change(s) touching 1 target(s):")
+            && out.stderr.contains("cloudflare.delete_user")
+            && out.stderr.contains("stopped on purpose"),
+        "{}",
+        out.stderr
+    );
+    assert!(sims.cf().user(&cf_id(2)).is_none());
+    sims.shutdown().await;
 }
