@@ -517,29 +517,6 @@ impl Store for PgStore {
         Ok(rows.iter().map(record).collect())
     }
 
-    async fn retry(&self, id: &str) -> Result<Enqueued, StoreError> {
-        let Some(original) = self.get(id).await? else {
-            return Err(StoreError(format!("no run {id}")));
-        };
-        if !original.status.is_final() {
-            return Err(StoreError(format!(
-                "run {id} is {}: only a finished run can be retried",
-                original.status.as_str()
-            )));
-        }
-        self.enqueue(NewRun {
-            automation: original.automation,
-            trigger: "retry".to_owned(),
-            idem_key: None,
-            scheduled_for: None,
-            params: original.params,
-            event: original.event,
-            max_retries: original.max_retries,
-            retry_of: Some(original.id),
-        })
-        .await
-    }
-
     async fn last_tick(&self, automation: &str) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
         let row = client
