@@ -406,20 +406,40 @@ async fn noop(runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// The revoke-MFA job of figures 2, 5 and 6: 10,000 Access users (every 100th flagged, all in
+/// PrivX), 20 ms of latency on every request, no client-side budget to speak of.
+const USERS: usize = 10_000;
+const LATENCY_MS: u64 = 20;
+
+struct RevokeJob {
+    sims: Simulators,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl RevokeJob {
+    async fn start() -> Result<RevokeJob> {
+        let options = SimOptions {
+            latency: Duration::from_millis(LATENCY_MS),
+            ..SimOptions::default()
+        };
+        let sims = sims(tenant::tenant(USERS, 100), options).await?;
+        let env = provider_env(&sims, "100000000/1s");
+        Ok(RevokeJob {
+            sims,
+            env,
+            dir: tempfile::tempdir()?,
+            script: scripts_dir().join("revoke_mfa_for_failed_logins.rhai"),
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Fan-out against latency (and 5: its peak RSS)
 
 async fn fanout(runbook: &Path, runs: usize) -> Result<Vec<u64>> {
-    const USERS: usize = 10_000;
-    const LATENCY_MS: u64 = 20;
-    let options = SimOptions {
-        latency: Duration::from_millis(LATENCY_MS),
-        ..SimOptions::default()
-    };
-    let sims = sims(tenant::tenant(USERS, 100), options).await?;
-    let env = provider_env(&sims, "100000000/1s");
-    let dir = tempfile::tempdir()?;
-    let script = scripts_dir().join("revoke_mfa_for_failed_logins.rhai");
+    let RevokeJob { sims, env, dir, script } = RevokeJob::start().await?;
     let script = script.to_str().unwrap();
     println!("\n## 2. Fan-out against latency\n");
     println!(
@@ -626,16 +646,7 @@ async fn memory(runbook: &Path, runs: usize, fanout_rss: Option<Vec<u64>>) -> Re
 // 6. The Python peer
 
 async fn peer(runbook: &Path, python: &Path, runs: usize) -> Result<()> {
-    const USERS: usize = 10_000;
-    const LATENCY_MS: u64 = 20;
-    let options = SimOptions {
-        latency: Duration::from_millis(LATENCY_MS),
-        ..SimOptions::default()
-    };
-    let sims = sims(tenant::tenant(USERS, 100), options).await?;
-    let env = provider_env(&sims, "100000000/1s");
-    let dir = tempfile::tempdir()?;
-    let script = scripts_dir().join("revoke_mfa_for_failed_logins.rhai");
+    let RevokeJob { sims, env, dir, script } = RevokeJob::start().await?;
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/revoke_mfa.py");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
