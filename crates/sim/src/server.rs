@@ -3,6 +3,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +19,8 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Debug)]
 pub(crate) struct Server {
     addr: SocketAddr,
+    /// Connections accepted since start: how many a client opened.
+    accepted: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -32,9 +35,11 @@ impl Server {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let acceptor = tls.map(TlsAcceptor::from);
-        let task = tokio::spawn(accept_loop(listener, router, acceptor, stopped));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(listener, router, acceptor, accepted.clone(), stopped));
         Ok(Server {
             addr,
+            accepted,
             stop: Some(stop),
             task: Some(task),
         })
@@ -49,6 +54,11 @@ impl Server {
             ip => ip,
         };
         SocketAddr::new(ip, self.addr.port())
+    }
+
+    /// Connections accepted since the server started.
+    pub(crate) fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub(crate) async fn shutdown(mut self) {
@@ -74,6 +84,7 @@ async fn accept_loop(
     listener: TcpListener,
     router: Router,
     acceptor: Option<TlsAcceptor>,
+    opened: Arc<AtomicUsize>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     // Connections live in this set so that stopping the loop also closes every open connection.
@@ -83,6 +94,7 @@ async fn accept_loop(
             _ = &mut stopped => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    opened.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(serve_connection(stream, router.clone(), acceptor.clone()));
                 }
                 // Out of file descriptors and the like: back off instead of spinning.

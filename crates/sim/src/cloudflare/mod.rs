@@ -132,6 +132,12 @@ impl CloudflareSim {
         self.state.control.set_rate_limit(limit);
     }
 
+    /// Connections clients opened since the simulator started (a client that reuses its
+    /// connections opens few).
+    pub fn accepted_connections(&self) -> usize {
+        self.server.accepted_connections()
+    }
+
     /// The most requests handled at once (latency included) since start or the last
     /// [`clear_requests`](Self::clear_requests).
     pub fn max_in_flight(&self) -> usize {
