@@ -94,38 +94,97 @@ impl Config {
     }
 }
 
-/// Replaces `${NAME}` with the variable's value, escaped for a TOML string. Comment lines are
-/// left alone. An undefined variable is an error naming it and its line.
+/// Where in a TOML document a `${NAME}` stands, which decides how its value is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// Outside any string: a bare value such as a number.
+    Bare,
+    /// `"..."` or `"""..."""`: the value is escaped.
+    Basic { multiline: bool },
+    /// `'...'` or `'''...'''`: nothing can be escaped, so the value must fit as it is.
+    Literal { multiline: bool },
+    /// After `#`: left alone.
+    Comment,
+}
+
+/// Replaces `${NAME}` with the variable's value, written as its place in the TOML document
+/// needs: escaped inside a basic string, as it is inside a literal string (refused when it
+/// cannot be written there), as it is outside strings only when it is a plain word or number.
+/// Comments are left alone, a trailing one too. An undefined variable is an error naming it and
+/// its line.
 fn expand(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-            continue;
-        }
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else {
-                return Err(format!("{}: `${{` without a closing `}}`", index + 1));
-            };
-            let name = &after[..end];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("{}: `${{{name}}}` is not a variable name", index + 1));
+    let mut context = Context::Bare;
+    let mut line = 1;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let starts = |p: &str| rest.starts_with(p);
+        // What this position opens, closes or escapes, and how many bytes to copy as they are.
+        let (next, copy) = match context {
+            Context::Comment if c == '\n' => (Context::Bare, 1),
+            Context::Comment => (Context::Comment, c.len_utf8()),
+            Context::Bare if c == '#' => (Context::Comment, 1),
+            Context::Bare if starts("\"\"\"") => (Context::Basic { multiline: true }, 3),
+            Context::Bare if c == '"' => (Context::Basic { multiline: false }, 1),
+            Context::Bare if starts("'''") => (Context::Literal { multiline: true }, 3),
+            Context::Bare if c == '\'' => (Context::Literal { multiline: false }, 1),
+            Context::Basic { .. } if c == '\\' => {
+                let escaped = rest[1..].chars().next().map_or(0, char::len_utf8);
+                (context, 1 + escaped)
             }
-            let value = lookup(name).ok_or_else(|| {
-                format!(
-                    "{}: ${{{name}}} is not set in the environment; set {name} or remove the reference",
-                    index + 1
-                )
-            })?;
-            out.push_str(&toml_escape(&value));
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
+            Context::Basic { multiline: true } if starts("\"\"\"") => (Context::Bare, 3),
+            Context::Basic { multiline: false } if c == '"' => (Context::Bare, 1),
+            Context::Literal { multiline: true } if starts("'''") => (Context::Bare, 3),
+            Context::Literal { multiline: false } if c == '\'' => (Context::Bare, 1),
+            Context::Bare | Context::Basic { .. } | Context::Literal { .. } if starts("${") => {
+                let after = &rest[2..];
+                let Some(end) = after.find('}') else {
+                    return Err(format!("{line}: `${{` without a closing `}}`"));
+                };
+                let name = &after[..end];
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("{line}: `${{{name}}}` is not a variable name"));
+                }
+                let value = lookup(name).ok_or_else(|| {
+                    format!("{line}: ${{{name}}} is not set in the environment; set {name} or remove the reference")
+                })?;
+                out.push_str(&written(&value, context).map_err(|why| format!("{line}: ${{{name}}} {why}"))?);
+                rest = &after[end + 1..];
+                continue;
+            }
+            _ => (context, c.len_utf8()),
+        };
+        let (copied, tail) = rest.split_at(copy.min(rest.len()));
+        line += copied.matches('\n').count();
+        out.push_str(copied);
+        rest = tail;
+        context = next;
     }
     Ok(out)
+}
+
+/// A variable's value as it must be written at its place.
+fn written(value: &str, context: Context) -> Result<String, &'static str> {
+    match context {
+        Context::Basic { .. } => Ok(toml_escape(value)),
+        Context::Literal { multiline: false } if value.contains(['\'', '\n', '\r']) => {
+            Err("holds a quote or a line break, which a 'literal' string cannot; use a \"basic\" string")
+        }
+        Context::Literal { multiline: true } if value.contains("'''") => {
+            Err("holds ''', which a '''literal''' string cannot; use a \"basic\" string")
+        }
+        Context::Literal { .. } => Ok(value.to_owned()),
+        Context::Bare
+            if !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.' | ':')) =>
+        {
+            Ok(value.to_owned())
+        }
+        Context::Bare => Err("stands outside quotes, where only a plain number or word can go; put it in quotes"),
+        Context::Comment => Ok(String::new()),
+    }
 }
 
 /// Escapes a value for a TOML basic string (and keeps the line count: newlines become `\n`).
@@ -156,6 +215,40 @@ mod tests {
     fn variables_expand_inside_strings() {
         let out = expand("a = \"${TOKEN}\"\n# ${UNSET} in a comment\n", &env).unwrap();
         assert_eq!(out, "a = \"s3cr\\\"et\"\n# ${UNSET} in a comment\n");
+    }
+
+    #[test]
+    fn literal_strings_get_the_value_as_it_is() {
+        let lookup = |name: &str| match name {
+            "CA_PATH" => Some(r"C:\certs\ca.pem".to_owned()),
+            "QUOTED" => Some("it's".to_owned()),
+            _ => None,
+        };
+        let out = expand("ca = '${CA_PATH}'\n", &lookup).unwrap();
+        assert_eq!(out, "ca = 'C:\\certs\\ca.pem'\n");
+        let parsed: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(parsed["ca"].as_str(), Some(r"C:\certs\ca.pem"));
+        let err = expand("a = 'x'\nb = '${QUOTED}'\n", &lookup).unwrap_err();
+        assert!(err.starts_with("2: ${QUOTED} holds a quote"), "{err}");
+    }
+
+    #[test]
+    fn trailing_comments_and_quoted_hashes_are_told_apart() {
+        let out = expand("a = \"v\" # ${UNSET}\nb = \"#${TOKEN}\" # done\n", &env).unwrap();
+        assert_eq!(out, "a = \"v\" # ${UNSET}\nb = \"#s3cr\\\"et\" # done\n");
+        let parsed: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(parsed["b"].as_str(), Some("#s3cr\"et"));
+    }
+
+    #[test]
+    fn bare_values_must_be_plain() {
+        let lookup = |name: &str| match name {
+            "PORT" => Some("8080".to_owned()),
+            _ => Some("x\"\n[evil]".to_owned()),
+        };
+        assert_eq!(expand("port = ${PORT}\n", &lookup).unwrap(), "port = 8080\n");
+        let err = expand("a = ${OTHER}\n", &lookup).unwrap_err();
+        assert!(err.contains("put it in quotes"), "{err}");
     }
 
     #[test]
