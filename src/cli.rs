@@ -80,11 +80,11 @@ pub struct RunArgs {
     pub plan: bool,
 
     /// The blast-radius guard: the most targets (users, ...) the run's changes may touch.
-    #[arg(long, value_name = "N", default_value_t = runbook_core::run::DEFAULT_MAX_CHANGES)]
+    #[arg(long, value_name = "N", default_value_t = runbook_core::DEFAULT_MAX_CHANGES)]
     pub max_changes: u64,
 
     /// How many items parallel() works on at once.
-    #[arg(long, value_name = "N", default_value_t = runbook_core::run::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
+    #[arg(long, value_name = "N", default_value_t = runbook_core::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
     pub concurrency: usize,
 
     /// Stop the run after this long (e.g. 90s, 10m).
@@ -195,7 +195,7 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    runbook_core::config::parse_duration(text)
+    runbook_core::parse_duration(text)
 }
 
 /// `check`.

@@ -1,14 +1,33 @@
 //! Errors that end a command, with the exit code they mean.
 
 /// Exit codes (DESIGN.md): 0 success, 1 the script or an action failed, 2 usage, config or
-/// compile error, 3 refused by the blast-radius guard, 130 interrupted.
+/// compile error, 3 refused by the blast-radius guard, 130 interrupted. The one table: every
+/// command's exit code comes from here.
 pub mod exit {
+    use runbook_core::RunErrorKind;
+
     /// Success.
     pub const OK: u8 = 0;
     /// The script or an action failed.
     pub const FAILED: u8 = 1;
-    /// Usage, configuration or compile error.
+    /// Usage, configuration or compile error; a script that cannot run as written.
     pub const USAGE: u8 = 2;
+    /// Refused by the blast-radius guard.
+    pub const REFUSED: u8 = 3;
+    /// Interrupted (Ctrl-C, SIGTERM).
+    pub const INTERRUPTED: u8 = 130;
+
+    /// The exit code of a run that failed this way.
+    pub fn of_run(kind: RunErrorKind) -> u8 {
+        match kind {
+            RunErrorKind::Compile | RunErrorKind::InvalidArgs | RunErrorKind::NotConfigured | RunErrorKind::Params => {
+                USAGE
+            }
+            RunErrorKind::Guard => REFUSED,
+            RunErrorKind::Cancelled => INTERRUPTED,
+            _ => FAILED,
+        }
+    }
 }
 
 /// A command failed: what to print and how to exit.

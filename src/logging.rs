@@ -53,7 +53,7 @@ impl Write for Redacting {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&self.0);
-        let clean = runbook_core::secret::redact(&text);
+        let clean = runbook_core::redact(&text);
         let result = io::stderr().lock().write_all(clean.as_bytes());
         self.0.clear();
         result

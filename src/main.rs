@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod logging;
 mod output;
+mod params;
 mod simulate;
 
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", runbook_core::secret::redact(&e.message));
+            eprintln!("error: {}", runbook_core::redact(&e.message));
             e.code
         }
     };
@@ -71,7 +72,8 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Sim(args) => commands::sim::sim(args).await,
         Command::Serve(args) => commands::serve::serve(args, &Config::load(cli.config.as_deref())?).await,
         Command::Runs(command) => commands::serve::runs(command, &Config::load_lenient(cli.config.as_deref())?).await,
-        Command::Check(args) => commands::check::check(args, &Config::load(cli.config.as_deref())?),
-        Command::Actions(args) => commands::actions::actions(args, &Config::load(cli.config.as_deref())?),
+        // These send nothing, so they need no secret: an unset `${VAR}` is fine here.
+        Command::Check(args) => commands::check::check(args, &Config::load_lenient(cli.config.as_deref())?),
+        Command::Actions(args) => commands::actions::actions(args, &Config::load_lenient(cli.config.as_deref())?),
     }
 }

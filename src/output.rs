@@ -25,15 +25,15 @@ pub fn document(outcome: Result<&RunOutcome, &RunError>) -> Value {
             "run_id": o.run_id,
             "status": status_of(None),
             "result": o.result,
-            "planned_changes": o.planned_changes,
-            "calls": o.calls,
+            "planned_changes": o.records.planned_changes,
+            "calls": o.records.calls,
         }),
         Err(e) => json!({
             "run_id": e.run_id,
             "status": status_of(Some(e.kind)),
             "result": Value::Null,
-            "planned_changes": e.planned_changes,
-            "calls": e.calls,
+            "planned_changes": e.records.planned_changes,
+            "calls": e.records.calls,
             "error": {
                 "kind": e.kind,
                 "message": e.message,
@@ -54,14 +54,14 @@ pub fn render(outcome: Result<&RunOutcome, &RunError>, plan: bool, format: Outpu
         }
         OutputFormat::Pretty => pretty(outcome, plan),
     };
-    runbook_core::secret::redact(&text).into_owned()
+    runbook_core::redact(&text).into_owned()
 }
 
 fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool) -> String {
     let mut out = String::new();
     let (planned, result) = match outcome {
-        Ok(o) => (&o.planned_changes, Some(&o.result)),
-        Err(e) => (&e.planned_changes, None),
+        Ok(o) => (&o.records.planned_changes, Some(&o.result)),
+        Err(e) => (&e.records.planned_changes, None),
     };
     if plan {
         if result.is_none() {
@@ -116,7 +116,7 @@ pub fn applied_text(audit: &[AuditRecord], finished: bool) -> Option<String> {
             compact(&record.args)
         );
     }
-    Some(runbook_core::secret::redact(&out).into_owned())
+    Some(runbook_core::redact(&out).into_owned())
 }
 
 /// The list of planned changes.

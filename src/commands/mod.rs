@@ -22,8 +22,8 @@ pub fn build_engine(config: &Config, overrides: &Overrides) -> Result<Engine, Cl
     build_engine_sharing(config, overrides, None)
 }
 
-/// [`build_engine`], with providers drawing their rate budgets from `budget` (the store shared
-/// by several `runbook serve` instances).
+/// [`build_engine`], with providers drawing their rate budgets from `budget` when there is one
+/// (the store shared by several `runbook serve` instances).
 pub fn build_engine_sharing(
     config: &Config,
     overrides: &Overrides,
@@ -58,6 +58,16 @@ pub fn build_engine_sharing(
                 &ProviderConfig::from_env(ns).with_shared_budget(budget.clone()),
             ),
         };
+    }
+    builder.build().map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// An engine that knows every linked provider by its specs alone: for commands that send
+/// nothing (`check`, `actions`, checking `runbook serve`'s scripts), which so need no secrets.
+pub fn build_checker() -> Result<Engine, CliError> {
+    let mut builder = Engine::builder();
+    for descriptor in runbook_core::registered_providers() {
+        builder = builder.described(descriptor);
     }
     builder.build().map_err(|e| CliError::usage(e.to_string()))
 }

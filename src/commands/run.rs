@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use runbook_core::{JsonlAuditSink, RunObserver, RunOptions};
+use runbook_core::{JsonlAuditSink, RunObserver, RunOptions, SettingNames};
 use serde_json::Map;
 
 use crate::cli::RunArgs;
@@ -20,10 +20,10 @@ pub fn collect_params(args: &RunArgs) -> Result<Map<String, serde_json::Value>, 
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::usage(format!("cannot read the params file {shown}: {e}")))?;
-        params = runbook_core::params::parse_params_file(&shown, &text).map_err(CliError::usage)?;
+        params = crate::params::parse_params_file(&shown, &text).map_err(CliError::usage)?;
     }
     for raw in &args.params {
-        let (key, value) = runbook_core::params::parse_param(raw).map_err(CliError::usage)?;
+        let (key, value) = crate::params::parse_param(raw).map_err(CliError::usage)?;
         params.insert(key, value);
     }
     Ok(params)
@@ -44,9 +44,10 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         .max_changes(args.max_changes)
         .concurrency(args.concurrency)
         .timeout(args.timeout)
-        .cancel(cancel.clone());
+        .cancel(cancel.clone())
+        .names(SettingNames::new("--max-changes", "--timeout", "--param {name}=VALUE"));
     if let Some(path) = &args.audit_log {
-        let sink = JsonlAuditSink::create(path)
+        let sink = JsonlAuditSink::append(path)
             .map_err(|e| CliError::usage(format!("cannot write the audit log {}: {e}", path.display())))?;
         options = options.audit(Arc::new(sink));
     }
@@ -74,8 +75,8 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
     drop(stdout);
     if !plan && matches!(args.output, crate::cli::OutputFormat::Pretty) {
         let (audit, finished) = match &outcome {
-            Ok(o) => (&o.audit, true),
-            Err(e) => (&e.audit, false),
+            Ok(o) => (&o.records.audit, true),
+            Err(e) => (&e.records.audit, false),
         };
         if let Some(applied) = output::applied_text(audit, finished) {
             eprint!("{applied}");
@@ -88,8 +89,8 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
                 Some((line, column)) => format!("{shown}:{line}:{column}: "),
                 None => String::new(),
             };
-            eprintln!("error: {place}{}", runbook_core::secret::redact(&e.message));
-            Ok(u8::try_from(e.kind.exit_code()).unwrap_or(exit::FAILED))
+            eprintln!("error: {place}{}", runbook_core::redact(&e.message));
+            Ok(exit::of_run(e.kind))
         }
     }
 }

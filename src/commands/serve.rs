@@ -7,7 +7,7 @@ use runbook_serve::{ServeConfig, StartOptions};
 use serde_json::Value;
 
 use crate::cli::{OutputFormat, RunsCommand, ServeArgs};
-use crate::commands::{build_engine, build_engine_sharing};
+use crate::commands::{build_checker, build_engine_sharing};
 use crate::config::Config;
 use crate::error::{CliError, exit};
 use crate::simulate::Simulation;
@@ -40,18 +40,14 @@ pub async fn serve(args: &ServeArgs, config: &Config) -> Result<u8, CliError> {
         None
     };
     let overrides = simulation.as_ref().map(Simulation::overrides).unwrap_or_default();
-    let engine = build_engine(config, &overrides)?;
-    let serve_config = serve_config(config, &engine)?;
+    let serve_config = serve_config(config, &build_checker()?)?;
     let url = serve_config.store_url();
     let store: Arc<dyn Store> = runbook_serve::store::open(&url)
         .await
         .map_err(|e| CliError::failed(format!("{}: {e}", redact_url(&url))))?;
     // A store several instances share also holds the providers' rate budgets, so that the
     // instances together stay inside them.
-    let engine = match store.shared_budget() {
-        Some(budget) => build_engine_sharing(config, &overrides, Some(budget))?,
-        None => engine,
-    };
+    let engine = build_engine_sharing(config, &overrides, store.shared_budget())?;
     let handle = runbook_serve::start(
         serve_config,
         engine,
@@ -207,5 +203,5 @@ fn show_text(run: &runbook_serve::store::RunRecord) -> String {
             crate::output::value_text(&Value::Array(rows))
         );
     }
-    runbook_core::secret::redact(&out).into_owned()
+    runbook_core::redact(&out).into_owned()
 }

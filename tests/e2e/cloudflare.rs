@@ -208,7 +208,7 @@ async fn malformed_answers_become_clear_errors() {
         "{}",
         err.message
     );
-    assert_eq!(err.audit[0].attempts, 4);
+    assert_eq!(err.records.audit[0].attempts, 4);
 
     sims.cf().inject(Fault::Empty(500), 4);
     let err = eval_err(&engine, &get).await;
@@ -275,7 +275,7 @@ async fn create_user_is_never_resent_after_a_503() {
     let engine = sims.engine();
     sims.cf().inject(Fault::Status(503), 1);
     let err = eval_err(&engine, r#"cloudflare::create_user(#{email: "once@example.com"})"#).await;
-    assert_eq!(err.audit[0].status, Some(503));
+    assert_eq!(err.records.audit[0].status, Some(503));
     let posts = sims.cf().requests().into_iter().filter(|r| r.method == "POST").count();
     assert_eq!(posts, 1);
     assert_eq!(sims.cf().users().len(), 1);
@@ -357,7 +357,7 @@ async fn plan_mode_sends_no_change_to_cloudflare() {
     );
     let outcome = engine.run(&script, RunOptions::new().plan(true)).await.unwrap();
     assert_eq!(outcome.result, json!("(planned)"));
-    assert_eq!(outcome.planned_changes.len(), 3);
+    assert_eq!(outcome.records.planned_changes.len(), 3);
     assert!(sims.cf().requests().is_empty(), "{:?}", sims.cf().requests());
     assert_eq!(sims.cf().users().len(), 3);
     sims.shutdown().await;

@@ -6,6 +6,7 @@
 mod cli;
 mod cloudflare;
 mod cluster;
+mod engine;
 mod fixtures;
 mod privx;
 mod runs;

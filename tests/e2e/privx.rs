@@ -225,7 +225,7 @@ async fn mfa_is_enabled_disabled_and_reset() {
         .run(&format!(r#"privx::reset_mfa(["{ANN}", "{BOB}"])"#), RunOptions::new())
         .await
         .unwrap();
-    assert_eq!(outcome.audit[0].targets, 2);
+    assert_eq!(outcome.records.audit[0].targets, 2);
     assert_eq!(
         (status(ANN), status(BOB)),
         ("UNINITIALIZED".to_owned(), "UNINITIALIZED".to_owned())
@@ -258,7 +258,13 @@ async fn tokens_are_renewed_under_load_once_per_lifetime() {
     let outcome = outcome.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(outcome.result, json!(200));
-    assert!(outcome.audit.iter().all(|r| r.outcome == runbook_core::CallOutcome::Ok));
+    assert!(
+        outcome
+            .records
+            .audit
+            .iter()
+            .all(|r| r.outcome == runbook_core::CallOutcome::Ok)
+    );
     let lifetimes = elapsed.as_secs_f64() / 2.0;
     let allowed = lifetimes.ceil() as usize + 1;
     let tokens = sims.px().token_requests();

@@ -80,7 +80,8 @@ async fn the_guard_stops_the_run_before_the_call_that_passes_the_cap() {
         out.stderr.contains("three.rhai:2:")
             && out
                 .stderr
-                .contains("the blast-radius guard refused cloudflare.delete_user"),
+                .contains("the blast-radius guard refused cloudflare.delete_user")
+            && out.stderr.contains("(raise --max-changes if this is intended)"),
         "{}",
         out.stderr
     );

@@ -202,7 +202,7 @@ async fn offboarding_refuses_unknown_ambiguous_and_missing_emails() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr
-            .contains("missing required parameter `email`: pass --param email=VALUE"),
+            .contains("missing required parameter `email`: set it with --param email=VALUE"),
         "{}",
         out.stderr
     );

@@ -6,7 +6,10 @@
 //! (`runbook actions NAME`).
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::error::ActionError;
 
 /// What a call does to the service it talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -297,6 +300,108 @@ impl ActionSpec {
             },
         }
     }
+}
+
+/// An action's arguments as a type, tied to the action's spec: the struct a provider's handler
+/// receives. Derive `Deserialize` with `#[serde(deny_unknown_fields)]`, one field per parameter
+/// of the spec (optional parameters as `Option`), and list the type in [`actions!`](crate::actions).
+///
+/// ```
+/// use runbook_core::{Action, ActionSpec, ParamSpec, ParamType};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct GetTicket {
+///     id: String,
+/// }
+///
+/// impl Action for GetTicket {
+///     const SPEC: ActionSpec = ActionSpec::read("get_ticket", "Get one ticket")
+///         .params(&[ParamSpec::required("id", ParamType::String, "the ticket's id")]);
+/// }
+///
+/// let args = GetTicket::parse(serde_json::json!({"id": "T-1"})).unwrap();
+/// assert_eq!(args.id, "T-1");
+/// let err = GetTicket::parse(serde_json::json!({"id": "T-1", "idd": 2})).err().unwrap();
+/// assert!(err.message.contains("unknown field `idd`"), "{}", err.message);
+/// ```
+pub trait Action: DeserializeOwned {
+    /// The action's spec.
+    const SPEC: ActionSpec;
+
+    /// Reads a call's arguments (already checked against the spec by the engine).
+    fn parse(args: Value) -> Result<Self, ActionError> {
+        serde_json::from_value(args).map_err(|e| {
+            ActionError::invalid_args(format!(
+                "{}: the arguments do not fit the action's own type ({e}); this is a mistake in the provider",
+                Self::SPEC.name
+            ))
+        })
+    }
+}
+
+/// Declares a provider's actions in one place: the list of specs, and the dispatch that hands
+/// each call to its handler with its typed arguments. Each handler is an `async fn(&self,
+/// &CallContext, Args) -> Result<T, ActionError>` where `T: Serialize`.
+///
+/// ```
+/// use runbook_core::{Action, ActionError, ActionSpec, CallContext, ParamSpec, ParamType};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// pub struct Ping {
+///     text: Option<String>,
+/// }
+/// impl Action for Ping {
+///     const SPEC: ActionSpec = ActionSpec::read("ping", "Echo")
+///         .params(&[ParamSpec::optional("text", ParamType::String, "what to echo")]);
+/// }
+///
+/// pub struct Echo;
+///
+/// impl Echo {
+///     async fn ping(&self, _: &CallContext, args: Ping) -> Result<String, ActionError> {
+///         Ok(args.text.unwrap_or_else(|| "pong".into()))
+///     }
+/// }
+///
+/// runbook_core::actions! {
+///     /// Every action of `echo`.
+///     pub const ACTIONS for Echo { Ping => ping }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let out = Echo.dispatch(&CallContext::detached("echo.ping"), &ACTIONS[0], serde_json::json!({})).await;
+/// assert_eq!(out.unwrap(), serde_json::json!("pong"));
+/// # });
+/// ```
+#[macro_export]
+macro_rules! actions {
+    ($(#[$meta:meta])* $vis:vis const $name:ident for $provider:ty { $($args:ty => $method:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        $vis const $name: &[$crate::ActionSpec] = &[$(<$args as $crate::Action>::SPEC),+];
+
+        impl $provider {
+            /// Hands a call to its action's handler, with the arguments parsed into the action's type.
+            pub async fn dispatch(
+                &self,
+                ctx: &$crate::CallContext,
+                action: &$crate::ActionSpec,
+                args: $crate::serde_json::Value,
+            ) -> ::std::result::Result<$crate::serde_json::Value, $crate::ActionError> {
+                $(
+                    if action.name == <$args as $crate::Action>::SPEC.name {
+                        let args = <$args as $crate::Action>::parse(args)?;
+                        let out = self.$method(ctx, args).await?;
+                        return $crate::serde_json::to_value(&out).map_err(|e| {
+                            $crate::ActionError::invalid_response(format!("cannot convert the answer: {e}"))
+                        });
+                    }
+                )+
+                Err($crate::ActionError::invalid_args(format!("there is no action `{}` here", action.name)))
+            }
+        }
+    };
 }
 
 #[cfg(test)]

@@ -60,34 +60,55 @@ pub struct AuditRecord {
 
 /// Receives audit records as calls complete.
 pub trait AuditSink: Send + Sync {
-    /// Records one call. Must not block for long: it runs on the script's thread.
-    fn record(&self, record: &AuditRecord);
+    /// Records one call. Must not block for long: it runs on the call's way back to the script.
+    /// An error stops the run: nothing more may change that the trail cannot show.
+    fn record(&self, record: &AuditRecord) -> Result<(), AuditError>;
 }
 
-/// Writes one JSON object per line to a file, flushed after each record so that nothing is lost
-/// when the process is killed.
+/// An audit record could not be kept.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct AuditError {
+    /// What failed, where.
+    pub message: String,
+}
+
+impl AuditError {
+    /// An error saying what failed.
+    pub fn new(message: impl Into<String>) -> Self {
+        AuditError {
+            message: message.into(),
+        }
+    }
+}
+
+/// Appends one JSON object per line to a file, flushed after each record so that nothing is
+/// lost when the process is killed. Earlier runs' records stay: the file is a trail, not a report.
 #[derive(Debug)]
 pub struct JsonlAuditSink {
+    path: String,
     file: Mutex<BufWriter<File>>,
 }
 
 impl JsonlAuditSink {
-    /// Creates (or truncates) the file.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    /// Opens the file for appending, creating it when it does not exist.
+    pub fn append(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(JsonlAuditSink {
-            file: Mutex::new(BufWriter::new(File::create(path)?)),
+            path: path.display().to_string(),
+            file: Mutex::new(BufWriter::new(file)),
         })
     }
 }
 
 impl AuditSink for JsonlAuditSink {
-    fn record(&self, record: &AuditRecord) {
-        let Ok(line) = serde_json::to_string(record) else {
-            return;
-        };
+    fn record(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let line = serde_json::to_string(record)
+            .map_err(|e| AuditError::new(format!("cannot write a record for {}: {e}", self.path)))?;
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if writeln!(file, "{line}").and_then(|()| file.flush()).is_err() {
-            tracing::warn!("could not write to the audit log");
-        }
+        writeln!(file, "{line}")
+            .and_then(|()| file.flush())
+            .map_err(|e| AuditError::new(format!("cannot write to {}: {e}", self.path)))
     }
 }

@@ -99,10 +99,10 @@ impl ProviderConfig {
     /// Where settings can be set, for error messages.
     pub fn hint(&self) -> String {
         if self.table.is_some() {
-            "in runbook.toml".to_owned()
+            "in the configuration file".to_owned()
         } else {
             format!(
-                "in the environment, or under [providers.{}] in runbook.toml",
+                "in the environment, or under [providers.{}] in the configuration file",
                 self.namespace
             )
         }

@@ -1,8 +1,11 @@
 //! What a provider knows about the call it is serving.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_util::sync::CancellationToken;
+
+use crate::lane::LaneIo;
 
 /// One action call, as the provider sees it: which run, whether it is a plan, and the token that
 /// is cancelled when the run times out or is interrupted. Pass it to [`crate::http::HttpClient::send`].
@@ -11,8 +14,10 @@ pub struct CallContext {
     run_id: String,
     action: String,
     plan: bool,
+    idempotent: bool,
     cancel: CancellationToken,
     attempts: AtomicU32,
+    lane: Option<Arc<LaneIo>>,
 }
 
 impl CallContext {
@@ -22,9 +27,35 @@ impl CallContext {
             run_id: run_id.into(),
             action: action.into(),
             plan,
+            idempotent: false,
             cancel,
             attempts: AtomicU32::new(0),
+            lane: None,
         }
+    }
+
+    /// The call runs on this lane (its thread's runtime and connections).
+    pub(crate) fn on_lane(mut self, lane: Option<Arc<LaneIo>>) -> Self {
+        self.lane = lane;
+        self
+    }
+
+    /// The lane the call runs on, if any.
+    pub(crate) fn lane(&self) -> Option<&LaneIo> {
+        self.lane.as_deref()
+    }
+
+    /// Declares whether the action may be sent twice with the same effect as once (its spec's
+    /// `idempotent`): the HTTP layer resends a changing request after an ambiguous failure only
+    /// then. Default: no.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// Whether the action may be resent after an ambiguous failure.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// A call outside any run, never cancelled: for calling a provider directly.

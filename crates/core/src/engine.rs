@@ -1,18 +1,18 @@
 //! The engine: providers plus the script host, and running a script.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rhai::{Dynamic, Scope};
 use serde_json::Value;
 
 use crate::config::ProviderConfig;
 use crate::error::ConfigError;
-use crate::host::{
-    Abort, Diagnostic, Limits, RunHandle, RunSetup, ScriptHost, dynamic_to_json, explain, json_to_dynamic,
-};
+use crate::host::{Diagnostic, Limits, RunState, ScriptHost, Slots, dynamic_to_json, explain, json_to_dynamic};
+use crate::lane::Lanes;
+use crate::pipeline::{Abort, Pipeline, PipelineSetup};
 use crate::provider::{Provider, ProviderDescriptor};
 use crate::registry::{EngineError, RegisteredProvider, Registry};
-use crate::run::{RunError, RunErrorKind, RunOptions, RunOutcome};
+use crate::run::{RunError, RunErrorKind, RunOptions, RunOutcome, RunRecords};
 use crate::state::MemoryState;
 
 /// Builds an [`Engine`].
@@ -75,6 +75,21 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds a registered provider by its specs alone, without building it: for commands that
+    /// send nothing (`check`, the action reference), which then need no settings or secrets.
+    /// Every call to it fails.
+    pub fn described(mut self, descriptor: &ProviderDescriptor) -> Self {
+        self.providers.push(RegisteredProvider::unconfigured(
+            descriptor.namespace,
+            descriptor.summary,
+            descriptor.actions,
+            ConfigError::NotBuilt {
+                provider: descriptor.namespace.to_owned(),
+            },
+        ));
+        self
+    }
+
     /// Adds every provider linked into the program (collected with `inventory`), each configured
     /// from its environment variables.
     pub fn registered_from_env(mut self) -> Self {
@@ -94,7 +109,11 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine, EngineError> {
         let registry = Arc::new(Registry::new(self.providers)?);
         let host = Arc::new(ScriptHost::new(&registry, self.limits));
-        Ok(Engine { registry, host })
+        Ok(Engine {
+            registry,
+            host,
+            lanes: Arc::new(OnceLock::new()),
+        })
     }
 }
 
@@ -103,6 +122,8 @@ impl EngineBuilder {
 pub struct Engine {
     registry: Arc<Registry>,
     host: Arc<ScriptHost>,
+    /// Script threads' lanes, made on the first run's runtime and kept for every later run.
+    lanes: Arc<OnceLock<Arc<Lanes>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,8 +151,9 @@ impl Engine {
         self.host.check(source, &self.registry)
     }
 
-    /// Runs a script. Must be called within a Tokio runtime; the script itself runs on a blocking
-    /// thread, and its action calls on the runtime.
+    /// Runs a script. Must be called within a Tokio runtime: the script runs on a blocking
+    /// thread, and every action call on this runtime. Dropping the returned future stops the
+    /// run: the script ends at its next step and calls in flight are abandoned.
     pub async fn run(&self, source: &str, options: RunOptions) -> Result<RunOutcome, RunError> {
         let run_id = options
             .run_id
@@ -145,100 +167,95 @@ impl Engine {
                     kind: RunErrorKind::Compile,
                     message: d.message,
                     position: d.line.map(|l| (l, d.column.unwrap_or(1))),
-                    planned_changes: Vec::new(),
-                    calls: 0,
-                    audit: Vec::new(),
-                    logs: Vec::new(),
+                    records: RunRecords::default(),
                 });
             }
         };
-        let cancel = options.cancel.child_token();
-        let run = RunHandle::new(RunSetup {
+        let pipeline = Pipeline::new(PipelineSetup {
             run_id: run_id.clone(),
             plan: options.plan,
             max_changes: options.max_changes,
             concurrency: options.concurrency,
-            cancel: cancel.clone(),
-            registry: self.registry.clone(),
-            ast: ast.clone(),
-            observer: options.observer.clone(),
-            params: Value::Object(options.params.clone()),
+            names: options.names.clone(),
+            cancel: options.cancel.clone(),
             sink: options.audit.clone(),
             state: options.state.clone().unwrap_or_else(|| Arc::new(MemoryState::new())),
-            handle: tokio::runtime::Handle::current(),
         });
+        let lanes = self
+            .lanes
+            .get_or_init(|| Arc::new(Lanes::new(tokio::runtime::Handle::current())))
+            .clone();
+        let run = Arc::new(RunState {
+            pipeline,
+            registry: self.registry.clone(),
+            ast,
+            observer: options.observer.clone(),
+            params: Value::Object(options.params.clone()),
+            slots: Slots::new(options.concurrency.max(1) - 1),
+            lanes,
+            host: self.host.clone(),
+        });
+        // Until the run is over, dropping this future cancels it.
+        let on_drop = run.pipeline.cancel_token().clone().drop_guard();
 
-        // The timer cancels the run's token, which stops the script loop (on_progress) and any
-        // call in flight.
         let timer = options.timeout.map(|limit| {
             let run = run.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
-                run.stop(Abort::Timeout(limit));
+                run.pipeline.stop(Abort::Timeout(limit));
             })
         });
 
-        let host = self.host.clone();
         let worker_run = run.clone();
-        let params = Value::Object(options.params.clone());
-        let event = options.event.clone();
+        let params = Value::Object(options.params);
+        let event = options.event;
         let evaluated = tokio::task::spawn_blocking(move || {
-            crate::host::local_io::with_local_io(|| {
-                let engine = host.engine(Some(&worker_run));
-                let mut scope = Scope::new();
-                scope.push_dynamic("params", json_to_dynamic(params));
-                scope.push_dynamic("event", event.map(json_to_dynamic).unwrap_or(Dynamic::UNIT));
-                engine.eval_ast_with_scope::<Dynamic>(&mut scope, &worker_run.0.ast)
-            })
+            let here = worker_run.on_this_thread();
+            let engine = worker_run.host.engine(Some(&here));
+            let mut scope = Scope::new();
+            scope.push_dynamic("params", json_to_dynamic(params));
+            scope.push_dynamic("event", event.map(json_to_dynamic).unwrap_or(Dynamic::UNIT));
+            engine.eval_ast_with_scope::<Dynamic>(&mut scope, &worker_run.ast)
         })
         .await;
+        on_drop.disarm();
         if let Some(timer) = timer {
             timer.abort();
         }
 
-        let records = run.take_records();
-        let fail = |kind, message: String, position| RunError {
-            run_id: run_id.clone(),
-            kind,
-            message,
-            position,
-            planned_changes: records.planned.clone(),
-            calls: records.calls,
-            audit: records.audit.clone(),
-            logs: records.logs.clone(),
-        };
+        let pipeline = &run.pipeline;
+        let records = pipeline.take_records();
         let value = match evaluated {
-            Err(join) => {
-                return Err(fail(
-                    RunErrorKind::Script,
-                    format!("the script's thread failed: {join}"),
-                    None,
-                ));
-            }
-            Ok(Err(error)) => {
-                // A cancellation from outside reaches the script as a termination with no reason.
-                let abort = run
-                    .abort_reason()
-                    .or_else(|| options.cancel.is_cancelled().then_some(Abort::Cancelled));
-                let failure = explain(&error, abort);
-                return Err(fail(failure.kind, failure.message, failure.position));
-            }
-            Ok(Ok(value)) => value,
-        };
-        let result = dynamic_to_json(&value).map_err(|e| {
-            fail(
+            Err(join) => Err((
                 RunErrorKind::Script,
-                format!("the script's result cannot be reported: {e}"),
+                format!("the script's thread failed: {join}"),
                 None,
-            )
-        })?;
-        Ok(RunOutcome {
-            run_id,
-            result,
-            planned_changes: records.planned,
-            calls: records.calls,
-            audit: records.audit,
-            logs: records.logs,
-        })
+            )),
+            Ok(Err(error)) => {
+                let failure = explain(&error, pipeline.abort_reason(), pipeline.names());
+                Err((failure.kind, failure.message, failure.position))
+            }
+            Ok(Ok(value)) => dynamic_to_json(&value).map_err(|e| {
+                (
+                    RunErrorKind::Script,
+                    format!("the script's result cannot be reported: {e}"),
+                    None,
+                )
+            }),
+        };
+        match value {
+            Ok(result) => Ok(RunOutcome {
+                run_id,
+                result,
+                records,
+            }),
+            Err((kind, message, position)) => Err(RunError {
+                run_id,
+                kind,
+                message,
+                position,
+                records,
+            }),
+        }
     }
 }

@@ -129,6 +129,12 @@ pub enum ConfigError {
         /// Where they can be set.
         hint: String,
     },
+    /// The provider was registered by its specs alone, to check scripts: it sends nothing.
+    #[error("{provider} was not built: this engine only checks scripts and sends nothing")]
+    NotBuilt {
+        /// The provider's namespace.
+        provider: String,
+    },
     /// A setting has a value that cannot be used.
     #[error("{provider}: {setting} is invalid: {reason}")]
     Invalid {

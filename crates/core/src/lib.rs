@@ -15,19 +15,27 @@
 //!   tracing span per request. [`Secret`] keeps credentials out of every output.
 //! * [`Engine`] — the Rhai host. Each provider becomes a module (`cloudflare::list_users()`),
 //!   built once per engine; each run gets a cheap Rhai engine with the sandbox applied (no
-//!   `eval`, no `import`, explicit limits) and runs on a blocking thread, its action calls
-//!   bridged to the async runtime. `parallel(items, |x| ...)` fans a closure out over worker
-//!   threads.
+//!   `eval`, no `import`, explicit limits) and runs on a blocking thread. Each script thread makes
+//!   its calls on a lane (a runtime it drives itself, with its own connections, reused across
+//!   `parallel` calls and runs); the provider's code runs in the caller's Tokio runtime context.
+//!   `parallel(items, |x| ...)` fans a closure out over threads; [`RunOptions::concurrency`]
+//!   bounds the calls in flight for the whole run, nested `parallel`s included.
 //!
 //! ## Safety rails
+//! Every action call passes through one call pipeline (Rhai-free, tested on its own):
+//! * **Argument checks**: an unknown option key, a missing argument or a wrong type stops the run
+//!   before anything is sent ([`RunErrorKind::InvalidArgs`]).
+//! * **Blast-radius guard** ([`RunOptions::max_changes`]): the targets of all mutating calls of
+//!   a run are counted; the call that would pass the cap is refused before it is sent and the
+//!   run ends with [`RunErrorKind::Guard`]. Calls already in flight finish and are reported.
 //! * **Plan mode** ([`RunOptions::plan`]): `Read` actions run; `Write` and `Destructive` actions
 //!   are recorded as [`PlannedChange`]s and never reach the provider. Should a provider send a
 //!   mutating request anyway, the HTTP layer refuses it.
-//! * **Blast-radius guard** ([`RunOptions::max_changes`]): the targets of all mutating calls of
-//!   a run are counted; the call that would pass the cap is refused before it is sent and the
-//!   run ends with [`RunErrorKind::Guard`].
 //! * **Audit trail**: every call yields an [`AuditRecord`] (arguments with secrets redacted,
-//!   outcome, attempts, duration).
+//!   outcome, attempts, duration); a sink that cannot write stops the run.
+//!
+//! Messages that point the user at a setting name it as the caller does ([`SettingNames`]):
+//! the engine knows nothing of command lines or configuration files.
 //!
 //! ## Example
 //! ```no_run
@@ -43,33 +51,37 @@
 //! # Ok(()) }
 //! ```
 
-pub mod action;
-pub mod audit;
-pub mod config;
-pub mod context;
+mod action;
+mod audit;
+mod config;
+mod context;
 mod engine;
-pub mod error;
+mod error;
 mod host;
 pub mod http;
-pub mod params;
-pub mod provider;
+mod lane;
+mod pipeline;
+mod provider;
 mod registry;
-pub mod run;
-pub mod secret;
-pub mod state;
+mod run;
+mod secret;
+mod state;
 
-pub use action::{ActionSpec, Effect, ParamSpec, ParamType, Targets};
-pub use audit::{AuditRecord, AuditSink, CallOutcome, JsonlAuditSink};
-pub use config::ProviderConfig;
+pub use action::{Action, ActionSpec, Effect, ParamSpec, ParamType, Targets};
+pub use audit::{AuditError, AuditRecord, AuditSink, CallOutcome, JsonlAuditSink};
+pub use config::{ProviderConfig, parse_duration};
 pub use context::CallContext;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{ActionError, ActionErrorKind, ConfigError};
-pub use host::{Diagnostic, Limits, dynamic_to_json, json_to_dynamic};
+pub use host::{Diagnostic, Limits};
 pub use provider::{Provider, ProviderDescriptor, registered_providers};
 pub use registry::{EngineError, RegisteredProvider, Registry};
-pub use run::{LogLine, PlannedChange, RunError, RunErrorKind, RunObserver, RunOptions, RunOutcome};
-pub use secret::Secret;
-pub use state::{MemoryState, StateStore};
+pub use run::{
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_CHANGES, LogLine, PlannedChange, RunError, RunErrorKind, RunObserver, RunOptions,
+    RunOutcome, RunRecords, SettingNames,
+};
+pub use secret::{Secret, redact, remember};
+pub use state::{MemoryState, StateError, StateStore};
 
 pub use async_trait::async_trait;
 pub use inventory;

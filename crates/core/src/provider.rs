@@ -12,10 +12,12 @@ use crate::error::{ActionError, ConfigError};
 
 /// A plugin wrapping one service's API: a namespace of actions.
 ///
-/// The host validates arguments against the [`ActionSpec`] before `call` sees them (required
+/// The engine validates arguments against the [`ActionSpec`] before `call` sees them (required
 /// parameters present, types right, no unknown keys), handles plan mode and the blast-radius
-/// guard, and records the call in the audit trail. The provider parses the arguments into its
-/// own types, talks to the service through [`crate::http::HttpClient`], and returns JSON.
+/// guard, and records the call in the audit trail. The provider parses the arguments into the
+/// action's own type ([`ActionSpec::parse`]), talks to the service through
+/// [`crate::http::HttpClient`], and returns JSON. Calls run on the engine's Tokio runtime, many
+/// at once: a provider keeps one connection pool (one `HttpClient`) for all of them.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// The namespace scripts use (`cloudflare` for `cloudflare::list_users()`).
@@ -26,16 +28,6 @@ pub trait Provider: Send + Sync {
 
     /// Performs one call. `args` is a JSON object keyed by parameter name.
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError>;
-
-    /// Whether calls may run on the script thread's own single-threaded runtime instead of the
-    /// engine's, saving two thread hand-offs per call. Say yes only when nothing the provider's
-    /// futures start outlives the call on that runtime: a provider that talks only through
-    /// [`crate::http::HttpClient`] (which keeps a connection pool per script thread) qualifies;
-    /// one whose futures spawn tasks or fill a pool of their own (a database pool's connections)
-    /// does not. Default: no.
-    fn thread_local_calls(&self) -> bool {
-        false
-    }
 
     /// What a mutating call returns in plan mode, where it is not sent: `()` by default; a
     /// create returns the would-be object with `"id": "(planned)"`.

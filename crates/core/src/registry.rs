@@ -156,10 +156,15 @@ pub(crate) fn unknown_action(provider: &RegisteredProvider, name: &str) -> Strin
         .filter(|candidate| edit_distance(candidate, name) <= 3)
         .map(|c| format!(" (did you mean {}::{c}?)", provider.namespace()))
         .unwrap_or_default();
+    if !suggestion.is_empty() {
+        return format!("unknown action {}::{name}{suggestion}", provider.namespace());
+    }
+    let names: Vec<&str> = provider.actions().iter().map(|a| a.name).collect();
     format!(
-        "unknown action {}::{name}{suggestion}; `runbook actions {}` lists them",
+        "unknown action {}::{name}; {} has: {}",
         provider.namespace(),
-        provider.namespace()
+        provider.namespace(),
+        names.join(", ")
     )
 }
 

@@ -28,7 +28,7 @@ pub struct RunOptions {
     pub plan: bool,
     /// The blast-radius guard: the most targets all mutating calls of the run may touch.
     pub max_changes: u64,
-    /// How many items `parallel` works on at once.
+    /// How many action calls may be in flight at once, for the whole run.
     pub concurrency: usize,
     /// Wall-clock limit for the whole run.
     pub timeout: Option<Duration>,
@@ -42,6 +42,47 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn RunObserver>>,
     /// Where `state::get`/`state::set` keep values; a fresh in-memory store when `None`.
     pub state: Option<Arc<dyn StateStore>>,
+    /// How the caller names its settings, so that messages point at what the user can change.
+    pub names: SettingNames,
+}
+
+/// How the program running the engine names the settings a message may point the user at:
+/// the CLI says `--max-changes`, `runbook serve` says `max_changes` in the automation's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SettingNames {
+    /// The blast-radius guard's cap (`--max-changes`).
+    pub max_changes: String,
+    /// The run's time limit (`--timeout`).
+    pub timeout: String,
+    /// How to pass parameter `{name}` (`--param {name}=VALUE`); `{name}` is replaced.
+    pub param: String,
+}
+
+impl Default for SettingNames {
+    fn default() -> Self {
+        SettingNames {
+            max_changes: "the run's max_changes".to_owned(),
+            timeout: "the run's timeout".to_owned(),
+            param: "params.{name}".to_owned(),
+        }
+    }
+}
+
+impl SettingNames {
+    /// Names for the three settings; `param` may hold `{name}`, replaced by the parameter's name.
+    pub fn new(max_changes: impl Into<String>, timeout: impl Into<String>, param: impl Into<String>) -> Self {
+        SettingNames {
+            max_changes: max_changes.into(),
+            timeout: timeout.into(),
+            param: param.into(),
+        }
+    }
+
+    /// How to pass the parameter `name`.
+    pub fn param(&self, name: &str) -> String {
+        self.param.replace("{name}", name)
+    }
 }
 
 impl Default for RunOptions {
@@ -58,6 +99,7 @@ impl Default for RunOptions {
             audit: None,
             observer: None,
             state: None,
+            names: SettingNames::default(),
         }
     }
 }
@@ -103,7 +145,8 @@ impl RunOptions {
         self
     }
 
-    /// Sets `parallel`'s concurrency (at least 1).
+    /// Sets how many action calls may be in flight at once for the whole run, `parallel`s
+    /// (nested ones included) together (at least 1).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
         self
@@ -136,6 +179,12 @@ impl RunOptions {
     /// Reports progress to this observer.
     pub fn observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Names the settings messages point at.
+    pub fn names(mut self, names: SettingNames) -> Self {
+        self.names = names;
         self
     }
 
@@ -182,14 +231,10 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// A run that completed.
-#[derive(Debug, Clone, Serialize)]
+/// What a run did, whether it completed or failed.
+#[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
-pub struct RunOutcome {
-    /// The run's id.
-    pub run_id: String,
-    /// The script's final value.
-    pub result: Value,
+pub struct RunRecords {
     /// What plan mode recorded (empty for a real run).
     pub planned_changes: Vec<PlannedChange>,
     /// Action calls made (planned ones included).
@@ -198,6 +243,19 @@ pub struct RunOutcome {
     pub audit: Vec<AuditRecord>,
     /// What the script printed.
     pub logs: Vec<LogLine>,
+}
+
+/// A run that completed.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RunOutcome {
+    /// The run's id.
+    pub run_id: String,
+    /// The script's final value.
+    pub result: Value,
+    /// What the run did.
+    #[serde(flatten)]
+    pub records: RunRecords,
 }
 
 /// How a run failed.
@@ -211,6 +269,9 @@ pub enum RunErrorKind {
     Script,
     /// An action failed and the script did not catch it.
     Action,
+    /// An action was called with arguments it does not take (an unknown option, a wrong type,
+    /// a missing argument); it was not sent.
+    InvalidArgs,
     /// The blast-radius guard refused a call.
     Guard,
     /// The run exceeded its timeout.
@@ -221,19 +282,8 @@ pub enum RunErrorKind {
     NotConfigured,
     /// A parameter the script requires (`param("name")`) is missing or has the wrong type.
     Params,
-}
-
-impl RunErrorKind {
-    /// The exit code the `runbook` binary uses for this failure: 2 for compile and configuration
-    /// errors, 3 for the guard, 130 for an interrupt, 1 otherwise.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            RunErrorKind::Compile | RunErrorKind::NotConfigured | RunErrorKind::Params => 2,
-            RunErrorKind::Guard => 3,
-            RunErrorKind::Cancelled => 130,
-            RunErrorKind::Script | RunErrorKind::Action | RunErrorKind::Timeout => 1,
-        }
-    }
+    /// The audit trail could not be written, so the run stopped.
+    Audit,
 }
 
 /// A run that failed, with what it did before it failed.
@@ -249,14 +299,9 @@ pub struct RunError {
     pub message: String,
     /// Where in the script: line and column, 1-based.
     pub position: Option<(usize, usize)>,
-    /// What plan mode recorded before the failure.
-    pub planned_changes: Vec<PlannedChange>,
-    /// Action calls made before the failure.
-    pub calls: u64,
-    /// Audit records of those calls.
-    pub audit: Vec<AuditRecord>,
-    /// What the script printed.
-    pub logs: Vec<LogLine>,
+    /// What the run did before it failed.
+    #[serde(flatten)]
+    pub records: RunRecords,
 }
 
 impl RunError {

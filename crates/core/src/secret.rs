@@ -7,6 +7,7 @@
 //! library's log line, a server's error body echoing a request).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{LazyLock, RwLock};
 
@@ -16,7 +17,21 @@ pub const REDACTED: &str = "***";
 /// Secrets shorter than this are not scrubbed from text: they would match ordinary words.
 const MIN_REDACTED_LEN: usize = 6;
 
-static KNOWN: LazyLock<RwLock<Vec<String>>> = LazyLock::new(|| RwLock::new(Vec::new()));
+/// How many secrets are remembered at once. A long-lived process meets an endless stream of
+/// short-lived ones (every renewed access token); the oldest are forgotten first, and by then the
+/// service no longer accepts them. Configured secrets are remembered when the program starts, so
+/// this leaves room for a great many renewals before one of them could be forgotten.
+const MAX_REMEMBERED: usize = 256;
+
+#[derive(Default)]
+struct Known {
+    /// Longest first, so that a secret containing another is replaced whole.
+    by_length: Vec<String>,
+    /// Oldest first.
+    by_age: VecDeque<String>,
+}
+
+static KNOWN: LazyLock<RwLock<Known>> = LazyLock::new(|| RwLock::new(Known::default()));
 
 /// A value that must not appear in logs, errors, audit trails or output.
 #[derive(Clone, PartialEq, Eq)]
@@ -64,11 +79,18 @@ pub fn remember(value: &str) {
     let Ok(mut known) = KNOWN.write() else {
         return;
     };
-    if !known.iter().any(|k| k == value) {
-        known.push(value.to_owned());
-        // Longest first, so that a secret containing another is replaced whole.
-        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    if known.by_age.iter().any(|k| k == value) {
+        return;
     }
+    if known.by_age.len() >= MAX_REMEMBERED
+        && let Some(oldest) = known.by_age.pop_front()
+        && let Some(i) = known.by_length.iter().position(|k| *k == oldest)
+    {
+        known.by_length.remove(i);
+    }
+    let at = known.by_length.partition_point(|k| k.len() >= value.len());
+    known.by_length.insert(at, value.to_owned());
+    known.by_age.push_back(value.to_owned());
 }
 
 /// Replaces every remembered secret in `text` with `***`.
@@ -77,7 +99,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     };
     let mut out = Cow::Borrowed(text);
-    for secret in known.iter() {
+    for secret in &known.by_length {
         if out.contains(secret.as_str()) {
             out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
         }
@@ -97,5 +119,34 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
         assert_eq!(s.expose(), "hunter2-very-secret");
         assert_eq!(redact("token=hunter2-very-secret; done"), "token=***; done");
+    }
+
+    #[test]
+    fn renewed_tokens_do_not_pile_up() {
+        // A week of `runbook serve` renewing a token every few minutes.
+        for i in 0..5_000 {
+            remember(&format!("access-token-{i:06}"));
+        }
+        let known = KNOWN.read().unwrap();
+        assert_eq!(known.by_length.len(), MAX_REMEMBERED);
+        assert_eq!(known.by_age.len(), MAX_REMEMBERED);
+        drop(known);
+        assert_eq!(
+            redact("Bearer access-token-004999"),
+            "Bearer ***",
+            "the newest is scrubbed"
+        );
+        assert_eq!(
+            redact("access-token-000000"),
+            "access-token-000000",
+            "the oldest was let go"
+        );
+    }
+
+    #[test]
+    fn a_secret_containing_another_is_replaced_whole() {
+        remember("abcdefgh");
+        remember("xx-abcdefgh-yy");
+        assert_eq!(redact("[xx-abcdefgh-yy] [abcdefgh]"), "[***] [***]");
     }
 }

@@ -11,9 +11,25 @@ use serde_json::Value;
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// The value under `key`, if any.
-    async fn get(&self, key: &str) -> Result<Option<Value>, String>;
+    async fn get(&self, key: &str) -> Result<Option<Value>, StateError>;
     /// Stores `value` under `key`.
-    async fn set(&self, key: &str, value: Value) -> Result<(), String>;
+    async fn set(&self, key: &str, value: Value) -> Result<(), StateError>;
+}
+
+/// A state store could not read or write a value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+#[non_exhaustive]
+pub struct StateError {
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl StateError {
+    /// An error saying why.
+    pub fn new(reason: impl Into<String>) -> Self {
+        StateError { reason: reason.into() }
+    }
 }
 
 /// State kept in memory.
@@ -31,11 +47,11 @@ impl MemoryState {
 
 #[async_trait]
 impl StateStore for MemoryState {
-    async fn get(&self, key: &str) -> Result<Option<Value>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, StateError> {
         Ok(self.values.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned())
     }
 
-    async fn set(&self, key: &str, value: Value) -> Result<(), String> {
+    async fn set(&self, key: &str, value: Value) -> Result<(), StateError> {
         self.values
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cloudflare is not configured: set CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN \
-             (or CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY) (in the environment, or under [providers.cloudflare] in runbook.toml)"
+             (or CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY) (in the environment, or under [providers.cloudflare] in the configuration file)"
         );
     }
 

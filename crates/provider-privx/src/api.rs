@@ -3,7 +3,6 @@
 use runbook_core::http::{HttpClient, HttpRequest, HttpResponse};
 use runbook_core::{ActionError, CallContext};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::auth::TokenCache;
 use crate::models::ErrorBody;
@@ -133,16 +132,6 @@ pub fn is_uuid(text: &str) -> bool {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// `Value` helpers for arguments.
-pub fn string_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, ActionError> {
-    match args.get(name).and_then(Value::as_str) {
-        Some(s) if !s.trim().is_empty() => Ok(s),
-        _ => Err(ActionError::invalid_args(format!(
-            "`{name}` must be a non-empty string"
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "privx is not configured: set PRIVX_API_BASE_URL, PRIVX_API_CLIENT_SECRET and PRIVX_API_OAUTH_CLIENT_SECRET \
-             (in the environment, or under [providers.privx] in runbook.toml)"
+             (in the environment, or under [providers.privx] in the configuration file)"
         );
     }
 

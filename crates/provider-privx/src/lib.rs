@@ -14,6 +14,7 @@
 //! private CA (`ca_cert`) is trusted for this provider only; a cookie jar keeps an HA
 //! deployment's node affinity. The TOTP secret in `mfa.seed` never leaves the provider.
 
+mod actions;
 mod api;
 mod auth;
 mod config;
@@ -23,13 +24,16 @@ use std::sync::Arc;
 
 use runbook_core::http::{HttpRequest, path};
 use runbook_core::{
-    ActionError, ActionSpec, CallContext, ConfigError, ParamSpec, ParamType, Provider, ProviderConfig,
-    ProviderDescriptor, Targets, async_trait,
+    ActionError, ActionSpec, CallContext, ConfigError, Provider, ProviderConfig, ProviderDescriptor, async_trait,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use api::{Api, Subject, is_uuid, string_arg};
+pub use actions::{
+    DisableMfa, EnableMfa, FindUser, GetUser, GetUserRoles, GetUserSettings, GrantRole, OneOrMany, ResetMfa,
+    ResolveUser, RevokeRole, SearchUsers, SetUserRoles, SetUserSettings,
+};
+use api::{Api, Subject, is_uuid};
 pub use config::DEFAULT_OAUTH_CLIENT_ID;
 use models::{Page, Role, SearchBody, User};
 
@@ -39,108 +43,24 @@ const PAGE_SIZE: u64 = 1000;
 const USERS: &str = "/role-store/api/v1/users";
 const ROLES: &str = "/role-store/api/v1/roles";
 
-const USER_ID: ParamSpec = ParamSpec::required("user_id", ParamType::String, "the user's id (a UUID)");
-const ONE_USER: &[ParamSpec] = &[USER_ID];
-const SEARCH_PARAMS: &[ParamSpec] = &[
-    ParamSpec::optional(
-        "keywords",
-        ParamType::String,
-        "free-text keywords (principal, email, name)",
-    ),
-    ParamSpec::optional("source", ParamType::String, "only users of this source (directory)"),
-    ParamSpec::optional("user_id", ParamType::StringOrArray, "only these user ids"),
-];
-const FIND_PARAMS: &[ParamSpec] = &[ParamSpec::required(
-    "query",
-    ParamType::String,
-    "an email, a principal or a user id",
-)];
-const SETTINGS_PARAMS: &[ParamSpec] = &[
-    USER_ID,
-    ParamSpec::required("settings", ParamType::Map, "the whole settings object"),
-];
-const SET_ROLES_PARAMS: &[ParamSpec] = &[
-    USER_ID,
-    ParamSpec::required(
-        "roles",
-        ParamType::Array,
-        "the whole explicit set: role objects (with id) or role ids",
-    ),
-];
-const ROLE_PARAMS: &[ParamSpec] = &[
-    USER_ID,
-    ParamSpec::required("role", ParamType::String, "a role id, or a role name"),
-];
-const IDS: &[ParamSpec] = &[ParamSpec::required(
-    "ids",
-    ParamType::StringOrArray,
-    "one user id or an array of them",
-)];
-
-/// Every action of the `privx` namespace.
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec::read("get_user", "Get one user with roles")
-        .params(ONE_USER)
-        .returns("User {id, principal, email, full_name, source, roles, mfa {status}, ...}")
-        .example(r#"let u = privx::get_user("eef4aefc-d64e-4c2c-aba4-4914c86ce059");"#),
-    ActionSpec::read("search_users", "Search users (every page)")
-        .params(SEARCH_PARAMS)
-        .returns("array of User")
-        .example(r#"let admins = privx::search_users(#{keywords: "admin"});"#),
-    ActionSpec::read("find_user", "Find one user by exact email, principal or id")
-        .params(FIND_PARAMS)
-        .returns("User, or () when none matches; an error naming the candidates when several do")
-        .example(r#"let u = privx::find_user("ann@example.com");"#),
-    ActionSpec::read("resolve_user", "A user with effective roles and permissions")
-        .params(ONE_USER)
-        .returns("User with effective roles")
-        .example("privx::resolve_user(u.id).permissions"),
-    ActionSpec::read("get_user_settings", "A user's settings")
-        .params(ONE_USER)
-        .returns("map (free-form)")
-        .example("privx::get_user_settings(u.id)"),
-    ActionSpec::write("set_user_settings", "Replace a user's settings")
-        .params(SETTINGS_PARAMS)
-        .returns("User")
-        .example("privx::set_user_settings(u.id, #{locale: \"fi_FI\"})"),
-    ActionSpec::read("get_user_roles", "A user's roles, explicit and mapped")
-        .params(ONE_USER)
-        .returns("array of Role {id, name, explicit, implicit, grant_type, ...}")
-        .example("privx::get_user_roles(u.id).filter(|r| r.explicit)"),
-    ActionSpec::write("set_user_roles", "Replace a user's explicit roles")
-        .params(SET_ROLES_PARAMS)
-        .returns("()")
-        .example("privx::set_user_roles(u.id, [])"),
-    ActionSpec::write(
-        "grant_role",
-        "Grant a role (read-modify-write; nothing sent when already held)",
-    )
-    .params(ROLE_PARAMS)
-    .returns("#{changed, role {id, name}, roles}")
-    .example(r#"privx::grant_role(u.id, "auditors")"#),
-    ActionSpec::write(
-        "revoke_role",
-        "Revoke an explicit role (read-modify-write; nothing sent when not held)",
-    )
-    .params(ROLE_PARAMS)
-    .returns("#{changed, role {id, name}, roles}")
-    .example(r#"privx::revoke_role(u.id, "admins")"#),
-    ActionSpec::write("enable_mfa", "Turn MFA on for users")
-        .params(IDS)
-        .targets(Targets::CountOf("ids"))
-        .returns("()")
-        .example("privx::enable_mfa([a.id, b.id])"),
-    ActionSpec::write("disable_mfa", "Turn MFA off for users")
-        .params(IDS)
-        .targets(Targets::CountOf("ids"))
-        .returns("()")
-        .example("privx::disable_mfa(u.id)"),
-    ActionSpec::write("reset_mfa", "Reset users' MFA pairing: they pair again at next login")
-        .params(IDS)
-        .targets(Targets::CountOf("ids"))
-        .returns("()")
-        .example("privx::reset_mfa(flagged.map(|u| u.id))"),
-];
+runbook_core::actions! {
+    /// Every action of the `privx` namespace.
+    pub const ACTIONS for Privx {
+        GetUser => get_user_action,
+        SearchUsers => search_users,
+        FindUser => find_user_action,
+        ResolveUser => resolve_user,
+        GetUserSettings => get_user_settings,
+        SetUserSettings => set_user_settings,
+        GetUserRoles => get_user_roles,
+        SetUserRoles => set_user_roles,
+        GrantRole => grant_role,
+        RevokeRole => revoke_role,
+        EnableMfa => enable_mfa,
+        DisableMfa => disable_mfa,
+        ResetMfa => reset_mfa,
+    }
+}
 
 const SETTINGS: &str = "PRIVX_API_BASE_URL, PRIVX_API_CLIENT_ID, PRIVX_API_CLIENT_SECRET, PRIVX_API_OAUTH_CLIENT_ID \
 (default privx-external), PRIVX_API_OAUTH_CLIENT_SECRET, PRIVX_API_CA_CERT; or [providers.privx] with base_url, \
@@ -298,9 +218,9 @@ impl Privx {
 
     /// Grants or revokes one explicit role: read the user's roles, change the explicit set, write
     /// it back — or send nothing when it would not change.
-    async fn change_role(&self, ctx: &CallContext, args: &Value, grant: bool) -> Result<Value, ActionError> {
-        let id = string_arg(args, "user_id")?;
-        let role = self.role(ctx, string_arg(args, "role")?).await?;
+    async fn change_role(&self, ctx: &CallContext, id: &str, role: &str, grant: bool) -> Result<Value, ActionError> {
+        let id = non_empty(id, "user_id")?;
+        let role = self.role(ctx, non_empty(role, "role")?).await?;
         let role_id = role.id.clone().unwrap_or_default();
         let current = self.user_roles(ctx, id).await?;
         // Mapped (implicit-only) roles are not part of the explicit set and must not be sent back.
@@ -327,21 +247,111 @@ impl Privx {
         }))
     }
 
-    async fn mfa(&self, ctx: &CallContext, operation: &str, args: &Value) -> Result<Value, ActionError> {
-        let ids: Vec<String> = match args.get("ids") {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-            _ => Vec::new(),
-        };
+    async fn mfa(&self, ctx: &CallContext, operation: &str, ids: OneOrMany) -> Result<(), ActionError> {
+        let ids = ids.into_vec();
         if ids.is_empty() {
-            return Ok(Value::Null);
+            return Ok(());
         }
-        let request = HttpRequest::post(format!("{USERS}/mfa/{operation}"))
-            .json(&ids)?
-            .idempotent(true);
+        // The operation sets a state: resending it is harmless, and the action's spec says so.
+        let request = HttpRequest::post(format!("{USERS}/mfa/{operation}")).json(&ids)?;
         self.api.send(ctx, request, Subject::Other).await?;
-        Ok(Value::Null)
+        Ok(())
     }
+
+    async fn get_user_action(&self, ctx: &CallContext, args: GetUser) -> Result<User, ActionError> {
+        self.get_user(ctx, non_empty(&args.user_id, "user_id")?).await
+    }
+
+    async fn search_users(&self, ctx: &CallContext, args: SearchUsers) -> Result<Vec<User>, ActionError> {
+        let body = SearchBody {
+            keywords: args.keywords,
+            source: args.source,
+            user_id: args.user_id.map(OneOrMany::into_vec),
+        };
+        self.search(ctx, &body).await
+    }
+
+    async fn find_user_action(&self, ctx: &CallContext, args: FindUser) -> Result<Option<User>, ActionError> {
+        self.find_user(ctx, non_empty(&args.query, "query")?).await
+    }
+
+    async fn resolve_user(&self, ctx: &CallContext, args: ResolveUser) -> Result<User, ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let mut user: User = self
+            .api
+            .json(ctx, HttpRequest::get(user_path(&[id, "resolve"])), Subject::User(id))
+            .await?;
+        user.redact_seed();
+        Ok(user)
+    }
+
+    async fn get_user_settings(&self, ctx: &CallContext, args: GetUserSettings) -> Result<Value, ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        self.api
+            .json::<Value>(ctx, HttpRequest::get(user_path(&[id, "settings"])), Subject::User(id))
+            .await
+    }
+
+    async fn set_user_settings(&self, ctx: &CallContext, args: SetUserSettings) -> Result<Option<User>, ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let request = HttpRequest::put(user_path(&[id, "settings"])).json(&args.settings)?;
+        let response = self.api.send(ctx, request, Subject::User(id)).await?;
+        if response.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let mut user: User = api::parse(&response)?;
+        user.redact_seed();
+        Ok(Some(user))
+    }
+
+    async fn get_user_roles(&self, ctx: &CallContext, args: GetUserRoles) -> Result<Vec<Role>, ActionError> {
+        self.user_roles(ctx, non_empty(&args.user_id, "user_id")?).await
+    }
+
+    async fn set_user_roles(&self, ctx: &CallContext, args: SetUserRoles) -> Result<(), ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let roles: Vec<Value> = args
+            .roles
+            .into_iter()
+            .map(|r| match r {
+                Value::String(role_id) => json!({"id": role_id}),
+                other => other,
+            })
+            .collect();
+        if let Some(bad) = roles.iter().find(|r| r.get("id").and_then(Value::as_str).is_none()) {
+            return Err(ActionError::invalid_args(format!(
+                "every role needs an `id`; got {bad}"
+            )));
+        }
+        self.put_roles(ctx, id, &roles).await
+    }
+
+    async fn grant_role(&self, ctx: &CallContext, args: GrantRole) -> Result<Value, ActionError> {
+        self.change_role(ctx, &args.user_id, &args.role, true).await
+    }
+
+    async fn revoke_role(&self, ctx: &CallContext, args: RevokeRole) -> Result<Value, ActionError> {
+        self.change_role(ctx, &args.user_id, &args.role, false).await
+    }
+
+    async fn enable_mfa(&self, ctx: &CallContext, args: EnableMfa) -> Result<(), ActionError> {
+        self.mfa(ctx, "enable", args.ids).await
+    }
+
+    async fn disable_mfa(&self, ctx: &CallContext, args: DisableMfa) -> Result<(), ActionError> {
+        self.mfa(ctx, "disable", args.ids).await
+    }
+
+    async fn reset_mfa(&self, ctx: &CallContext, args: ResetMfa) -> Result<(), ActionError> {
+        self.mfa(ctx, "reset", args.ids).await
+    }
+}
+
+fn non_empty<'a>(value: &'a str, name: &str) -> Result<&'a str, ActionError> {
+    if value.trim().is_empty() {
+        return Err(ActionError::invalid_args(format!("`{name}` must not be empty")));
+    }
+    Ok(value)
 }
 
 fn user_path(rest: &[&str]) -> String {
@@ -358,85 +368,11 @@ impl Provider for Privx {
         "privx"
     }
 
-    fn thread_local_calls(&self) -> bool {
-        // Everything goes through HttpClient.
-        true
-    }
-
     fn actions(&self) -> &[ActionSpec] {
         ACTIONS
     }
 
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError> {
-        let api = &self.api;
-        match action.name {
-            "get_user" => to_json(&self.get_user(ctx, string_arg(&args, "user_id")?).await?),
-            "search_users" => {
-                let body = SearchBody {
-                    keywords: args.get("keywords").and_then(Value::as_str).map(str::to_owned),
-                    source: args.get("source").and_then(Value::as_str).map(str::to_owned),
-                    user_id: match args.get("user_id") {
-                        Some(Value::String(s)) => Some(vec![s.clone()]),
-                        Some(Value::Array(a)) => Some(a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
-                        _ => None,
-                    },
-                };
-                to_json(&self.search(ctx, &body).await?)
-            }
-            "find_user" => to_json(&self.find_user(ctx, string_arg(&args, "query")?).await?),
-            "resolve_user" => {
-                let id = string_arg(&args, "user_id")?;
-                let mut user: User = api
-                    .json(ctx, HttpRequest::get(user_path(&[id, "resolve"])), Subject::User(id))
-                    .await?;
-                user.redact_seed();
-                to_json(&user)
-            }
-            "get_user_settings" => {
-                let id = string_arg(&args, "user_id")?;
-                api.json::<Value>(ctx, HttpRequest::get(user_path(&[id, "settings"])), Subject::User(id))
-                    .await
-            }
-            "set_user_settings" => {
-                let id = string_arg(&args, "user_id")?;
-                let request = HttpRequest::put(user_path(&[id, "settings"])).json(&args["settings"])?;
-                let response = api.send(ctx, request, Subject::User(id)).await?;
-                if response.body.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(Value::Null);
-                }
-                let mut user: User = api::parse(&response)?;
-                user.redact_seed();
-                to_json(&user)
-            }
-            "get_user_roles" => to_json(&self.user_roles(ctx, string_arg(&args, "user_id")?).await?),
-            "set_user_roles" => {
-                let id = string_arg(&args, "user_id")?;
-                let roles: Vec<Value> = args["roles"]
-                    .as_array()
-                    .map(|items| {
-                        items
-                            .iter()
-                            .map(|r| match r {
-                                Value::String(role_id) => json!({"id": role_id}),
-                                other => other.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if let Some(bad) = roles.iter().find(|r| r.get("id").and_then(Value::as_str).is_none()) {
-                    return Err(ActionError::invalid_args(format!(
-                        "every role needs an `id`; got {bad}"
-                    )));
-                }
-                self.put_roles(ctx, id, &roles).await?;
-                Ok(Value::Null)
-            }
-            "grant_role" => self.change_role(ctx, &args, true).await,
-            "revoke_role" => self.change_role(ctx, &args, false).await,
-            "enable_mfa" => self.mfa(ctx, "enable", &args).await,
-            "disable_mfa" => self.mfa(ctx, "disable", &args).await,
-            "reset_mfa" => self.mfa(ctx, "reset", &args).await,
-            other => Err(ActionError::invalid_args(format!("privx has no action `{other}`"))),
-        }
+        self.dispatch(ctx, action, args).await
     }
 }

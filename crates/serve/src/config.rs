@@ -207,9 +207,7 @@ impl ServeConfig {
         let duration = |value: &Option<String>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
             match value {
                 None => Ok(default),
-                Some(v) => {
-                    runbook_core::config::parse_duration(v).map_err(|e| err(serve_line, format!("[serve] {key}: {e}")))
-                }
+                Some(v) => runbook_core::parse_duration(v).map_err(|e| err(serve_line, format!("[serve] {key}: {e}"))),
             }
         };
         let listen_text = serve.listen.clone().unwrap_or_else(|| "127.0.0.1:8787".to_owned());
@@ -294,7 +292,7 @@ impl ServeConfig {
                 |v: &Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
                     match v {
                         None => Ok(default),
-                        Some(s) => runbook_core::config::parse_duration(s.get_ref())
+                        Some(s) => runbook_core::parse_duration(s.get_ref())
                             .map_err(|e| err(lines.of(s.span().start), format!("automation \"{name}\": {key}: {e}"))),
                     }
                 };
@@ -327,7 +325,7 @@ impl ServeConfig {
                 script,
                 source,
                 params,
-                max_changes: a.max_changes.unwrap_or(runbook_core::run::DEFAULT_MAX_CHANGES),
+                max_changes: a.max_changes.unwrap_or(runbook_core::DEFAULT_MAX_CHANGES),
                 concurrency,
                 retries: a.retries.unwrap_or(3),
                 retry_delay,
@@ -406,8 +404,9 @@ fn parse_trigger(name: &str, t: TriggerRaw) -> Result<Trigger, String> {
         })?;
         let replay_window = match t.replay_window {
             None => std::time::Duration::from_secs(300),
-            Some(w) => runbook_core::config::parse_duration(&w)
-                .map_err(|e| format!("automation \"{name}\": replay_window: {e}"))?,
+            Some(w) => {
+                runbook_core::parse_duration(&w).map_err(|e| format!("automation \"{name}\": replay_window: {e}"))?
+            }
         };
         return Ok(Trigger::Webhook(WebhookTrigger {
             path,
@@ -435,8 +434,7 @@ fn parse_trigger(name: &str, t: TriggerRaw) -> Result<Trigger, String> {
         return Err(format!("automation \"{name}\": tz applies to schedule triggers"));
     }
     let every = t.every.unwrap_or_default();
-    let period =
-        runbook_core::config::parse_duration(&every).map_err(|e| format!("automation \"{name}\": every: {e}"))?;
+    let period = runbook_core::parse_duration(&every).map_err(|e| format!("automation \"{name}\": every: {e}"))?;
     let cadence = Cadence::every(period, catch_up_once).map_err(|e| format!("automation \"{name}\": {e}"))?;
     Ok(Trigger::Schedule(cadence))
 }

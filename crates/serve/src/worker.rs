@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use runbook_core::{Engine, RunErrorKind, RunOptions};
+use runbook_core::{Engine, RunErrorKind, RunOptions, SettingNames};
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -166,6 +166,11 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
         .max_changes(automation.max_changes)
         .timeout(Some(automation.timeout))
         .cancel(pool.abort_runs.child_token())
+        .names(SettingNames::new(
+            format!("max_changes of automation \"{}\" in runbook.toml", automation.name),
+            format!("timeout of automation \"{}\" in runbook.toml", automation.name),
+            format!("params.{{name}} of automation \"{}\" in runbook.toml", automation.name),
+        ))
         .state(Arc::new(AutomationState::new(pool.store.clone(), &automation.name)));
     if let Some(event) = run.event.clone() {
         options = options.event(event);
@@ -175,7 +180,7 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
 
     let completion = match outcome {
         Ok(o) => {
-            for call in &o.audit {
+            for call in &o.records.audit {
                 record_call(pool, &call.action, &format!("{:?}", call.outcome).to_lowercase());
             }
             Completion {
@@ -183,8 +188,8 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
                 result: Some(o.result),
                 error: None,
                 error_kind: None,
-                logs: serde_json::to_value(&o.logs).unwrap_or_default(),
-                calls: serde_json::to_value(&o.audit).unwrap_or_default(),
+                logs: serde_json::to_value(&o.records.logs).unwrap_or_default(),
+                calls: serde_json::to_value(&o.records.audit).unwrap_or_default(),
                 retry_at: None,
             }
         }
@@ -198,7 +203,7 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
             return;
         }
         Err(e) => {
-            for call in &e.audit {
+            for call in &e.records.audit {
                 record_call(pool, &call.action, &format!("{:?}", call.outcome).to_lowercase());
             }
             let status = if e.kind == RunErrorKind::Guard {
@@ -215,8 +220,8 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
                 result: None,
                 error: Some(e.describe()),
                 error_kind: Some(kind_name(e.kind)),
-                logs: serde_json::to_value(&e.logs).unwrap_or_default(),
-                calls: serde_json::to_value(&e.audit).unwrap_or_default(),
+                logs: serde_json::to_value(&e.records.logs).unwrap_or_default(),
+                calls: serde_json::to_value(&e.records.audit).unwrap_or_default(),
                 retry_at,
             }
         }

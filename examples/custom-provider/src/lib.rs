@@ -12,45 +12,76 @@
 //! if open.len() > 10 { tickets::open_ticket("Too many open tickets", #{assignee: "oncall"}); }
 //! ```
 //!
-//! What it takes, in order: the [`ActionSpec`]s (what the engine validates, plans, guards and
-//! documents), a [`Provider`] implementation (parse arguments, send requests through the shared
-//! HTTP layer, return JSON), and a [`ProviderDescriptor`] submitted with `inventory` so that any
-//! program linking this crate finds the provider.
+//! What it takes, in order: for each action, its arguments as a type with its [`ActionSpec`]
+//! (what the engine validates, plans, guards and documents) and a handler; [`runbook_core::actions!`]
+//! to tie them together; a [`Provider`] implementation (namespace, specs, dispatch); and a
+//! [`ProviderDescriptor`] submitted with `inventory` so that any program linking this crate finds
+//! the provider. The engine calls providers on its Tokio runtime, many calls at once: keep one
+//! [`HttpClient`] (one connection pool) for all of them.
 
 use std::sync::Arc;
 
 use runbook_core::http::{HttpClient, HttpRequest, HttpResponse};
 use runbook_core::{
-    ActionError, ActionSpec, CallContext, ConfigError, ParamSpec, ParamType, Provider, ProviderConfig,
+    Action, ActionError, ActionSpec, CallContext, ConfigError, ParamSpec, ParamType, Provider, ProviderConfig,
     ProviderDescriptor, Secret, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-const LIST: &[ParamSpec] = &[ParamSpec::optional(
-    "status",
-    ParamType::String,
-    "only tickets in this status (open, closed)",
-)];
-const OPEN: &[ParamSpec] = &[
-    ParamSpec::required("title", ParamType::String, "one line"),
-    ParamSpec::optional("body", ParamType::String, "the details"),
-    ParamSpec::optional("assignee", ParamType::String, "who should act"),
-];
+/// `list_tickets(#{status})`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListTickets {
+    /// Only tickets in this status.
+    pub status: Option<String>,
+}
 
-/// The `tickets` actions.
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec::read("list_tickets", "List tickets")
-        .params(LIST)
+impl Action for ListTickets {
+    const SPEC: ActionSpec = ActionSpec::read("list_tickets", "List tickets")
+        .params(&[ParamSpec::optional(
+            "status",
+            ParamType::String,
+            "only tickets in this status (open, closed)",
+        )])
         .returns("array of Ticket {id, title, status, assignee}")
-        .example(r#"tickets::list_tickets(#{status: "open"})"#),
+        .example(r#"tickets::list_tickets(#{status: "open"})"#);
+}
+
+/// `open_ticket(title, #{body, assignee})`: also the body the service takes.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTicket {
+    /// One line.
+    pub title: String,
+    /// The details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Who should act.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+}
+
+impl Action for OpenTicket {
     // Opening a ticket twice opens two tickets: never resent after an ambiguous failure.
-    ActionSpec::write("open_ticket", "Open a ticket")
-        .params(OPEN)
+    const SPEC: ActionSpec = ActionSpec::write("open_ticket", "Open a ticket")
+        .params(&[
+            ParamSpec::required("title", ParamType::String, "one line"),
+            ParamSpec::optional("body", ParamType::String, "the details"),
+            ParamSpec::optional("assignee", ParamType::String, "who should act"),
+        ])
         .idempotent(false)
         .returns("Ticket")
-        .example(r#"tickets::open_ticket("Revoke MFA for ann", #{assignee: "secops"})"#),
-];
+        .example(r#"tickets::open_ticket("Revoke MFA for ann", #{assignee: "secops"})"#);
+}
+
+runbook_core::actions! {
+    /// The `tickets` actions.
+    pub const ACTIONS for Tickets {
+        ListTickets => list_tickets,
+        OpenTicket => open_ticket,
+    }
+}
 
 runbook_core::inventory::submit! {
     ProviderDescriptor {
@@ -124,6 +155,20 @@ impl Tickets {
         }
         Ok(response)
     }
+
+    async fn list_tickets(&self, ctx: &CallContext, args: ListTickets) -> Result<Vec<Ticket>, ActionError> {
+        let mut request = HttpRequest::get("/tickets");
+        if let Some(status) = &args.status {
+            request = request.query("status", status);
+        }
+        let list: TicketList = parse(&self.send(ctx, request).await?)?;
+        Ok(list.tickets)
+    }
+
+    async fn open_ticket(&self, ctx: &CallContext, args: OpenTicket) -> Result<Ticket, ActionError> {
+        let request = HttpRequest::post("/tickets").json(&args)?;
+        parse(&self.send(ctx, request).await?)
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(response: &HttpResponse) -> Result<T, ActionError> {
@@ -137,33 +182,13 @@ impl Provider for Tickets {
         "tickets"
     }
 
-    fn thread_local_calls(&self) -> bool {
-        // Every request goes through runbook_core::http.
-        true
-    }
-
     fn actions(&self) -> &[ActionSpec] {
         ACTIONS
     }
 
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError> {
         // The engine has already checked the arguments against the spec.
-        match action.name {
-            "list_tickets" => {
-                let mut request = HttpRequest::get("/tickets");
-                if let Some(status) = args.get("status").and_then(Value::as_str) {
-                    request = request.query("status", status);
-                }
-                let list: TicketList = parse(&self.send(ctx, request).await?)?;
-                serde_json::to_value(list.tickets).map_err(|e| ActionError::invalid_response(e.to_string()))
-            }
-            "open_ticket" => {
-                let request = HttpRequest::post("/tickets").json(&args)?;
-                let ticket: Ticket = parse(&self.send(ctx, request).await?)?;
-                serde_json::to_value(ticket).map_err(|e| ActionError::invalid_response(e.to_string()))
-            }
-            other => Err(ActionError::invalid_args(format!("tickets has no action `{other}`"))),
-        }
+        self.dispatch(ctx, action, args).await
     }
 
     // In plan mode the ticket is not opened; the script still gets something shaped like one.

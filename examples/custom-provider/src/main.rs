@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use runbook_core::{Engine, RunOptions};
+use runbook_core::{Engine, RunErrorKind, RunOptions};
 use runbook_example_tickets as _;
 
 #[tokio::main]
@@ -36,15 +36,21 @@ async fn main() -> ExitCode {
             let doc = serde_json::json!({
                 "run_id": outcome.run_id,
                 "result": outcome.result,
-                "planned_changes": outcome.planned_changes,
-                "calls": outcome.calls,
+                "planned_changes": outcome.records.planned_changes,
+                "calls": outcome.records.calls,
             });
             println!("{doc}");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {}", e.describe());
-            ExitCode::from(u8::try_from(e.kind.exit_code()).unwrap_or(1))
+            // This program's own exit codes: 2 for a script that cannot run as written, 1 for
+            // everything else.
+            let usage = matches!(
+                e.kind,
+                RunErrorKind::Compile | RunErrorKind::InvalidArgs | RunErrorKind::Params | RunErrorKind::NotConfigured
+            );
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

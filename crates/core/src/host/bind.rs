@@ -6,109 +6,104 @@
 //!   `update_user(id, #{name: n})`;
 //! * every parameter in one map: `create_user(#{email: e, name: n})`, which is also what
 //!   `invoke("ns.action", #{...})` passes.
+//!
+//! Only the shape is settled here; the call pipeline checks the keys and types.
 
 use serde_json::{Map, Value};
 
 use super::convert::dynamic_to_json;
-use crate::action::{ActionSpec, ParamSpec};
+use crate::action::{ActionSpec, ParamSpec, ParamType};
+use crate::pipeline::validate;
 
-/// Binds `args` to `spec`'s parameters and checks them: every required parameter present,
-/// types right, no unknown option.
-pub fn bind_args(spec: &ActionSpec, args: &[rhai::Dynamic]) -> Result<Value, String> {
+/// Binds a script's arguments to `spec`'s parameters.
+pub fn bind_args(namespace: &str, spec: &ActionSpec, args: &[&mut rhai::Dynamic]) -> Result<Value, String> {
     let required: Vec<&ParamSpec> = spec.required_params().collect();
+    let name = format!("{namespace}::{}", spec.name);
     let mut out = Map::new();
     let named_only = args.len() == 1 && args[0].is_map() && required.first().is_none_or(|p| !accepts_map(p));
     if named_only {
-        merge_options(spec, &args[0], &mut out, true)?;
+        merge_options(&name, spec, args[0], &mut out, true)?;
     } else if args.len() == required.len() || args.len() == required.len() + 1 {
         for (param, arg) in required.iter().zip(args) {
-            let value = to_json(spec, param.name, arg)?;
+            let value = dynamic_to_json(arg).map_err(|e| format!("{name}: `{}`: {e}", param.name))?;
             out.insert(param.name.to_owned(), value);
         }
         if let Some(options) = args.get(required.len()) {
             if !options.is_map() {
                 return Err(format!(
-                    "{}: the last argument must be an options map #{{...}}, found {}",
-                    spec.signature(),
+                    "{name}: the last argument must be an options map #{{...}} ({}), got {}",
+                    validate::takes(spec),
                     options.type_name()
                 ));
             }
-            merge_options(spec, options, &mut out, false)?;
+            merge_options(&name, spec, options, &mut out, false)?;
         }
     } else {
-        return Err(format!(
-            "{} takes {} argument(s), got {}",
-            spec.signature(),
-            arity_text(spec),
-            args.len()
-        ));
+        return Err(arity_message(&name, spec, args.len()));
     }
-    check(spec, &out)?;
     Ok(Value::Object(out))
 }
 
 /// Binds a named-argument map (`invoke("ns.action", #{...})`).
-pub fn bind_named(spec: &ActionSpec, named: Option<&rhai::Dynamic>) -> Result<Value, String> {
+pub fn bind_named(namespace: &str, spec: &ActionSpec, named: Option<&rhai::Dynamic>) -> Result<Value, String> {
+    let name = format!("{namespace}::{}", spec.name);
     let mut out = Map::new();
     if let Some(named) = named {
         if !named.is_map() {
             return Err(format!(
-                "invoke(\"…{}\", args): args must be a map #{{...}}, found {}",
+                "invoke(\"{namespace}.{}\", args): args must be a map #{{...}}, got {}",
                 spec.name,
                 named.type_name()
             ));
         }
-        merge_options(spec, named, &mut out, true)?;
+        merge_options(&name, spec, named, &mut out, true)?;
     }
-    check(spec, &out)?;
     Ok(Value::Object(out))
 }
 
+/// `privx::get_user takes 1 argument (user_id), got 0`.
+pub(crate) fn arity_message(name: &str, spec: &ActionSpec, given: usize) -> String {
+    let required: Vec<&str> = spec.required_params().map(|p| p.name).collect();
+    let shape = match (required.len(), spec.has_optional_params()) {
+        (0, false) => "no arguments".to_owned(),
+        (0, true) => "no arguments, or an options map".to_owned(),
+        (n, optional) => {
+            let plural = if n == 1 { "argument" } else { "arguments" };
+            let options = if optional { ", then an options map" } else { "" };
+            format!("{n} {plural} ({}){options}", required.join(", "))
+        }
+    };
+    format!("{name} takes {shape}, got {given}: {}", qualified_signature(name, spec))
+}
+
+fn qualified_signature(name: &str, spec: &ActionSpec) -> String {
+    let signature = spec.signature();
+    let args = signature.strip_prefix(spec.name).unwrap_or(&signature);
+    format!("{name}{args}")
+}
+
 fn accepts_map(param: &ParamSpec) -> bool {
-    matches!(param.ty, crate::action::ParamType::Map | crate::action::ParamType::Any)
-}
-
-fn arity_text(spec: &ActionSpec) -> String {
-    let arities: Vec<String> = spec.arities().iter().map(ToString::to_string).collect();
-    arities.join(" or ")
-}
-
-fn to_json(spec: &ActionSpec, name: &str, value: &rhai::Dynamic) -> Result<Value, String> {
-    dynamic_to_json(value).map_err(|e| format!("{}: parameter `{name}`: {e}", spec.name))
+    matches!(param.ty, ParamType::Map | ParamType::Any)
 }
 
 fn merge_options(
+    name: &str,
     spec: &ActionSpec,
     map: &rhai::Dynamic,
     out: &mut Map<String, Value>,
     allow_required: bool,
 ) -> Result<(), String> {
-    let Value::Object(entries) = to_json(spec, "options", map)? else {
+    let Value::Object(entries) = dynamic_to_json(map).map_err(|e| format!("{name}: {e}"))? else {
         return Ok(());
     };
     for (key, value) in entries {
-        let Some(param) = spec.params.iter().find(|p| p.name == key) else {
-            let known: Vec<&str> = spec
-                .params
-                .iter()
-                .filter(|p| allow_required || !p.required)
-                .map(|p| p.name)
-                .collect();
+        if let Some(param) = spec.params.iter().find(|p| p.name == key)
+            && param.required
+            && !allow_required
+        {
             return Err(format!(
-                "{}: unknown option `{key}`; {}",
-                spec.name,
-                if known.is_empty() {
-                    "it takes no options".to_owned()
-                } else {
-                    format!("expected {}", known.join(", "))
-                }
-            ));
-        };
-        if param.required && !allow_required {
-            return Err(format!(
-                "{}: `{key}` is a positional argument: {}",
-                spec.name,
-                spec.signature()
+                "{name}: `{key}` is a positional argument: {}",
+                qualified_signature(name, spec)
             ));
         }
         // `()` for an optional parameter means "not given".
@@ -117,45 +112,6 @@ fn merge_options(
         }
     }
     Ok(())
-}
-
-fn check(spec: &ActionSpec, args: &Map<String, Value>) -> Result<(), String> {
-    for param in spec.params {
-        match args.get(param.name) {
-            None if param.required => {
-                return Err(format!(
-                    "{}: missing required parameter `{}`: {}",
-                    spec.name,
-                    param.name,
-                    spec.signature()
-                ));
-            }
-            None => {}
-            Some(value) if !param.ty.accepts(value) => {
-                return Err(format!(
-                    "{}: parameter `{}` must be {}, found {}",
-                    spec.name,
-                    param.name,
-                    param.ty.as_str(),
-                    json_type(value)
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "()",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "map",
-    }
 }
 
 #[cfg(test)]
@@ -182,31 +138,33 @@ mod tests {
         Dynamic::from_map(m)
     }
 
+    fn bind(spec: &ActionSpec, mut args: Vec<Dynamic>) -> Result<Value, String> {
+        let refs: Vec<&mut Dynamic> = args.iter_mut().collect();
+        bind_args("dir", spec, &refs)
+    }
+
     #[test]
     fn positional_then_options() {
         let spec = ActionSpec::write("update_user", "").params(PARAMS);
-        let args = [Dynamic::from("u1".to_string()), map(&[("name", "Ann")])];
-        assert_eq!(
-            bind_args(&spec, &args).unwrap(),
-            json!({"user_id": "u1", "name": "Ann"})
-        );
+        let args = vec![Dynamic::from("u1".to_string()), map(&[("name", "Ann")])];
+        assert_eq!(bind(&spec, args).unwrap(), json!({"user_id": "u1", "name": "Ann"}));
     }
 
     #[test]
     fn everything_in_one_map() {
         let spec = ActionSpec::write("create_user", "").params(CREATE);
-        let args = [map(&[("email", "a@b.c"), ("name", "A")])];
-        assert_eq!(bind_args(&spec, &args).unwrap(), json!({"email": "a@b.c", "name": "A"}));
+        let args = vec![map(&[("email", "a@b.c"), ("name", "A")])];
+        assert_eq!(bind(&spec, args).unwrap(), json!({"email": "a@b.c", "name": "A"}));
     }
 
     #[test]
-    fn mistakes_are_named() {
+    fn a_wrong_arity_says_what_the_action_takes() {
         let spec = ActionSpec::write("update_user", "").params(PARAMS);
-        let err = bind_args(&spec, &[Dynamic::from("u1".to_string()), map(&[("nmae", "x")])]).unwrap_err();
-        assert!(err.contains("unknown option `nmae`; expected name"), "{err}");
-        let err = bind_args(&spec, &[Dynamic::from(5_i64)]).unwrap_err();
-        assert!(err.contains("`user_id` must be string, found int"), "{err}");
-        let err = bind_args(&spec, &[]).unwrap_err();
-        assert!(err.contains("takes 1 or 2 argument(s), got 0"), "{err}");
+        assert_eq!(
+            bind(&spec, vec![]).unwrap_err(),
+            "dir::update_user takes 1 argument (user_id), then an options map, got 0: dir::update_user(user_id, #{name})"
+        );
+        let err = bind(&spec, vec![Dynamic::from("u1".to_string()), map(&[("user_id", "x")])]).unwrap_err();
+        assert!(err.contains("`user_id` is a positional argument"), "{err}");
     }
 }

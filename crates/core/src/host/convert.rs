@@ -58,25 +58,23 @@ pub fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
     if let Ok(c) = value.as_char() {
         return Ok(Value::String(c.to_string()));
     }
-    if value.is_array() {
-        let items = value.read_lock::<Array>().map(|a| a.clone()).unwrap_or_default();
+    // Containers are read in place: a 100,000-user result is converted, never copied first.
+    if let Some(items) = value.read_lock::<Array>() {
         return items
             .iter()
             .map(dynamic_to_json)
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array);
     }
-    if value.is_map() {
-        let map = value.read_lock::<Map>().map(|m| m.clone()).unwrap_or_default();
+    if let Some(map) = value.read_lock::<Map>() {
         let mut out = serde_json::Map::with_capacity(map.len());
-        for (k, v) in &map {
+        for (k, v) in map.iter() {
             out.insert(k.to_string(), dynamic_to_json(v)?);
         }
         return Ok(Value::Object(out));
     }
-    if value.is_blob() {
-        let blob = value.clone().into_blob().unwrap_or_default();
-        return Ok(Value::Array(blob.into_iter().map(Value::from).collect()));
+    if let Some(blob) = value.read_lock::<rhai::Blob>() {
+        return Ok(Value::Array(blob.iter().map(|b| Value::from(*b)).collect()));
     }
     if let Some(u) = value.clone().try_cast::<u64>() {
         return Ok(Value::from(u));
@@ -107,6 +105,32 @@ mod tests {
         let back = dynamic_to_json(&json_to_dynamic(original.clone())).unwrap();
         assert_eq!(back, original);
         assert_eq!(back["huge"].as_u64(), Some(u64::MAX));
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
+    /// Bytes allocated while `f` runs.
+    fn allocated<T>(f: impl FnOnce() -> T) -> (T, u64) {
+        let before = dhat::HeapStats::get().total_bytes;
+        let out = f();
+        (out, dhat::HeapStats::get().total_bytes - before)
+    }
+
+    #[test]
+    fn containers_are_converted_without_being_copied_first() {
+        let users: Vec<Value> = (0..2_000)
+            .map(|i| json!({"id": format!("u{i}"), "email": format!("user{i}@example.com"), "groups": [{"name": "a"}, {"name": "b"}]}))
+            .collect();
+        let script_value = json_to_dynamic(json!({"result": {"users": users}}));
+        let _profiler = dhat::Profiler::builder().testing().build();
+        let (json, converting) = allocated(|| dynamic_to_json(&script_value).unwrap());
+        // What the output itself costs to build: the same JSON, cloned.
+        let (_copy, output) = allocated(|| json.clone());
+        assert!(
+            converting < output + output / 4,
+            "converting allocated {converting} bytes for an output of {output}: the value was copied on the way"
+        );
     }
 
     #[test]

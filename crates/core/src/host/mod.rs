@@ -3,9 +3,9 @@
 mod bind;
 mod check;
 mod convert;
-pub(crate) mod local_io;
 mod modules;
-mod run_state;
+mod parallel;
+mod run;
 
 use std::sync::Arc;
 
@@ -14,12 +14,14 @@ use rhai::{Dynamic, EvalAltResult, OptimizationLevel, Position, Scope, Shared};
 use serde::Serialize;
 
 pub use check::Diagnostic;
-pub use convert::{dynamic_to_json, json_to_dynamic};
+pub(crate) use convert::{dynamic_to_json, json_to_dynamic};
 pub(crate) use modules::SharedModules;
-pub(crate) use run_state::{Abort, RunHandle, RunSetup};
+pub(crate) use parallel::Slots;
+pub(crate) use run::{RunHandle, RunState};
 
+use crate::pipeline::Abort;
 use crate::registry::Registry;
-use crate::run::RunErrorKind;
+use crate::run::{RunErrorKind, SettingNames};
 
 /// The sandbox's limits. The same values apply in debug and release builds (Rhai's own defaults
 /// differ between the two).
@@ -111,17 +113,17 @@ impl ScriptHost {
             Some(run) => {
                 engine.set_default_tag(Dynamic::from(run.clone()));
                 let printer = run.clone();
-                engine.on_print(move |text| printer.log("print", text));
+                engine.on_print(move |text| printer.pipeline().log("print", text));
                 let debugger = run.clone();
                 engine.on_debug(move |text, _source, pos| {
                     let line = match pos.line() {
                         Some(line) => format!("[line {line}] {text}"),
                         None => text.to_owned(),
                     };
-                    debugger.log("debug", &line);
+                    debugger.pipeline().log("debug", &line);
                 });
                 let watcher = run.clone();
-                engine.on_progress(move |_ops| watcher.0.cancel.is_cancelled().then_some(Dynamic::UNIT));
+                engine.on_progress(move |_ops| watcher.pipeline().is_stopped().then_some(Dynamic::UNIT));
             }
             None => {
                 engine.on_print(|_| {});
@@ -168,7 +170,7 @@ pub(crate) struct Failure {
 }
 
 /// Explains a Rhai error, using the run's abort reason for terminations.
-pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>) -> Failure {
+pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &SettingNames) -> Failure {
     let mut chain = Vec::new();
     let inner = unwrap_calls(error, &mut chain);
     let position = position_of(inner.position()).or_else(|| position_of(error.position()));
@@ -176,11 +178,14 @@ pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>) -> Failure {
         EvalAltResult::ErrorTerminated(..) => match abort {
             Some(Abort::Guard(m)) => (RunErrorKind::Guard, m),
             Some(Abort::Params(m)) => (RunErrorKind::Params, m),
+            Some(Abort::InvalidArgs(m)) => (RunErrorKind::InvalidArgs, m),
+            Some(Abort::Audit(m)) => (RunErrorKind::Audit, m),
             Some(Abort::Timeout(d)) => (
                 RunErrorKind::Timeout,
                 format!(
-                    "the run was stopped after its timeout of {} (raise it with --timeout)",
-                    humantime::format_duration(d)
+                    "the run was stopped after its timeout of {} (raise {})",
+                    humantime::format_duration(d),
+                    names.timeout
                 ),
             ),
             Some(Abort::NotConfigured(m)) => (RunErrorKind::NotConfigured, m),

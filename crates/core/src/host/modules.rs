@@ -7,17 +7,14 @@
 
 use std::any::TypeId;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rhai::{
-    Array, Dynamic, EvalAltResult, FnPtr, FuncRegistration, INT, Module, NativeCallContext, Position, RhaiFunc, Shared,
-};
+use rhai::{Dynamic, EvalAltResult, FuncRegistration, INT, Module, NativeCallContext, RhaiFunc, Shared};
 
 use super::bind::{bind_args, bind_named};
 use super::convert::dynamic_to_json;
-use super::run_state::{Abort, RunHandle, action_error};
-use crate::action::ActionSpec;
-use crate::error::ActionError;
+use super::parallel::parallel;
+use super::run::RunHandle;
+use crate::pipeline::Abort;
 use crate::registry::RegisteredProvider;
 
 type RhaiResult = Result<Dynamic, Box<EvalAltResult>>;
@@ -43,8 +40,8 @@ pub(crate) fn provider_module(entry: &RegisteredProvider) -> Module {
                     Ok(p) => p,
                     Err(config) => return Err(run.abort(Abort::NotConfigured(config.clone()), pos)),
                 };
-                let values: Vec<Dynamic> = args.iter().map(|a| (**a).clone()).collect();
-                let json = bind_args(&spec, &values).map_err(|m| invalid_args(provider.namespace(), &spec, m, pos))?;
+                let json =
+                    bind_args(provider.namespace(), &spec, args).map_err(|m| run.abort(Abort::InvalidArgs(m), pos))?;
                 run.invoke(provider, &spec, json, pos)
             };
             FuncRegistration::new(spec.name).set_into_module_raw(
@@ -61,14 +58,6 @@ pub(crate) fn provider_module(entry: &RegisteredProvider) -> Module {
     }
     module.build_index();
     module
-}
-
-fn invalid_args(namespace: &str, spec: &ActionSpec, message: String, pos: Position) -> Box<EvalAltResult> {
-    action_error(
-        &format!("{namespace}.{}", spec.name),
-        &ActionError::invalid_args(message),
-        pos,
-    )
 }
 
 /// `state::get(key)` and `state::set(key, value)`.
@@ -163,11 +152,12 @@ pub(crate) fn helpers_module() -> Module {
 fn param(ctx: &NativeCallContext, name: &str, default: Option<Dynamic>) -> RhaiResult {
     let pos = ctx.call_position();
     let run = RunHandle::from_ctx(ctx)?;
-    let given = run.0.params.get(name).filter(|v| !v.is_null()).cloned();
+    let given = run.run.params.get(name).filter(|v| !v.is_null()).cloned();
     match (given, default) {
         (None, None) => Err(run.abort(
             Abort::Params(format!(
-                "missing required parameter `{name}`: pass --param {name}=VALUE"
+                "missing required parameter `{name}`: set it with {}",
+                run.pipeline().names().param(name)
             )),
             pos,
         )),
@@ -197,7 +187,7 @@ fn param(ctx: &NativeCallContext, name: &str, default: Option<Dynamic>) -> RhaiR
 fn invoke(ctx: &NativeCallContext, name: &str, args: Option<&Dynamic>) -> RhaiResult {
     let pos = ctx.call_position();
     let run = RunHandle::from_ctx(ctx)?;
-    let registry = run.0.registry.clone();
+    let registry = run.run.registry.clone();
     let (entry, spec) = registry.lookup(name).map_err(|m| -> Box<EvalAltResult> {
         EvalAltResult::ErrorRuntime(format!("invoke: {m}").into(), pos).into()
     })?;
@@ -206,126 +196,8 @@ fn invoke(ctx: &NativeCallContext, name: &str, args: Option<&Dynamic>) -> RhaiRe
         Err(config) => return Err(run.abort(Abort::NotConfigured(config.to_string()), pos)),
     };
     let spec = *spec;
-    let json = bind_named(&spec, args).map_err(|m| invalid_args(entry.namespace(), &spec, m, pos))?;
+    let json = bind_named(entry.namespace(), &spec, args).map_err(|m| run.abort(Abort::InvalidArgs(m), pos))?;
     run.invoke(&provider, &spec, json, pos)
-}
-
-/// `parallel(items, |item| ...)`: the closure runs on up to `concurrency` threads at once, each
-/// with the run's compiled script (so captured values and script functions work); results come
-/// back in input order. The first failing item stops the others from starting and fails the call
-/// with its index.
-fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr) -> Result<Array, Box<EvalAltResult>> {
-    let pos = ctx.call_position();
-    let run = RunHandle::from_ctx(&ctx)?;
-    let total = items.len();
-    if total == 0 {
-        return Ok(Array::new());
-    }
-    let engine = ctx.engine();
-    let ast = run.0.ast.clone();
-    let workers = run.0.concurrency.min(total);
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let observer = run.0.observer.clone();
-    if let Some(o) = &observer {
-        o.parallel_started(total);
-    }
-    let results: Vec<std::sync::Mutex<Option<RhaiResult>>> = (0..total).map(|_| std::sync::Mutex::new(None)).collect();
-
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                super::local_io::with_local_io(|| {
-                    loop {
-                        if failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            break;
-                        }
-                        let outcome = f.call::<Dynamic>(engine, &ast, (items[i].clone(),));
-                        if outcome.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        if let Some(o) = &observer {
-                            o.parallel_item_done();
-                        }
-                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-                    }
-                })
-            });
-        }
-    });
-    if let Some(o) = &observer {
-        o.parallel_finished();
-    }
-
-    let mut out = Array::with_capacity(total);
-    let mut first_error: Option<(usize, Box<EvalAltResult>)> = None;
-    for (i, slot) in results.into_iter().enumerate() {
-        match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(Ok(v)) => out.push(v),
-            Some(Err(e)) => {
-                // A guard refusal, timeout or interrupt wins over an ordinary failure.
-                let replace = match &first_error {
-                    None => true,
-                    Some((_, prev)) => !is_abort(prev) && is_abort(&e),
-                };
-                if replace {
-                    first_error = Some((i, e));
-                }
-            }
-            None => {}
-        }
-    }
-    match first_error {
-        None => Ok(out),
-        Some((i, e)) => Err(item_error(i, e, pos)),
-    }
-}
-
-fn is_abort(e: &EvalAltResult) -> bool {
-    matches!(innermost(e), EvalAltResult::ErrorTerminated(..))
-}
-
-fn innermost(e: &EvalAltResult) -> &EvalAltResult {
-    match e {
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(inner),
-        other => other,
-    }
-}
-
-/// Names the failing item: an action's error map keeps its fields (still catchable) with the
-/// index added; any other error becomes a message naming the index.
-fn item_error(index: usize, error: Box<EvalAltResult>, pos: Position) -> Box<EvalAltResult> {
-    let inner = innermost(&error);
-    match inner {
-        EvalAltResult::ErrorTerminated(..) => error,
-        EvalAltResult::ErrorRuntime(value, inner_pos) if value.is_map() => {
-            let mut map = value.read_lock::<rhai::Map>().map(|m| m.clone()).unwrap_or_default();
-            let message = map.get("message").map(ToString::to_string).unwrap_or_default();
-            map.insert(
-                "message".into(),
-                Dynamic::from(format!("parallel item {index}: {message}")),
-            );
-            map.insert("index".into(), Dynamic::from_int(index as INT));
-            let at = if inner_pos.is_none() { pos } else { *inner_pos };
-            EvalAltResult::ErrorRuntime(Dynamic::from_map(map), at).into()
-        }
-        other => {
-            let at = if other.position().is_none() {
-                pos
-            } else {
-                other.position()
-            };
-            let text = match other {
-                EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-                _ => other.to_string(),
-            };
-            EvalAltResult::ErrorRuntime(format!("parallel item {index}: {text}").into(), at).into()
-        }
-    }
 }
 
 /// All modules of an engine, built once.

@@ -1,6 +1,8 @@
 //! The HTTP client every provider sends its requests through.
 //!
-//! One [`HttpClient`] per provider instance: one connection pool, one rate budget. Each request
+//! One [`HttpClient`] per provider instance: one rate budget, and one connection pool for each
+//! lane its calls run on (see `crate::lane`: a script thread's calls run on its lane, whose
+//! connections it drives itself). Each request
 //! passes, in order: the plan-mode check (a mutating request is refused outright when the run is
 //! a plan — the second line of defence behind the host, which never calls a mutating action in
 //! plan mode), the rate limiter, the send, and the retry policy. The whole exchange, retries and
@@ -22,6 +24,7 @@ use super::rate_limit::{Limiter, RateLimit, SharedBudget};
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::context::CallContext;
 use crate::error::{ActionError, ActionErrorKind};
+use crate::lane::LANE_IDLE_CONNECTION;
 use crate::secret::{Secret, redact};
 
 /// Characters escaped in one path segment: everything that could end the segment or the path.
@@ -68,16 +71,18 @@ pub struct HttpRequest {
     query: Vec<(String, String)>,
     headers: HeaderMap,
     body: Option<Body>,
-    idempotent: bool,
+    /// Set by the provider; otherwise a reading request is idempotent and a changing one is
+    /// as idempotent as its action.
+    idempotent: Option<bool>,
     mutating: bool,
 }
 
 impl HttpRequest {
     /// A request with this method to `path` (relative to the client's base URL; build it with
-    /// [`path`] so that ids are escaped). GET, HEAD, PUT and DELETE are idempotent; POST is not.
-    /// Everything but GET and HEAD counts as a change.
+    /// [`path`] so that ids are escaped). Everything but GET, HEAD and OPTIONS counts as a change,
+    /// and a change is resent after an ambiguous failure only when its action's spec says the
+    /// action is idempotent ([`CallContext::is_idempotent`]).
     pub fn new(method: Method, path: impl Into<String>) -> Self {
-        let idempotent = !matches!(method, Method::POST | Method::PATCH);
         let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
         HttpRequest {
             method,
@@ -85,7 +90,7 @@ impl HttpRequest {
             query: Vec::new(),
             headers: HeaderMap::new(),
             body: None,
-            idempotent,
+            idempotent: None,
             mutating,
         }
     }
@@ -95,7 +100,7 @@ impl HttpRequest {
         HttpRequest::new(Method::GET, path)
     }
 
-    /// A POST request (not idempotent unless said otherwise).
+    /// A POST request.
     pub fn post(path: impl Into<String>) -> Self {
         HttpRequest::new(Method::POST, path)
     }
@@ -165,17 +170,23 @@ impl HttpRequest {
         self
     }
 
-    /// Declares whether the request may be resent after an ambiguous failure.
+    /// Declares whether this request may be resent after an ambiguous failure, whatever its
+    /// action's spec says (a provider that knows better for one request of several).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
-        self.idempotent = idempotent;
+        self.idempotent = Some(idempotent);
         self
+    }
+
+    /// Whether the request may be resent after an ambiguous failure in `ctx`'s call.
+    fn resendable(&self, ctx: &CallContext) -> bool {
+        self.idempotent.unwrap_or(!self.mutating || ctx.is_idempotent())
     }
 
     /// Declares a POST that changes nothing (a search, a token request): allowed in plan mode
     /// and resent after failures.
     pub fn read_only(mut self) -> Self {
         self.mutating = false;
-        self.idempotent = true;
+        self.idempotent = Some(true);
         self
     }
 
@@ -316,7 +327,7 @@ impl HttpClientBuilder {
             ca_certs: self.ca_certs,
         };
         let client = recipe
-            .build()
+            .build(None)
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
@@ -337,11 +348,11 @@ impl HttpClientBuilder {
     }
 }
 
-/// Identifies a client's per-thread pools.
+/// Tells clients apart in a lane's pools.
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// How to make a connection pool: the shared one, and one per script thread (see
-/// `host::local_io`); they share the cookie jar.
+/// How to make a connection pool: the one for calls outside lanes, and one on each lane
+/// (`crate::lane`); all of them share the cookie jar.
 #[derive(Debug)]
 struct ClientRecipe {
     timeout: Duration,
@@ -351,12 +362,15 @@ struct ClientRecipe {
 }
 
 impl ClientRecipe {
-    fn build(&self) -> reqwest::Result<reqwest::Client> {
+    fn build(&self, idle: Option<Duration>) -> reqwest::Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(idle) = idle {
+            builder = builder.pool_idle_timeout(idle);
+        }
         if let Some(jar) = &self.cookies {
             builder = builder.cookie_provider(jar.clone());
         }
@@ -370,6 +384,7 @@ impl ClientRecipe {
 #[derive(Debug)]
 struct Inner {
     id: u64,
+    /// The pool for calls that run outside lanes.
     client: reqwest::Client,
     recipe: ClientRecipe,
     base: String,
@@ -427,12 +442,30 @@ impl HttpClient {
     /// limiter, retried per the policy, abandoned when the run is cancelled. Any answer the
     /// service gives is returned as `Ok`, error statuses included, for the provider to read its
     /// error body; `Err` means there was no usable answer.
+    ///
+    /// While the service has asked for a longer pause than the policy's `max_retry_after`
+    /// (a 429 with a long `retry-after`), requests fail at once without being sent, saying
+    /// until when: the run neither stalls silently nor draws another 429.
     pub async fn send(&self, ctx: &CallContext, request: HttpRequest) -> Result<HttpResponse, ActionError> {
         if ctx.is_plan() && request.mutating {
             return Err(ActionError::new(
                 ActionErrorKind::Refused,
                 format!("plan mode refused to send {} {}", request.method, request.path),
             ));
+        }
+        if let Some(left) = self.inner.limiter.paused_longer_than(self.inner.retry.max_retry_after) {
+            return Err(ActionError::new(
+                ActionErrorKind::Refused,
+                format!(
+                    "{} asked for a pause of {} more before any further request (a 429 with retry-after); \
+                     {} {} was not sent. Run again after the pause",
+                    self.inner.name,
+                    humantime::format_duration(Duration::from_secs(left.as_secs().max(1))),
+                    request.method,
+                    request.path
+                ),
+            )
+            .with_code("rate_limited"));
         }
         let cancel = ctx.cancel_token().clone();
         tokio::select! {
@@ -445,18 +478,19 @@ impl HttpClient {
     async fn send_with_retries(&self, ctx: &CallContext, request: &HttpRequest) -> Result<HttpResponse, ActionError> {
         let attempt = AtomicU32::new(0);
         let max_retry_after = self.inner.retry.max_retry_after;
+        let resendable = request.resendable(ctx);
         let outcome = (|| async {
             let n = attempt.fetch_add(1, Ordering::Relaxed) + 1;
             ctx.note_attempt();
-            self.attempt(request, n).await
+            self.attempt(ctx, request, n).await
         })
         .retry(self.inner.retry.backoff())
         .sleep(tokio::time::sleep)
         .when(|failure: &Failure| match failure {
             Failure::Status { response, .. } => {
-                is_retryable_status(response.status) && (request.idempotent || response.status == 429)
+                is_retryable_status(response.status) && (resendable || response.status == 429)
             }
-            Failure::Transport { error, not_sent } => !is_certificate_error(error) && (request.idempotent || *not_sent),
+            Failure::Transport { error, not_sent } => !is_certificate_error(error) && (resendable || *not_sent),
         })
         .adjust(|failure: &Failure, backoff: Option<Duration>| {
             let backoff = backoff?;
@@ -477,7 +511,7 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, request: &HttpRequest, attempt: u32) -> Result<HttpResponse, Failure> {
+    async fn attempt(&self, ctx: &CallContext, request: &HttpRequest, attempt: u32) -> Result<HttpResponse, Failure> {
         let inner = &self.inner;
         let permit = inner.limiter.acquire().await;
         let url = format!("{}{}", inner.base, request.path);
@@ -491,14 +525,13 @@ impl HttpClient {
             ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        // On a script thread's own runtime, that thread's pool: the shared pool's connections
-        // must stay tasks of the engine's runtime.
-        let client = match crate::host::local_io::client(inner.id, || inner.recipe.build()) {
+        // A call on a lane uses the lane's connections: they are tasks of the lane's runtime.
+        let client = match ctx.lane() {
             None => inner.client.clone(),
-            Some(Ok(client)) => client,
-            Some(Err(error)) => {
-                return Err(Failure::Transport { error, not_sent: true });
-            }
+            Some(lane) => match lane.client(inner.id, || inner.recipe.build(Some(LANE_IDLE_CONNECTION))) {
+                Ok(client) => client,
+                Err(error) => return Err(Failure::Transport { error, not_sent: true }),
+            },
         };
         let mut builder = client
             .request(request.method.clone(), &url)
@@ -515,15 +548,18 @@ impl HttpClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(bytes.clone()),
         };
-        let result = async {
+        let exchange = async {
             let response = builder.send().await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>(HttpResponse { status, headers, body })
         }
-        .instrument(span.clone())
-        .await;
+        .instrument(span.clone());
+        let result = match ctx.lane() {
+            Some(lane) => lane.exchange(exchange).await,
+            None => exchange.await,
+        };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         span.record("ms", ms);
         match result {

@@ -5,8 +5,8 @@ mod client;
 mod rate_limit;
 mod retry;
 
-pub use client::{HttpClient, HttpClientBuilder, HttpRequest, HttpResponse, USER_AGENT, path};
-pub use rate_limit::{Limiter, Permit, RateLimit, SharedBudget, parse_ratelimit_header};
+pub use client::{HttpClient, HttpClientBuilder, HttpRequest, HttpResponse, path};
+pub use rate_limit::{BudgetError, RateLimit, SharedBudget};
 pub use reqwest::Method;
 pub use reqwest::header;
-pub use retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+pub use retry::RetryPolicy;

@@ -84,7 +84,23 @@ impl FromStr for RateLimit {
 pub trait SharedBudget: Send + Sync + std::fmt::Debug {
     /// Reserves one request in the budget `key` (at most `limit`, counted over every process);
     /// answers how long to wait before sending it. The request must not be sent earlier.
-    async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, String>;
+    async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, BudgetError>;
+}
+
+/// The shared budget could not be reached or updated.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the shared rate budget is unavailable: {reason}")]
+#[non_exhaustive]
+pub struct BudgetError {
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl BudgetError {
+    /// An error saying why.
+    pub fn new(reason: impl Into<String>) -> Self {
+        BudgetError { reason: reason.into() }
+    }
 }
 
 /// A shared budget and the name of the account this client draws from.
@@ -204,30 +220,35 @@ impl Limiter {
         }
     }
 
-    /// Waits until a request may be sent.
-    pub async fn acquire(&self) -> Permit<'_> {
-        loop {
-            if let Err(until) = self.check() {
-                self.wait(until).await;
-                continue;
-            }
-            if let Some(gcra) = &self.gcra {
-                gcra.until_ready().await;
-            }
-            if let Some(shared) = &self.shared {
-                Self::reserve_shared(shared).await;
-            }
-            // The service's account may have changed while we waited on the local budget.
-            match self.try_issue() {
-                Ok(()) => {
-                    return Permit {
-                        limiter: self,
-                        answered: false,
-                    };
-                }
-                Err(until) => self.wait(until).await,
-            }
+    /// Waits until a request may be sent. The configured budget (and the shared one) is drawn
+    /// from exactly once per request: when the service's account says to wait after the draw,
+    /// the request waits holding its place instead of drawing again.
+    pub(crate) async fn acquire(&self) -> Permit<'_> {
+        while let Err(until) = self.check() {
+            self.wait(until).await;
         }
+        if let Some(gcra) = &self.gcra {
+            gcra.until_ready().await;
+        }
+        if let Some(shared) = &self.shared {
+            Self::reserve_shared(shared).await;
+        }
+        // The service's account may have changed while we waited on the budget.
+        while let Err(until) = self.try_issue() {
+            self.wait(until).await;
+        }
+        Permit {
+            limiter: self,
+            answered: false,
+        }
+    }
+
+    /// How much longer the service's pause (a 429's `retry-after`) lasts, when that is more
+    /// than `limit`.
+    pub fn paused_longer_than(&self, limit: Duration) -> Option<Duration> {
+        let view = self.lock();
+        let left = view.paused_until?.saturating_duration_since(Instant::now());
+        (left > limit).then_some(left)
     }
 
     /// Sleeps until `until`, or until an answer changes the account (a request in flight may
@@ -378,6 +399,52 @@ mod tests {
             Some((50, Duration::from_secs(30)))
         );
         assert_eq!(parse_ratelimit_header("\"default\";q=100;w=60"), None);
+    }
+
+    /// A shared budget that counts reservations and makes each one wait a little.
+    #[derive(Debug, Default)]
+    struct CountingBudget {
+        reservations: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SharedBudget for CountingBudget {
+        async fn reserve(&self, _: &str, _: RateLimit) -> Result<Duration, BudgetError> {
+            self.reservations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Duration::from_millis(100))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_back_by_the_service_draws_the_budget_only_once() {
+        let budget = Arc::new(CountingBudget::default());
+        let limiter = Arc::new(Limiter::with_shared(
+            RateLimit::new(1000, Duration::from_secs(1)),
+            budget.clone(),
+            "account",
+        ));
+        let first = limiter.acquire().await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let permit = limiter.acquire().await;
+                drop(permit);
+                Instant::now()
+            })
+        };
+        // While the second request waits on its reservation, the service says nothing is left.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit", HeaderValue::from_static("\"default\";r=0;t=5"));
+        let start = Instant::now();
+        limiter.observe(first, &headers);
+        let sent_at = waiting.await.unwrap();
+        assert!(sent_at >= start + Duration::from_secs(4), "it waited for the reset");
+        assert_eq!(
+            budget.reservations.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "two requests, two reservations: the wait drew nothing more from the budget other instances share"
+        );
     }
 
     #[tokio::test(start_paused = true)]

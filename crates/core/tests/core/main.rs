@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::new_ret_no_self)]
 
+mod bounds;
 mod check;
 mod provider;
 mod runs;

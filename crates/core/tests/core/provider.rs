@@ -31,6 +31,10 @@ pub const ACTIONS: &[ActionSpec] = &[
         .idempotent(false)
         .returns("User"),
     ActionSpec::read("slow", "Answer after a delay").params(SLOW),
+    // The same PUT as disable_user, declared not idempotent (say, it also sends a notice).
+    ActionSpec::write("disable_user_and_notify", "Disable a user and notify them")
+        .params(ID)
+        .idempotent(false),
 ];
 
 pub struct Dir {
@@ -76,10 +80,6 @@ impl Provider for Dir {
         "dir"
     }
 
-    fn thread_local_calls(&self) -> bool {
-        true
-    }
-
     fn actions(&self) -> &[ActionSpec] {
         ACTIONS
     }
@@ -89,7 +89,7 @@ impl Provider for Dir {
         match action.name {
             "list_users" => Ok(json_of(&self.send(ctx, HttpRequest::get("/users")).await?)?["users"].clone()),
             "get_user" => json_of(&self.send(ctx, HttpRequest::get(path(&["users", id]))).await?),
-            "disable_user" => json_of(
+            "disable_user" | "disable_user_and_notify" => json_of(
                 &self
                     .send(ctx, HttpRequest::put(path(&["users", id, "disabled"])))
                     .await?,

@@ -16,15 +16,15 @@ async fn plan_mode_sends_no_change_and_a_run_sends_exactly_one() {
     let plan = run(&engine, script, RunOptions::new().plan(true)).await.unwrap();
     assert_eq!(dir.mutating_requests(), 0);
     assert_eq!(dir.user("u2").unwrap()["disabled"], json!(false));
-    assert_eq!(plan.planned_changes.len(), 1);
-    assert_eq!(plan.planned_changes[0].action, "dir.disable_user");
-    assert_eq!(plan.planned_changes[0].args, json!({"id": "u2"}));
-    assert_eq!(plan.planned_changes[0].effect, Effect::Write);
+    assert_eq!(plan.records.planned_changes.len(), 1);
+    assert_eq!(plan.records.planned_changes[0].action, "dir.disable_user");
+    assert_eq!(plan.records.planned_changes[0].args, json!({"id": "u2"}));
+    assert_eq!(plan.records.planned_changes[0].effect, Effect::Write);
     // The read still ran for real.
     assert_eq!(dir.log().len(), 1);
 
     let real = run(&engine, script, RunOptions::new()).await.unwrap();
-    assert!(real.planned_changes.is_empty());
+    assert!(real.records.planned_changes.is_empty());
     assert_eq!(dir.mutating_requests(), 1);
     assert_eq!(dir.user("u2").unwrap()["disabled"], json!(true));
 }
@@ -55,12 +55,16 @@ async fn the_guard_refuses_the_call_that_would_pass_the_cap() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, RunErrorKind::Guard);
-    assert_eq!(err.kind.exit_code(), 3);
     assert!(err.message.contains("cap for this run is 2"), "{}", err.message);
     assert_eq!(err.position.map(|p| p.0), Some(4), "the refused call's line");
     assert_eq!(dir.mutating_requests(), 2);
     assert_eq!(dir.user("u3").unwrap()["disabled"], json!(false));
-    let refused = err.audit.iter().filter(|r| r.outcome == CallOutcome::Refused).count();
+    let refused = err
+        .records
+        .audit
+        .iter()
+        .filter(|r| r.outcome == CallOutcome::Refused)
+        .count();
     assert_eq!(refused, 1);
 }
 
@@ -99,8 +103,9 @@ async fn every_call_is_audited_in_order() {
         dir::disable_user("u2");
     "#;
     let outcome = run(&engine, script, RunOptions::new()).await.unwrap();
-    assert_eq!(outcome.calls, 3);
+    assert_eq!(outcome.records.calls, 3);
     let trail: Vec<_> = outcome
+        .records
         .audit
         .iter()
         .map(|r| (r.seq, r.action.as_str(), r.outcome, r.status))
@@ -113,8 +118,8 @@ async fn every_call_is_audited_in_order() {
             (3, "dir.disable_user", CallOutcome::Ok, None),
         ]
     );
-    assert!(outcome.audit.iter().all(|r| r.attempts == 1));
-    assert_eq!(outcome.audit[2].targets, 1);
+    assert!(outcome.records.audit.iter().all(|r| r.attempts == 1));
+    assert_eq!(outcome.records.audit[2].targets, 1);
 }
 
 #[tokio::test]

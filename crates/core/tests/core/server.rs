@@ -40,6 +40,8 @@ pub struct Inner {
     log: Mutex<Vec<Logged>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// How long a change's answer is held back after the change is applied.
+    write_delay_ms: AtomicUsize,
     pub token: String,
 }
 
@@ -94,6 +96,14 @@ impl Directory {
         self.log().iter().filter(|r| r.method != "GET").count()
     }
 
+    /// Holds every change's answer back by `delay`, after the change has been applied: a client
+    /// that gives up waiting has still changed the directory.
+    pub fn delay_write_answers(&self, delay: Duration) {
+        self.inner
+            .write_delay_ms
+            .store(usize::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.inner.max_in_flight.load(Ordering::SeqCst)
     }
@@ -144,7 +154,13 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
         )
             .into_response()
     } else {
-        next.run(request).await
+        let write = request.method() != Method::GET;
+        let response = next.run(request).await;
+        let delay = inner.write_delay_ms.load(Ordering::SeqCst);
+        if write && delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+        }
+        response
     };
     inner.in_flight.fetch_sub(1, Ordering::SeqCst);
     // Node affinity, as a load balancer in front of an HA deployment pins a client.

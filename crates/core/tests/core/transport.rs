@@ -25,7 +25,7 @@ async fn transient_failures_of_reads_are_retried() {
         .await
         .unwrap();
     assert_eq!(outcome.result, json!("u1"));
-    assert_eq!(outcome.audit[0].attempts, 3);
+    assert_eq!(outcome.records.audit[0].attempts, 3);
     let statuses: Vec<u16> = dir.log().iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![503, 503, 200]);
 }
@@ -64,8 +64,8 @@ async fn a_non_idempotent_request_is_not_resent_after_a_503() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.audit[0].status, Some(503));
-    assert_eq!(err.audit[0].attempts, 1);
+    assert_eq!(err.records.audit[0].status, Some(503));
+    assert_eq!(err.records.audit[0].attempts, 1);
     assert_eq!(dir.log().iter().filter(|r| r.method == "POST").count(), 1);
 }
 
@@ -81,9 +81,9 @@ async fn retries_give_up_after_the_policy_and_report_the_status() {
     let err = run(&engine, r#"dir::get_user("u1")"#, RunOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.audit[0].outcome, CallOutcome::Error);
-    assert_eq!(err.audit[0].status, Some(500));
-    assert_eq!(err.audit[0].attempts, 4);
+    assert_eq!(err.records.audit[0].outcome, CallOutcome::Error);
+    assert_eq!(err.records.audit[0].status, Some(500));
+    assert_eq!(err.records.audit[0].attempts, 4);
     assert_eq!(dir.log().len(), 4);
 }
 

@@ -362,18 +362,18 @@ impl AutomationState {
 
 #[async_trait]
 impl runbook_core::StateStore for AutomationState {
-    async fn get(&self, key: &str) -> Result<Option<Value>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, runbook_core::StateError> {
         self.store
             .state_get(&self.automation, key)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| runbook_core::StateError::new(e.to_string()))
     }
 
-    async fn set(&self, key: &str, value: Value) -> Result<(), String> {
+    async fn set(&self, key: &str, value: Value) -> Result<(), runbook_core::StateError> {
         self.store
             .state_set(&self.automation, key, &value)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| runbook_core::StateError::new(e.to_string()))
     }
 }
 

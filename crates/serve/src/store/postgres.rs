@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use runbook_core::http::{RateLimit, SharedBudget};
+use runbook_core::http::{BudgetError, RateLimit, SharedBudget};
 use serde_json::Value;
 use tokio_postgres::{NoTls, Row};
 
@@ -90,9 +90,6 @@ const CLAIM_BATCH: usize = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    /// The runtime the store was opened on: a pooled connection is a task there, so a caller on
-    /// another runtime (a script thread's own) goes through it.
-    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -193,10 +190,7 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(pg_err)?;
-        let store = PgStore {
-            pool,
-            runtime: tokio::runtime::Handle::current(),
-        };
+        let store = PgStore { pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -611,15 +605,11 @@ impl Store for PgStore {
 /// Time is the database's, so the instances' clocks do not matter.
 #[async_trait]
 impl SharedBudget for PgStore {
-    async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, String> {
+    async fn reserve(&self, key: &str, limit: RateLimit) -> Result<Duration, BudgetError> {
         let (burst, per_us) = bucket(limit);
-        let pool = self.pool.clone();
-        let key = key.to_owned();
-        let tokens: f64 = self
-            .runtime
-            .spawn(async move {
-                let client = pooled(&pool).await.map_err(|e| e.0)?;
-                let row = client
+        let tokens: f64 = {
+            let client = pooled(&self.pool).await.map_err(|e| BudgetError::new(e.0))?;
+            let row = client
                     .query_one(
                         "WITH now AS (SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint AS us)
                          INSERT INTO runbook_budgets AS b (key, tokens, updated_us)
@@ -631,11 +621,9 @@ impl SharedBudget for PgStore {
                         &[&key, &burst, &per_us],
                     )
                     .await
-                    .map_err(|e| db_err(&e).0)?;
-                Ok::<f64, String>(row.get(0))
-            })
-            .await
-            .map_err(|e| format!("the rate budget query stopped: {e}"))??;
+                    .map_err(|e| BudgetError::new(db_err(&e).0))?;
+            row.get(0)
+        };
         if tokens >= 0.0 {
             return Ok(Duration::ZERO);
         }

@@ -1,0 +1,148 @@
+//! A run as the script host sees it: the call pipeline, plus what only scripts need (the
+//! compiled script, its params, `parallel`'s thread budget), and the lane of the thread at hand.
+//! Each script thread has its own Rhai engine whose tag is its [`RunHandle`]: the run, shared,
+//! and the thread's lane, its own — handed to every call explicitly.
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, EvalAltResult, Map as RhaiMap, NativeCallContext, Position};
+use serde_json::Value;
+
+use super::ScriptHost;
+use super::convert::json_to_dynamic;
+use super::parallel::Slots;
+use crate::action::ActionSpec;
+use crate::error::ActionError;
+use crate::lane::{LaneGuard, Lanes};
+use crate::pipeline::{Abort, CallFailure, Pipeline};
+use crate::provider::Provider;
+use crate::registry::Registry;
+use crate::run::RunObserver;
+use crate::secret::redact;
+
+pub(crate) struct RunState {
+    pub pipeline: Pipeline,
+    pub registry: Arc<Registry>,
+    pub ast: Arc<rhai::AST>,
+    pub observer: Option<Arc<dyn RunObserver>>,
+    pub params: Value,
+    /// Threads `parallel` may add to the run's own.
+    pub slots: Slots,
+    /// Where script threads' calls run.
+    pub lanes: Arc<Lanes>,
+    /// Makes each script thread's Rhai engine.
+    pub host: Arc<ScriptHost>,
+}
+
+impl RunState {
+    /// The run on the calling script thread, with a lane of its own.
+    pub fn on_this_thread(self: &Arc<Self>) -> RunHandle {
+        RunHandle {
+            run: self.clone(),
+            lane: Arc::new(self.lanes.take()),
+        }
+    }
+}
+
+/// The run as one script thread sees it, stored as that thread's Rhai engine's tag.
+#[derive(Clone)]
+pub(crate) struct RunHandle {
+    pub run: Arc<RunState>,
+    lane: Arc<LaneGuard>,
+}
+
+impl RunHandle {
+    /// The run's pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.run.pipeline
+    }
+
+    /// The run behind a native call.
+    pub fn from_ctx(ctx: &NativeCallContext) -> Result<RunHandle, Box<EvalAltResult>> {
+        ctx.tag()
+            .and_then(|tag| tag.read_lock::<RunHandle>().map(|h| h.clone()))
+            .ok_or_else(|| {
+                EvalAltResult::ErrorRuntime(
+                    "this function is only available while a script runs".into(),
+                    ctx.call_position(),
+                )
+                .into()
+            })
+    }
+
+    /// Stops the run for `reason` and returns the error no `catch` can hold.
+    pub fn abort(&self, reason: Abort, pos: Position) -> Box<EvalAltResult> {
+        self.run.pipeline.stop(reason);
+        terminated(pos)
+    }
+
+    /// One action call from the script.
+    pub fn invoke(
+        &self,
+        provider: &Arc<dyn Provider>,
+        spec: &ActionSpec,
+        args: Value,
+        pos: Position,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let call = self.run.pipeline.call(provider, spec, args, self.lane.io());
+        match self.lane.block_on(call) {
+            Ok(value) => Ok(json_to_dynamic(value)),
+            Err(CallFailure::Stopped) => Err(terminated(pos)),
+            Err(CallFailure::Action(error)) => Err(action_error(
+                &format!("{}.{}", provider.namespace(), spec.name),
+                &error,
+                pos,
+            )),
+        }
+    }
+
+    /// `state::get`, on the engine's runtime: the store's connections are shared by every thread.
+    pub fn state_get(&self, key: &str, pos: Position) -> Result<Dynamic, Box<EvalAltResult>> {
+        if self.run.pipeline.is_stopped() {
+            return Err(terminated(pos));
+        }
+        match self.lane.engine().block_on(self.run.pipeline.state_get(key)) {
+            Ok(v) => Ok(v.map(json_to_dynamic).unwrap_or(Dynamic::UNIT)),
+            Err(message) => Err(EvalAltResult::ErrorRuntime(message.into(), pos).into()),
+        }
+    }
+
+    /// `state::set`, on the engine's runtime.
+    pub fn state_set(&self, key: &str, value: Value, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        if self.run.pipeline.is_stopped() {
+            return Err(terminated(pos));
+        }
+        self.lane
+            .engine()
+            .block_on(self.run.pipeline.state_set(key, value))
+            .map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos).into())
+    }
+}
+
+/// The error that ends a stopped run's script: no `catch` can hold it.
+fn terminated(pos: Position) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos).into()
+}
+
+/// The catchable error map a failed action raises in the script.
+pub(crate) fn action_error(action: &str, error: &ActionError, pos: Position) -> Box<EvalAltResult> {
+    let mut map = RhaiMap::new();
+    for (k, v) in error.extra.iter() {
+        map.insert(k.as_str().into(), json_to_dynamic(v.clone()));
+    }
+    map.insert("action".into(), Dynamic::from(action.to_owned()));
+    map.insert("message".into(), Dynamic::from(redact(&error.message).into_owned()));
+    map.insert("kind".into(), Dynamic::from(error.kind.as_str().to_owned()));
+    map.insert(
+        "status".into(),
+        error
+            .status
+            .map(|s| Dynamic::from_int(i64::from(s)))
+            .unwrap_or(Dynamic::UNIT),
+    );
+    map.insert(
+        "code".into(),
+        error.code.clone().map(json_to_dynamic).unwrap_or(Dynamic::UNIT),
+    );
+    EvalAltResult::ErrorRuntime(Dynamic::from_map(map), pos).into()
+}

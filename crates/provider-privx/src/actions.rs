@@ -1,0 +1,250 @@
+//! The `privx` actions: each one's arguments as a type, next to its spec.
+
+use runbook_core::{Action, ActionSpec, ParamSpec, ParamType, Targets};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+const USER_ID: ParamSpec = ParamSpec::required("user_id", ParamType::String, "the user's id (a UUID)");
+const ONE_USER: &[ParamSpec] = &[USER_ID];
+const ROLE_PARAMS: &[ParamSpec] = &[
+    USER_ID,
+    ParamSpec::required("role", ParamType::String, "a role id, or a role name"),
+];
+const IDS: &[ParamSpec] = &[ParamSpec::required(
+    "ids",
+    ParamType::StringOrArray,
+    "one user id or an array of them",
+)];
+
+/// One id, or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One id.
+    One(String),
+    /// Several ids.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The ids, as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(id) => vec![id],
+            OneOrMany::Many(ids) => ids,
+        }
+    }
+}
+
+macro_rules! one_user_action {
+    ($(#[$meta:meta])* $name:ident, $spec:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The user's id.
+            pub user_id: String,
+        }
+
+        impl Action for $name {
+            const SPEC: ActionSpec = $spec.params(ONE_USER);
+        }
+    };
+}
+
+one_user_action!(
+    /// `get_user(user_id)`.
+    GetUser,
+    ActionSpec::read("get_user", "Get one user with roles")
+        .returns("User {id, principal, email, full_name, source, roles, mfa {status}, ...}")
+        .example(r#"let u = privx::get_user("eef4aefc-d64e-4c2c-aba4-4914c86ce059");"#)
+);
+
+/// `search_users(#{keywords, source, user_id})`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchUsers {
+    /// Free-text keywords.
+    pub keywords: Option<String>,
+    /// Only users of this source.
+    pub source: Option<String>,
+    /// Only these user ids.
+    pub user_id: Option<OneOrMany>,
+}
+
+impl Action for SearchUsers {
+    const SPEC: ActionSpec = ActionSpec::read("search_users", "Search users (every page)")
+        .params(&[
+            ParamSpec::optional(
+                "keywords",
+                ParamType::String,
+                "free-text keywords (principal, email, name)",
+            ),
+            ParamSpec::optional("source", ParamType::String, "only users of this source (directory)"),
+            ParamSpec::optional("user_id", ParamType::StringOrArray, "only these user ids"),
+        ])
+        .returns("array of User")
+        .example(r#"let admins = privx::search_users(#{keywords: "admin"});"#);
+}
+
+/// `find_user(query)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindUser {
+    /// An email, a principal or a user id.
+    pub query: String,
+}
+
+impl Action for FindUser {
+    const SPEC: ActionSpec = ActionSpec::read("find_user", "Find one user by exact email, principal or id")
+        .params(&[ParamSpec::required(
+            "query",
+            ParamType::String,
+            "an email, a principal or a user id",
+        )])
+        .returns("User, or () when none matches; an error naming the candidates when several do")
+        .example(r#"let u = privx::find_user("ann@example.com");"#);
+}
+
+one_user_action!(
+    /// `resolve_user(user_id)`.
+    ResolveUser,
+    ActionSpec::read("resolve_user", "A user with effective roles and permissions")
+        .returns("User with effective roles")
+        .example("privx::resolve_user(u.id).permissions")
+);
+
+one_user_action!(
+    /// `get_user_settings(user_id)`.
+    GetUserSettings,
+    ActionSpec::read("get_user_settings", "A user's settings")
+        .returns("map (free-form)")
+        .example("privx::get_user_settings(u.id)")
+);
+
+/// `set_user_settings(user_id, settings)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserSettings {
+    /// The user's id.
+    pub user_id: String,
+    /// The whole settings object.
+    pub settings: Map<String, Value>,
+}
+
+impl Action for SetUserSettings {
+    const SPEC: ActionSpec = ActionSpec::write("set_user_settings", "Replace a user's settings")
+        .params(&[
+            USER_ID,
+            ParamSpec::required("settings", ParamType::Map, "the whole settings object"),
+        ])
+        .returns("User")
+        .example("privx::set_user_settings(u.id, #{locale: \"fi_FI\"})");
+}
+
+one_user_action!(
+    /// `get_user_roles(user_id)`.
+    GetUserRoles,
+    ActionSpec::read("get_user_roles", "A user's roles, explicit and mapped")
+        .returns("array of Role {id, name, explicit, implicit, grant_type, ...}")
+        .example("privx::get_user_roles(u.id).filter(|r| r.explicit)")
+);
+
+/// `set_user_roles(user_id, roles)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserRoles {
+    /// The user's id.
+    pub user_id: String,
+    /// Role objects (with id) or role ids.
+    pub roles: Vec<Value>,
+}
+
+impl Action for SetUserRoles {
+    const SPEC: ActionSpec = ActionSpec::write("set_user_roles", "Replace a user's explicit roles")
+        .params(&[
+            USER_ID,
+            ParamSpec::required(
+                "roles",
+                ParamType::Array,
+                "the whole explicit set: role objects (with id) or role ids",
+            ),
+        ])
+        .returns("()")
+        .example("privx::set_user_roles(u.id, [])");
+}
+
+/// `grant_role(user_id, role)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRole {
+    /// The user's id.
+    pub user_id: String,
+    /// A role id or name.
+    pub role: String,
+}
+
+impl Action for GrantRole {
+    const SPEC: ActionSpec = ActionSpec::write(
+        "grant_role",
+        "Grant a role (read-modify-write; nothing sent when already held)",
+    )
+    .params(ROLE_PARAMS)
+    .returns("#{changed, role {id, name}, roles}")
+    .example(r#"privx::grant_role(u.id, "auditors")"#);
+}
+
+/// `revoke_role(user_id, role)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRole {
+    /// The user's id.
+    pub user_id: String,
+    /// A role id or name.
+    pub role: String,
+}
+
+impl Action for RevokeRole {
+    const SPEC: ActionSpec = ActionSpec::write(
+        "revoke_role",
+        "Revoke an explicit role (read-modify-write; nothing sent when not held)",
+    )
+    .params(ROLE_PARAMS)
+    .returns("#{changed, role {id, name}, roles}")
+    .example(r#"privx::revoke_role(u.id, "admins")"#);
+}
+
+macro_rules! mfa_action {
+    ($(#[$meta:meta])* $name:ident, $spec:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// One user id or several.
+            pub ids: OneOrMany,
+        }
+
+        impl Action for $name {
+            const SPEC: ActionSpec = $spec.params(IDS).targets(Targets::CountOf("ids")).returns("()");
+        }
+    };
+}
+
+mfa_action!(
+    /// `enable_mfa(ids)`.
+    EnableMfa,
+    ActionSpec::write("enable_mfa", "Turn MFA on for users").example("privx::enable_mfa([a.id, b.id])")
+);
+
+mfa_action!(
+    /// `disable_mfa(ids)`.
+    DisableMfa,
+    ActionSpec::write("disable_mfa", "Turn MFA off for users").example("privx::disable_mfa(u.id)")
+);
+
+mfa_action!(
+    /// `reset_mfa(ids)`.
+    ResetMfa,
+    ActionSpec::write("reset_mfa", "Reset users' MFA pairing: they pair again at next login")
+        .example("privx::reset_mfa(flagged.map(|u| u.id))")
+);
