@@ -154,13 +154,19 @@ impl LaneIo {
 
     /// A call's future, in the engine runtime's context: what it spawns, its timers and its
     /// other connections belong to the engine's runtime.
-    pub(crate) fn call<F: Future>(&self, fut: F) -> InContext<F> {
-        InContext::new(self.engine.clone(), fut)
+    pub(crate) fn call<F: Future + Unpin>(&self, fut: F) -> InContext<F> {
+        InContext {
+            handle: self.engine.clone(),
+            fut,
+        }
     }
 
     /// An HTTP exchange's future, in the lane's context: its connection is the lane's.
-    pub(crate) fn exchange<F: Future>(&self, fut: F) -> InContext<F> {
-        InContext::new(self.lane.clone(), fut)
+    pub(crate) fn exchange<F: Future>(&self, fut: F) -> InContext<Pin<Box<F>>> {
+        InContext {
+            handle: self.lane.clone(),
+            fut: Box::pin(fut),
+        }
     }
 }
 
@@ -168,24 +174,15 @@ impl LaneIo {
 /// inside it belong to that runtime, whichever thread polls it.
 pub(crate) struct InContext<F> {
     handle: Handle,
-    fut: Pin<Box<F>>,
+    fut: F,
 }
 
-impl<F: Future> InContext<F> {
-    fn new(handle: Handle, fut: F) -> Self {
-        InContext {
-            handle,
-            fut: Box::pin(fut),
-        }
-    }
-}
-
-impl<F: Future> Future for InContext<F> {
+impl<F: Future + Unpin> Future for InContext<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         let _entered = this.handle.enter();
-        this.fut.as_mut().poll(cx)
+        Pin::new(&mut this.fut).poll(cx)
     }
 }

@@ -34,6 +34,9 @@ use api::{Api, Subject};
 pub use config::{DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT};
 use models::{FailedLogin, Identity, Session, User};
 
+/// The namespace scripts use: `cloudflare::...`.
+pub const NAMESPACE: &str = "cloudflare";
+
 runbook_core::actions! {
     /// Every action of the `cloudflare` namespace.
     pub const ACTIONS for Cloudflare {
@@ -55,7 +58,7 @@ rate_limit (default \"1200/300s\"), timeout";
 
 runbook_core::inventory::submit! {
     ProviderDescriptor {
-        namespace: "cloudflare",
+        namespace: NAMESPACE,
         summary: "Cloudflare Zero Trust (Access) users",
         actions: ACTIONS,
         settings: SETTINGS,
@@ -204,7 +207,7 @@ impl Cloudflare {
 #[async_trait]
 impl Provider for Cloudflare {
     fn namespace(&self) -> &str {
-        "cloudflare"
+        NAMESPACE
     }
 
     fn actions(&self) -> &[ActionSpec] {

@@ -43,6 +43,9 @@ const PAGE_SIZE: u64 = 1000;
 const USERS: &str = "/role-store/api/v1/users";
 const ROLES: &str = "/role-store/api/v1/roles";
 
+/// The namespace scripts use: `privx::...`.
+pub const NAMESPACE: &str = "privx";
+
 runbook_core::actions! {
     /// Every action of the `privx` namespace.
     pub const ACTIONS for Privx {
@@ -68,7 +71,7 @@ api_client_id, api_client_secret, oauth_client_id, oauth_client_secret, ca_cert,
 
 runbook_core::inventory::submit! {
     ProviderDescriptor {
-        namespace: "privx",
+        namespace: NAMESPACE,
         summary: "PrivX role-store users, roles and MFA",
         actions: ACTIONS,
         settings: SETTINGS,
@@ -365,7 +368,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<Value, ActionError> {
 #[async_trait]
 impl Provider for Privx {
     fn namespace(&self) -> &str {
-        "privx"
+        NAMESPACE
     }
 
     fn actions(&self) -> &[ActionSpec] {

@@ -75,6 +75,9 @@ impl Action for OpenTicket {
         .example(r#"tickets::open_ticket("Revoke MFA for ann", #{assignee: "secops"})"#);
 }
 
+/// The namespace scripts use: `tickets::...`.
+pub const NAMESPACE: &str = "tickets";
+
 runbook_core::actions! {
     /// The `tickets` actions.
     pub const ACTIONS for Tickets {
@@ -85,7 +88,7 @@ runbook_core::actions! {
 
 runbook_core::inventory::submit! {
     ProviderDescriptor {
-        namespace: "tickets",
+        namespace: NAMESPACE,
         summary: "A small ticketing service (example provider)",
         actions: ACTIONS,
         settings: "TICKETS_URL, TICKETS_TOKEN; or [providers.tickets] with url, token",
@@ -179,7 +182,7 @@ fn parse<T: for<'de> Deserialize<'de>>(response: &HttpResponse) -> Result<T, Act
 #[async_trait]
 impl Provider for Tickets {
     fn namespace(&self) -> &str {
-        "tickets"
+        NAMESPACE
     }
 
     fn actions(&self) -> &[ActionSpec] {
