@@ -338,6 +338,42 @@ pub trait Action: DeserializeOwned {
             ))
         })
     }
+
+    /// Whether the type takes exactly what its spec declares: every parameter, each with a value
+    /// of its declared type, and the required ones alone. For a provider's tests
+    /// ([`actions!`](crate::actions) generates one check for all of a provider's actions): a
+    /// parameter the type does not have, or a type it cannot take, would otherwise show only when
+    /// a script first passes it.
+    fn check_against_spec() -> Result<(), String> {
+        let shapes = |value: fn(ParamType) -> Value, required_only: bool| {
+            let args: serde_json::Map<String, Value> = Self::SPEC
+                .params
+                .iter()
+                .filter(|p| p.required || !required_only)
+                .map(|p| (p.name.to_owned(), value(p.ty)))
+                .collect();
+            Value::Object(args)
+        };
+        fn one(ty: ParamType) -> Value {
+            match ty {
+                ParamType::String | ParamType::StringOrArray | ParamType::Any => Value::String("x".to_owned()),
+                ParamType::Integer => Value::from(1),
+                ParamType::Bool => Value::Bool(true),
+                ParamType::Map => Value::Object(serde_json::Map::new()),
+                ParamType::Array => Value::Array(Vec::new()),
+            }
+        }
+        fn several(ty: ParamType) -> Value {
+            match ty {
+                ParamType::StringOrArray => Value::Array(vec![Value::String("x".to_owned())]),
+                other => one(other),
+            }
+        }
+        for args in [shapes(one, false), shapes(several, false), shapes(one, true)] {
+            Self::parse(args.clone()).map_err(|e| format!("{} with {args}: {}", Self::SPEC.name, e.message))?;
+        }
+        Ok(())
+    }
 }
 
 /// Declares a provider's actions in one place: the list of specs, and the dispatch that hands
@@ -399,6 +435,12 @@ macro_rules! actions {
                     }
                 )+
                 Err($crate::ActionError::invalid_args(format!("there is no action `{}` here", action.name)))
+            }
+
+            /// Checks every action's type against its spec (`Action::check_against_spec`): for a test.
+            pub fn check_action_types() -> ::std::result::Result<(), ::std::string::String> {
+                $( <$args as $crate::Action>::check_against_spec()?; )+
+                Ok(())
             }
         }
     };

@@ -234,3 +234,11 @@ impl Provider for Cloudflare {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_action_type_takes_what_its_spec_declares() {
+        super::Cloudflare::check_action_types().unwrap_or_else(|e| panic!("{e}"));
+    }
+}

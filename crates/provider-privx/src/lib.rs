@@ -379,3 +379,11 @@ impl Provider for Privx {
         self.dispatch(ctx, action, args).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_action_type_takes_what_its_spec_declares() {
+        super::Privx::check_action_types().unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -202,3 +202,11 @@ impl Provider for Tickets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_action_type_takes_what_its_spec_declares() {
+        super::Tickets::check_action_types().unwrap_or_else(|e| panic!("{e}"));
+    }
+}
