@@ -15,9 +15,10 @@ use crate::error::{ActionError, ConfigError};
 /// The engine validates arguments against the [`ActionSpec`] before `call` sees them (required
 /// parameters present, types right, no unknown keys), handles plan mode and the blast-radius
 /// guard, and records the call in the audit trail. The provider parses the arguments into the
-/// action's own type ([`ActionSpec::parse`]), talks to the service through
-/// [`crate::http::HttpClient`], and returns JSON. Calls run on the engine's Tokio runtime, many
-/// at once: a provider keeps one connection pool (one `HttpClient`) for all of them.
+/// action's own type ([`crate::Action::parse`]; [`crate::actions!`] writes that dispatch), talks
+/// to the service through [`crate::http::HttpClient`], and returns JSON. Calls run in the
+/// engine's Tokio runtime context, many at once: a provider keeps one `HttpClient` for all of
+/// them (which keeps a connection on each lane its calls run on).
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// The namespace scripts use (`cloudflare` for `cloudflare::list_users()`).
