@@ -6,16 +6,6 @@ use runbook_sim::SimOptions;
 use crate::fixtures::tenant;
 use crate::support::{Sims, Workspace};
 
-/// Requests that change something, at both simulators.
-fn changes(sims: &Sims) -> usize {
-    sims.cf()
-        .requests()
-        .iter()
-        .chain(sims.px().requests().iter())
-        .filter(|r| r.method != "GET" && !r.path.ends_with("/search") && !r.path.contains("/auth/"))
-        .count()
-}
-
 #[tokio::test]
 async fn consecutive_parallel_calls_over_tls_reuse_the_same_connections() {
     let sims = Sims::start_with(
@@ -132,7 +122,7 @@ async fn the_audit_log_keeps_earlier_runs_and_a_trail_that_cannot_be_written_sto
     let records: Vec<serde_json::Value> = trail.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(records.len(), 6, "both runs are in the trail:\n{trail}");
     assert_ne!(records[0]["run_id"], records[5]["run_id"]);
-    assert_eq!(changes(&sims), 6);
+    assert_eq!(sims.changes(), 6);
 
     // A trail that cannot be written: the run stops after the first change.
     let out = ws.run(&["run", "resets.rhai", "--audit-log", "/dev/full"]).await;
@@ -142,6 +132,6 @@ async fn the_audit_log_keeps_earlier_runs_and_a_trail_that_cannot_be_written_sto
         "{}",
         out.stderr
     );
-    assert_eq!(changes(&sims), 7, "changes went on with no audit trail");
+    assert_eq!(sims.changes(), 7, "changes went on with no audit trail");
     sims.shutdown().await;
 }

@@ -186,6 +186,17 @@ impl Sims {
             .unwrap()
     }
 
+    /// Requests that changed something, at both simulators: every request but reads, searches
+    /// and token requests.
+    pub fn changes(&self) -> usize {
+        self.cf()
+            .requests()
+            .iter()
+            .chain(self.px().requests().iter())
+            .filter(|r| r.method != "GET" && !r.path.ends_with("/search") && !r.path.ends_with("/token"))
+            .count()
+    }
+
     pub async fn shutdown(self) {
         self.sims.shutdown().await;
     }
