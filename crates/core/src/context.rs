@@ -18,6 +18,7 @@ pub struct CallContext {
     cancel: CancellationToken,
     attempts: AtomicU32,
     lane: Option<Arc<LaneIo>>,
+    stop: Option<CancellationToken>,
 }
 
 impl CallContext {
@@ -31,7 +32,21 @@ impl CallContext {
             cancel,
             attempts: AtomicU32::new(0),
             lane: None,
+            stop: None,
         }
+    }
+
+    /// Cancelled when the run stops taking new changes (a guard refusal, a lost audit trail):
+    /// a change not yet sent is then not sent.
+    pub(crate) fn on_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Whether the run has stopped taking new changes: a changing request not yet sent must not
+    /// be sent. ([`crate::http::HttpClient`] checks this before every attempt.)
+    pub fn is_stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(CancellationToken::is_cancelled)
     }
 
     /// The call runs on this lane (its thread's runtime and connections).

@@ -1,6 +1,6 @@
 //! The engine: providers plus the script host, and running a script.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rhai::{Dynamic, Scope};
 use serde_json::Value;
@@ -112,7 +112,7 @@ impl EngineBuilder {
         Ok(Engine {
             registry,
             host,
-            lanes: Arc::new(OnceLock::new()),
+            lanes: Arc::new(Lanes::default()),
         })
     }
 }
@@ -122,8 +122,8 @@ impl EngineBuilder {
 pub struct Engine {
     registry: Arc<Registry>,
     host: Arc<ScriptHost>,
-    /// Script threads' lanes, made on the first run's runtime and kept for every later run.
-    lanes: Arc<OnceLock<Arc<Lanes>>>,
+    /// Script threads' lanes, kept for every later run.
+    lanes: Arc<Lanes>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -181,10 +181,7 @@ impl Engine {
             sink: options.audit.clone(),
             state: options.state.clone().unwrap_or_else(|| Arc::new(MemoryState::new())),
         });
-        let lanes = self
-            .lanes
-            .get_or_init(|| Arc::new(Lanes::new(tokio::runtime::Handle::current())))
-            .clone();
+        let lanes = self.lanes.clone();
         let run = Arc::new(RunState {
             pipeline,
             registry: self.registry.clone(),
@@ -193,6 +190,7 @@ impl Engine {
             params: Value::Object(options.params.clone()),
             slots: Slots::new(options.concurrency.max(1) - 1),
             lanes,
+            engine: tokio::runtime::Handle::current(),
             host: self.host.clone(),
         });
         // Until the run is over, dropping this future cancels it.
@@ -201,8 +199,11 @@ impl Engine {
         let timer = options.timeout.map(|limit| {
             let run = run.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                run.pipeline.stop(Abort::Timeout(limit));
+                tokio::select! {
+                    () = tokio::time::sleep(limit) => run.pipeline.stop(Abort::Timeout(limit)),
+                    // A dropped run: nothing left to time.
+                    () = run.pipeline.cancel_token().cancelled() => {}
+                }
             })
         });
 

@@ -30,69 +30,83 @@ use tokio::runtime::{Handle, Runtime};
 
 /// How long a lane keeps an unused connection. A lane's connections are read only while its
 /// thread makes calls, so a server's close of an idle connection is noticed late: keeping them
-/// briefly leaves few to find closed.
-pub(crate) const LANE_IDLE_CONNECTION: Duration = Duration::from_secs(15);
+/// for less than the shortest keep-alive servers commonly use (5 s) leaves few to find closed.
+pub(crate) const LANE_IDLE_CONNECTION: Duration = Duration::from_secs(4);
 
-/// The engine's lanes: the free ones, and how to make more.
-#[derive(Debug)]
+/// The engine's lanes that no thread holds.
+#[derive(Debug, Default)]
 pub(crate) struct Lanes {
     free: Mutex<Vec<Lane>>,
-    engine: Handle,
 }
 
 /// A single-threaded runtime and its connection pools, driven by one script thread at a time.
 #[derive(Debug)]
 struct Lane {
     runtime: Option<Runtime>,
-    io: Arc<LaneIo>,
+    clients: Arc<Mutex<HashMap<u64, reqwest::Client>>>,
 }
 
-/// What a call on a lane reaches: the lane's connection pools, its runtime, and the engine's.
+/// What a call on a lane reaches: the lane's connection pools, its runtime, and the runtime of
+/// the run the call belongs to.
 #[derive(Debug)]
 pub(crate) struct LaneIo {
-    clients: Mutex<HashMap<u64, reqwest::Client>>,
+    clients: Arc<Mutex<HashMap<u64, reqwest::Client>>>,
     lane: Handle,
     engine: Handle,
 }
 
-/// A lane taken by a thread: given back when dropped.
+/// A lane taken by a thread for one run: given back when dropped.
 pub(crate) struct LaneGuard {
     lanes: Arc<Lanes>,
     lane: Option<Lane>,
+    io: Option<Arc<LaneIo>>,
+    engine: Handle,
 }
 
 impl Lanes {
-    /// No lanes yet; calls that find none run on `engine`.
-    pub fn new(engine: Handle) -> Self {
-        Lanes {
-            free: Mutex::new(Vec::new()),
-            engine,
-        }
-    }
-
-    /// A free lane, or a new one. When no runtime can be made, the guard holds none and calls
-    /// run on the engine's runtime.
-    pub fn take(self: &Arc<Self>) -> LaneGuard {
+    /// A free lane, or a new one, for a thread of a run on `engine` (the runtime the run was
+    /// started on, which may differ from one run to the next). When no runtime can be made, the
+    /// guard holds none and calls run on `engine`.
+    pub fn take(self: &Arc<Self>, engine: Handle) -> LaneGuard {
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let lane = reused.or_else(
-            || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let lane = match reused {
+            Some(lane) => {
+                // Let its connections read what arrived while it was idle (a server's close, above
+                // all), so that a closed one is not picked for the next request.
+                if let Some(runtime) = &lane.runtime {
+                    runtime.block_on(async {
+                        for _ in 0..3 {
+                            tokio::task::yield_now().await;
+                        }
+                    });
+                }
+                Some(lane)
+            }
+            None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => Some(Lane {
-                    io: Arc::new(LaneIo {
-                        clients: Mutex::new(HashMap::new()),
-                        lane: runtime.handle().clone(),
-                        engine: self.engine.clone(),
-                    }),
                     runtime: Some(runtime),
+                    clients: Arc::new(Mutex::new(HashMap::new())),
                 }),
                 Err(e) => {
                     tracing::debug!(error = %e, "no lane runtime could be made; calls use the engine's runtime");
                     None
                 }
             },
-        );
+        };
+        let io = lane.as_ref().and_then(|lane| {
+            lane.runtime.as_ref().map(|runtime| {
+                Arc::new(LaneIo {
+                    clients: lane.clients.clone(),
+                    lane: runtime.handle().clone(),
+                    engine: engine.clone(),
+                })
+            })
+        });
         LaneGuard {
             lanes: self.clone(),
             lane,
+            io,
+            engine,
         }
     }
 }
@@ -103,18 +117,18 @@ impl LaneGuard {
     pub fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
         match self.lane.as_ref().and_then(|l| l.runtime.as_ref()) {
             Some(runtime) => runtime.block_on(fut),
-            None => self.lanes.engine.block_on(fut),
+            None => self.engine.block_on(fut),
         }
     }
 
     /// The lane's I/O, for the calls made on it.
     pub fn io(&self) -> Option<&Arc<LaneIo>> {
-        self.lane.as_ref().map(|l| &l.io)
+        self.io.as_ref()
     }
 
-    /// The engine's runtime.
+    /// The run's runtime.
     pub fn engine(&self) -> &Handle {
-        &self.lanes.engine
+        &self.engine
     }
 }
 

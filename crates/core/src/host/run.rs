@@ -30,6 +30,8 @@ pub(crate) struct RunState {
     pub slots: Slots,
     /// Where script threads' calls run.
     pub lanes: Arc<Lanes>,
+    /// The runtime the run was started on: provider code, `state::` and the rate budget run there.
+    pub engine: tokio::runtime::Handle,
     /// Makes each script thread's Rhai engine.
     pub host: Arc<ScriptHost>,
 }
@@ -39,7 +41,7 @@ impl RunState {
     pub fn on_this_thread(self: &Arc<Self>) -> RunHandle {
         RunHandle {
             run: self.clone(),
-            lane: Arc::new(self.lanes.take()),
+            lane: Arc::new(self.lanes.take(self.engine.clone())),
         }
     }
 }
@@ -101,9 +103,10 @@ impl RunHandle {
         if self.run.pipeline.is_stopped() {
             return Err(terminated(pos));
         }
-        match self.lane.engine().block_on(self.run.pipeline.state_get(key)) {
-            Ok(v) => Ok(v.map(json_to_dynamic).unwrap_or(Dynamic::UNIT)),
-            Err(message) => Err(EvalAltResult::ErrorRuntime(message.into(), pos).into()),
+        match self.on_engine(self.run.pipeline.state_get(key)) {
+            None => Err(terminated(pos)),
+            Some(Ok(v)) => Ok(v.map(json_to_dynamic).unwrap_or(Dynamic::UNIT)),
+            Some(Err(message)) => Err(EvalAltResult::ErrorRuntime(message.into(), pos).into()),
         }
     }
 
@@ -112,10 +115,23 @@ impl RunHandle {
         if self.run.pipeline.is_stopped() {
             return Err(terminated(pos));
         }
-        self.lane
-            .engine()
-            .block_on(self.run.pipeline.state_set(key, value))
-            .map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos).into())
+        match self.on_engine(self.run.pipeline.state_set(key, value)) {
+            None => Err(terminated(pos)),
+            Some(result) => result.map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos).into()),
+        }
+    }
+
+    /// Waits for `fut` on the run's runtime; `None` when the run is cancelled meanwhile (its
+    /// timeout, Ctrl-C, a dropped run), so that a store that stalls cannot hold the script.
+    fn on_engine<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        let cancel = self.run.pipeline.cancel_token().clone();
+        self.lane.engine().block_on(async move {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                value = fut => Some(value),
+            }
+        })
     }
 }
 

@@ -408,6 +408,8 @@ enum Failure {
         response: HttpResponse,
         retry_after: Option<Duration>,
     },
+    /// The run stopped taking changes before this one was sent.
+    Stopped,
     /// The exchange did not complete.
     Transport {
         error: reqwest::Error,
@@ -491,6 +493,7 @@ impl HttpClient {
                 is_retryable_status(response.status) && (resendable || response.status == 429)
             }
             Failure::Transport { error, not_sent } => !is_certificate_error(error) && (resendable || *not_sent),
+            Failure::Stopped => false,
         })
         .adjust(|failure: &Failure, backoff: Option<Duration>| {
             let backoff = backoff?;
@@ -508,12 +511,24 @@ impl HttpClient {
             Ok(response) => Ok(response),
             Err(Failure::Status { response, .. }) => Ok(response),
             Err(Failure::Transport { error, .. }) => Err(self.transport_error(request, &error, attempts)),
+            Err(Failure::Stopped) => Err(ActionError::new(
+                ActionErrorKind::Refused,
+                format!(
+                    "{} {} was not sent: the run stopped taking changes while it waited",
+                    request.method, request.path
+                ),
+            )),
         }
     }
 
     async fn attempt(&self, ctx: &CallContext, request: &HttpRequest, attempt: u32) -> Result<HttpResponse, Failure> {
         let inner = &self.inner;
         let permit = inner.limiter.acquire().await;
+        // The wait may have been long (a rate budget, a backoff): a change is not sent for a run
+        // that has stopped meanwhile.
+        if request.mutating && ctx.is_stopping() {
+            return Err(Failure::Stopped);
+        }
         let url = format!("{}{}", inner.base, request.path);
         let span = tracing::debug_span!(
             "http",

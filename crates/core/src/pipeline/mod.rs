@@ -109,6 +109,9 @@ pub(crate) struct PipelineSetup {
     pub state: Arc<dyn StateStore>,
 }
 
+/// Why a change that was waiting to be sent was not.
+const NOT_SENT: &str = "not sent: the run stopped before this change left";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere; the data is still what it was.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -253,7 +256,8 @@ impl Pipeline {
 
         let ctx = CallContext::new(self.run_id.clone(), action, self.plan, self.control.cancel.clone())
             .idempotent(spec.idempotent)
-            .on_lane(lane.cloned());
+            .on_lane(lane.cloned())
+            .on_stop(self.control.stop.clone());
         let started = Instant::now();
         let result = tokio::select! {
             biased;
@@ -261,6 +265,10 @@ impl Pipeline {
             result = async {
                 // Closed only if the run is torn down, which cancels it first.
                 let _permit = self.permits.acquire().await;
+                // The run may have stopped while this call waited for its turn.
+                if spec.effect.is_mutating() && self.is_stopped() {
+                    return Err(ActionError::new(ActionErrorKind::Refused, NOT_SENT));
+                }
                 match lane {
                     Some(lane) => lane.call(provider.call(&ctx, spec, args)).await,
                     None => provider.call(&ctx, spec, args).await,
@@ -274,6 +282,11 @@ impl Pipeline {
             Err(error) if error.kind == ActionErrorKind::Cancelled || self.control.cancel.is_cancelled() => {
                 record.outcome = CallOutcome::Cancelled;
                 self.stop(Abort::Cancelled);
+                Err(CallFailure::Stopped)
+            }
+            Err(error) if error.kind == ActionErrorKind::Refused && self.is_stopped() => {
+                record.outcome = CallOutcome::Refused;
+                record.error = Some(redact(&error.message).into_owned());
                 Err(CallFailure::Stopped)
             }
             Err(error) => {

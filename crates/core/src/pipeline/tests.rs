@@ -238,6 +238,39 @@ async fn a_refusal_lets_a_write_in_flight_finish_and_reports_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_change_still_waiting_for_its_turn_is_not_sent_once_the_run_stops() {
+    let (recorder, provider) = provider();
+    // One call at a time; the cap is taken by the two first writes.
+    let run = pipeline(false, 2, 1, None);
+    let spawn = |spec: &'static ActionSpec, id: &'static str| {
+        let (run, provider) = (run.clone(), provider.clone());
+        tokio::spawn(async move { run.call(&provider, spec, json!({"id": id}), None).await })
+    };
+    let slow = spawn(&SLOW_WRITE, "a");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiting = spawn(&WRITE, "b");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // A third write passes the cap: the run stops while "b" still waits for the permit.
+    assert!(matches!(
+        run.call(&provider, &WRITE, json!({"id": "c"}), None).await,
+        Err(CallFailure::Stopped)
+    ));
+    assert!(slow.await.unwrap().is_ok(), "the write in flight finishes");
+    assert!(matches!(waiting.await.unwrap(), Err(CallFailure::Stopped)));
+    assert_eq!(recorder.seen(), ["slow_disable"], "the waiting write was never sent");
+    let outcomes: Vec<(String, CallOutcome)> = run
+        .take_records()
+        .audit
+        .iter()
+        .map(|r| (r.action.clone(), r.outcome))
+        .collect();
+    assert!(
+        outcomes.contains(&("rec.disable".to_owned(), CallOutcome::Refused)),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancellation_abandons_calls_in_flight() {
     let (recorder, provider) = provider();
     let run = pipeline(false, 10, 4, None);

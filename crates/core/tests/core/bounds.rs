@@ -33,7 +33,11 @@ async fn a_refusal_in_one_parallel_item_lets_the_others_writes_finish_and_report
     let (dir, engine) = setup(4).await;
     // A change takes effect at once and its answer comes 300 ms later.
     dir.delay_write_answers(Duration::from_millis(300));
-    let script = r#"parallel(["u1", "u2", "u3", "u4"], |id| dir::disable_user(id))"#;
+    // The fourth item reads first, so that the three writes are in flight when it is refused.
+    let script = r#"parallel(["u1", "u2", "u3", "u4"], |id| {
+        if id == "u4" { dir::slow(150); }
+        dir::disable_user(id)
+    })"#;
     let err = run(&engine, script, RunOptions::new().max_changes(3).concurrency(4))
         .await
         .unwrap_err();
@@ -42,7 +46,13 @@ async fn a_refusal_in_one_parallel_item_lets_the_others_writes_finish_and_report
         .filter(|i| dir.user(&format!("u{i}")).unwrap()["disabled"] == json!(true))
         .count();
     assert_eq!(disabled, 3, "three writes were sent and applied");
-    let mut outcomes: Vec<CallOutcome> = err.records.audit.iter().map(|r| r.outcome).collect();
+    let mut outcomes: Vec<CallOutcome> = err
+        .records
+        .audit
+        .iter()
+        .filter(|r| r.action == "dir.disable_user")
+        .map(|r| r.outcome)
+        .collect();
     outcomes.sort_by_key(|o| format!("{o:?}"));
     assert_eq!(
         outcomes,
@@ -119,4 +129,73 @@ async fn the_specs_idempotent_decides_whether_a_change_is_resent() {
         .unwrap_err();
     assert_eq!(err.records.audit[0].attempts, 1);
     assert_eq!(err.records.audit[0].status, Some(503));
+}
+
+/// A state store that never answers, as a store whose connection hangs.
+struct Stalled;
+
+#[runbook_core::async_trait]
+impl runbook_core::StateStore for Stalled {
+    async fn get(&self, _: &str) -> Result<Option<serde_json::Value>, runbook_core::StateError> {
+        std::future::pending().await
+    }
+    async fn set(&self, _: &str, _: serde_json::Value) -> Result<(), runbook_core::StateError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_state_store_cannot_hold_a_run_past_its_timeout() {
+    let (_dir, engine) = setup(1).await;
+    let options = RunOptions::new()
+        .state(std::sync::Arc::new(Stalled))
+        .timeout(Some(Duration::from_millis(300)));
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(&engine, r#"state::get("cursor")"#, options),
+    )
+    .await
+    .expect("the run waited on the store past its timeout")
+    .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Timeout);
+}
+
+/// Answers after a timer on whatever runtime the call runs in.
+struct Timed;
+
+const TIMED: &[runbook_core::ActionSpec] = &[runbook_core::ActionSpec::read("tick", "Answer after 1 ms")];
+
+#[runbook_core::async_trait]
+impl runbook_core::Provider for Timed {
+    fn namespace(&self) -> &str {
+        "timed"
+    }
+    fn actions(&self) -> &[runbook_core::ActionSpec] {
+        TIMED
+    }
+    async fn call(
+        &self,
+        _: &runbook_core::CallContext,
+        _: &runbook_core::ActionSpec,
+        _: serde_json::Value,
+    ) -> Result<serde_json::Value, runbook_core::ActionError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(json!(1))
+    }
+}
+
+#[test]
+fn an_engine_outlives_the_runtime_of_its_first_run() {
+    let engine = runbook_core::Engine::builder()
+        .provider(std::sync::Arc::new(Timed))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        // A runtime per run, the first gone before the second starts.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let outcome = runtime
+            .block_on(engine.run("timed::tick() + timed::tick()", RunOptions::new()))
+            .unwrap();
+        assert_eq!(outcome.result, json!(2));
+    }
 }
