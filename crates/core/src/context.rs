@@ -1,7 +1,7 @@
 //! What a provider knows about the call it is serving.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +19,7 @@ pub struct CallContext {
     attempts: AtomicU32,
     lane: Option<Arc<LaneIo>>,
     stop: Option<CancellationToken>,
+    warnings: Mutex<Vec<String>>,
 }
 
 impl CallContext {
@@ -33,6 +34,7 @@ impl CallContext {
             attempts: AtomicU32::new(0),
             lane: None,
             stop: None,
+            warnings: Mutex::new(Vec::new()),
         }
     }
 
@@ -106,5 +108,16 @@ impl CallContext {
     /// Counts one HTTP attempt.
     pub fn note_attempt(&self) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tells the run's reader something about how this call was served that they should know
+    /// (a fallback taken, a limit met): it goes into the run's log, after the call.
+    pub fn warn(&self, message: impl Into<String>) {
+        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(message.into());
+    }
+
+    /// The warnings given so far, emptied.
+    pub(crate) fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

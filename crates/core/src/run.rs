@@ -225,7 +225,7 @@ pub struct PlannedChange {
 pub struct LogLine {
     /// RFC 3339 time.
     pub at: String,
-    /// `print` or `debug`.
+    /// `print` or `debug` (the script's own lines), or `warn` (a provider's word on a call).
     pub level: &'static str,
     /// The text (secrets redacted).
     pub message: String,

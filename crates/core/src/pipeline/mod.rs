@@ -177,10 +177,14 @@ impl Pipeline {
         recorded.or_else(|| self.control.cancel.is_cancelled().then_some(Abort::Cancelled))
     }
 
-    /// Records a line the script printed.
+    /// Records a line the script printed, or a provider's warning about a call.
     pub fn log(&self, level: &'static str, message: &str) {
         let message = redact(message).into_owned();
-        tracing::info!(target: "runbook::script", run_id = %self.run_id, "{message}");
+        if level == "warn" {
+            tracing::warn!(target: "runbook::script", run_id = %self.run_id, "{message}");
+        } else {
+            tracing::info!(target: "runbook::script", run_id = %self.run_id, "{message}");
+        }
         lock(&self.records).logs.push(LogLine {
             at: jiff::Timestamp::now().to_string(),
             level,
@@ -277,6 +281,9 @@ impl Pipeline {
         };
         record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         record.attempts = ctx.attempts();
+        for warning in ctx.take_warnings() {
+            self.log("warn", &format!("{}: {warning}", record.action));
+        }
         let result = match result {
             Ok(value) => Ok(value),
             Err(error) if error.kind == ActionErrorKind::Cancelled || self.control.cancel.is_cancelled() => {
