@@ -169,6 +169,11 @@ pub struct SimArgs {
     #[arg(long, value_name = "N/PERIOD")]
     pub rate_limit: Option<runbook_sim::RateLimit>,
 
+    /// Count --rate-limit over a sliding window and send no Ratelimit headers, like a proxy that
+    /// strips them: a client learns nothing of the budget until it overruns it.
+    #[arg(long, requires = "rate_limit")]
+    pub sliding_silent: bool,
+
     /// Where the Cloudflare simulator listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7801")]
     pub cloudflare_addr: std::net::SocketAddr,

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use runbook_sim::SimOptions;
+use runbook_sim::{RateLimitMode, SimOptions};
 
 use crate::cli::SimArgs;
 use crate::error::{CliError, exit};
@@ -35,6 +35,11 @@ pub async fn sim(args: &SimArgs) -> Result<u8, CliError> {
     let options = SimOptions {
         latency: Duration::from_millis(args.latency_ms),
         rate_limit: args.rate_limit,
+        rate_limit_mode: if args.sliding_silent {
+            RateLimitMode::SlidingWindowSilent
+        } else {
+            RateLimitMode::FixedWindow
+        },
         tls: args.tls,
     };
     let simulation = Simulation::start(

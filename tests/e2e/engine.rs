@@ -1,7 +1,9 @@
 //! The engine as the binary runs it: one connection pool across `parallel` calls, argument
 //! mistakes caught before sending, commands that need no secrets, and the audit trail.
 
-use runbook_sim::SimOptions;
+use std::time::Duration;
+
+use runbook_sim::{RateLimit, RateLimitMode, SimOptions};
 
 use crate::fixtures::tenant;
 use crate::support::{Sims, Workspace};
@@ -133,5 +135,39 @@ async fn the_audit_log_keeps_earlier_runs_and_a_trail_that_cannot_be_written_sto
         out.stderr
     );
     assert_eq!(sims.changes(), 7, "changes went on with no audit trail");
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fan_out_of_three_budgets_draws_no_429_from_a_service_that_sends_no_rate_headers() {
+    // A service that counts a sliding window and says nothing of it until it answers 429: the
+    // client's own budget is all that keeps the run inside it.
+    let budget = RateLimit {
+        requests: 30,
+        window: Duration::from_secs(2),
+    };
+    let sims = Sims::start_with(
+        tenant(89, 0),
+        SimOptions {
+            rate_limit: Some(budget),
+            rate_limit_mode: RateLimitMode::SlidingWindowSilent,
+            latency: Duration::from_millis(20),
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let mut ws = sims.workspace();
+    ws.set_env("CLOUDFLARE_RATE_LIMIT", "30/2s");
+    ws.file(
+        "fan.rhai",
+        "parallel(cloudflare::list_users(), |u| cloudflare::get_user(u.id).email).len()",
+    );
+    let out = ws.run(&["run", "fan.rhai", "--concurrency", "16", "-o", "json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json()["result"], 89);
+    let requests = sims.cf().requests();
+    let throttled = requests.iter().filter(|r| r.status == 429).count();
+    assert_eq!(requests.len(), 90, "one listing and 89 reads, nothing resent");
+    assert_eq!(throttled, 0, "{throttled} requests were answered 429");
     sims.shutdown().await;
 }

@@ -113,7 +113,10 @@ impl CallContext {
     /// Tells the run's reader something about how this call was served that they should know
     /// (a fallback taken, a limit met): it goes into the run's log, after the call.
     pub fn warn(&self, message: impl Into<String>) {
-        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(message.into());
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message.into());
     }
 
     /// The warnings given so far, emptied.

@@ -7,15 +7,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::lock::lock;
-use crate::rate_limit::{Admission, FixedWindow};
-use crate::{Fault, LoggedRequest, RateLimit, SimOptions};
+use crate::rate_limit::{Admission, Limiter};
+use crate::{Fault, LoggedRequest, RateLimit, RateLimitMode, SimOptions};
 
 /// Shared by the gate (which applies the knobs per request) and the public handle (which turns
 /// them).
 #[derive(Debug)]
 pub(crate) struct Control {
     latency: Mutex<Duration>,
-    limiter: Mutex<Option<FixedWindow>>,
+    limiter: Mutex<Option<Limiter>>,
+    mode: Mutex<RateLimitMode>,
     faults: Mutex<VecDeque<Fault>>,
     /// Completed requests keyed by arrival number, kept sorted so the log reads in arrival order
     /// even when a slow request finishes after a later fast one.
@@ -41,7 +42,8 @@ impl Control {
     pub(crate) fn new(opts: &SimOptions) -> Control {
         Control {
             latency: Mutex::new(opts.latency),
-            limiter: Mutex::new(opts.rate_limit.map(FixedWindow::new)),
+            limiter: Mutex::new(opts.rate_limit.map(|l| Limiter::new(l, opts.rate_limit_mode))),
+            mode: Mutex::new(opts.rate_limit_mode),
             faults: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
             log_floor: AtomicU64::new(0),
@@ -63,9 +65,11 @@ impl Control {
         lock(&self.faults).pop_front()
     }
 
-    /// `None` when no limit is set.
-    pub(crate) fn admit(&self, now: Instant) -> Option<Admission> {
-        lock(&self.limiter).as_mut().map(|window| window.admit(now))
+    /// `None` when no limit is set; with the verdict, whether the answer may say what is left.
+    pub(crate) fn admit(&self, now: Instant) -> Option<(Admission, bool)> {
+        lock(&self.limiter)
+            .as_mut()
+            .map(|limiter| (limiter.admit(now), limiter.advertises()))
     }
 
     pub(crate) fn latency(&self) -> Duration {
@@ -104,7 +108,17 @@ impl Control {
 
     /// Replacing the limit also starts a fresh window.
     pub(crate) fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        *lock(&self.limiter) = limit.map(FixedWindow::new);
+        let mode = *lock(&self.mode);
+        *lock(&self.limiter) = limit.map(|l| Limiter::new(l, mode));
+    }
+
+    /// Changes how the limit is counted (starting a fresh window).
+    pub(crate) fn set_rate_limit_mode(&self, mode: RateLimitMode) {
+        *lock(&self.mode) = mode;
+        let mut limiter = lock(&self.limiter);
+        if let Some(limit) = limiter.as_ref().map(Limiter::limit) {
+            *limiter = Some(Limiter::new(limit, mode));
+        }
     }
 
     pub(crate) fn max_in_flight(&self) -> usize {

@@ -47,9 +47,11 @@ pub(crate) async fn gate<G: Gatekeeper>(State(api): State<Arc<G>>, request: Requ
     // Faults and the rate limit are decided at arrival so that "the next k requests" and the
     // window count requests in the order they came, whatever their latency or body size.
     let fault = control.take_fault();
-    let admission = match fault {
-        Some(_) => None,
-        None => control.admit(at),
+    let (admission, advertised) = match fault {
+        Some(_) => (None, false),
+        None => control
+            .admit(at)
+            .map_or((None, false), |(admission, advertised)| (Some(admission), advertised)),
     };
     let latency = control.latency();
 
@@ -97,7 +99,7 @@ pub(crate) async fn gate<G: Gatekeeper>(State(api): State<Arc<G>>, request: Requ
         })
     };
 
-    if let Some(admission) = admission.filter(|_| api.advertises_rate_limit()) {
+    if let Some(admission) = admission.filter(|_| advertised && api.advertises_rate_limit()) {
         add_rate_limit_headers(response.headers_mut(), admission);
     }
     logged.status = response.status().as_u16();

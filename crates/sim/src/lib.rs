@@ -53,7 +53,7 @@ mod tls;
 pub use cloudflare::CloudflareSim;
 pub use fault::Fault;
 pub use fixture::{CloudflareFixture, Fixture, FixtureError, PrivxFixture};
-pub use options::{ParseRateLimitError, RateLimit, SimOptions};
+pub use options::{ParseRateLimitError, RateLimit, RateLimitMode, SimOptions};
 pub use privx::PrivxSim;
 pub use request_log::{AuthUsed, LoggedRequest};
 

@@ -9,14 +9,30 @@ use std::time::Duration;
 pub struct SimOptions {
     /// Added before every answer (including faults and 429s). Default: none.
     pub latency: Duration,
-    /// A fixed-window request budget; `None` (the default) means unlimited.
+    /// A request budget; `None` (the default) means unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// How the budget is counted and whether answers say what is left.
+    pub rate_limit_mode: RateLimitMode,
     /// Serve HTTPS with a CA generated at start. PrivX only: the Cloudflare simulator ignores it,
     /// as the Cloudflare API is always reached through public TLS that a base-URL override replaces.
     pub tls: bool,
 }
 
-/// A fixed-window budget: at most `requests` requests per `window`.
+/// How a simulator counts its [`RateLimit`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RateLimitMode {
+    /// Cloudflare's documented behaviour: a fixed window that opens with the first request; once
+    /// the budget is spent every request until the window ends is answered 429; every answer
+    /// carries `Ratelimit` / `Ratelimit-Policy` (where the API documents them).
+    #[default]
+    FixedWindow,
+    /// A service (or a proxy in front of it) that counts the requests of the last window at each
+    /// arrival and answers 429 beyond the budget, with `retry-after` but without any
+    /// `Ratelimit` header: a client learns nothing of the budget until it overruns it.
+    SlidingWindowSilent,
+}
+
+/// A budget: at most `requests` requests per `window` (see [`RateLimitMode`] for how it is counted).
 ///
 /// The window starts with the first request after the previous window ended; once the budget is
 /// spent, every request until the window ends is answered 429 (Cloudflare's documented behaviour:

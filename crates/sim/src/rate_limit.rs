@@ -1,8 +1,82 @@
-//! The fixed-window limiter behind [`RateLimit`](crate::RateLimit).
+//! The limiters behind [`RateLimit`](crate::RateLimit): a fixed window, or a silent sliding one.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::RateLimit;
+use crate::{RateLimit, RateLimitMode};
+
+/// A simulator's limiter, counted as its [`RateLimitMode`] says.
+#[derive(Debug)]
+pub(crate) enum Limiter {
+    Fixed(FixedWindow),
+    Sliding(SlidingWindow),
+}
+
+impl Limiter {
+    pub(crate) fn new(limit: RateLimit, mode: RateLimitMode) -> Limiter {
+        match mode {
+            RateLimitMode::FixedWindow => Limiter::Fixed(FixedWindow::new(limit)),
+            RateLimitMode::SlidingWindowSilent => Limiter::Sliding(SlidingWindow::new(limit)),
+        }
+    }
+
+    pub(crate) fn admit(&mut self, now: Instant) -> Admission {
+        match self {
+            Limiter::Fixed(window) => window.admit(now),
+            Limiter::Sliding(window) => window.admit(now),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> RateLimit {
+        match self {
+            Limiter::Fixed(window) => window.limit,
+            Limiter::Sliding(window) => window.limit,
+        }
+    }
+
+    /// Whether answers may carry `Ratelimit` headers.
+    pub(crate) fn advertises(&self) -> bool {
+        matches!(self, Limiter::Fixed(_))
+    }
+}
+
+/// Counts the requests admitted in the last `window` at each arrival; a refused request does not
+/// count.
+#[derive(Debug)]
+pub(crate) struct SlidingWindow {
+    limit: RateLimit,
+    admitted: VecDeque<Instant>,
+}
+
+impl SlidingWindow {
+    pub(crate) fn new(limit: RateLimit) -> SlidingWindow {
+        SlidingWindow {
+            limit,
+            admitted: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn admit(&mut self, now: Instant) -> Admission {
+        let window = self.limit.window;
+        while self.admitted.front().is_some_and(|at| *at + window <= now) {
+            self.admitted.pop_front();
+        }
+        let oldest = self.admitted.front().copied().unwrap_or(now);
+        let resets_in = (oldest + window).saturating_duration_since(now);
+        if self.admitted.len() >= self.limit.requests as usize {
+            return Admission::Limited {
+                limit: self.limit,
+                resets_in,
+            };
+        }
+        self.admitted.push_back(now);
+        Admission::Allowed {
+            limit: self.limit,
+            remaining: self.limit.requests - self.admitted.len() as u32,
+            resets_in,
+        }
+    }
+}
 
 /// A fixed window that opens with the first request after the previous window closed.
 #[derive(Debug)]
@@ -94,6 +168,38 @@ mod tests {
         assert!(matches!(
             window.admit(start + Duration::from_secs(10)),
             Admission::Allowed { remaining: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn the_sliding_window_counts_the_last_window_at_each_arrival() {
+        let limit = RateLimit {
+            requests: 2,
+            window: Duration::from_secs(10),
+        };
+        let mut window = SlidingWindow::new(limit);
+        let start = Instant::now();
+        assert!(matches!(window.admit(start), Admission::Allowed { .. }));
+        assert!(matches!(
+            window.admit(start + Duration::from_secs(6)),
+            Admission::Allowed { .. }
+        ));
+        // A fixed window would reopen at 10 s and admit two more; this one frees one place then.
+        match window.admit(start + Duration::from_secs(9)) {
+            Admission::Limited { resets_in, .. } => assert_eq!(resets_in, Duration::from_secs(1)),
+            other => panic!("expected a 429, got {other:?}"),
+        }
+        assert!(matches!(
+            window.admit(start + Duration::from_secs(10)),
+            Admission::Allowed { .. }
+        ));
+        assert!(matches!(
+            window.admit(start + Duration::from_secs(11)),
+            Admission::Limited { .. }
+        ));
+        assert!(matches!(
+            window.admit(start + Duration::from_secs(16)),
+            Admission::Allowed { .. }
         ));
     }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::rate_limit::{Limiter, RateLimit, SharedBudget};
-use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use super::retry::{RetryPolicy, is_retryable_status, retry_after, should_retry};
 use crate::context::CallContext;
 use crate::error::{ActionError, ActionErrorKind};
 use crate::lane::LANE_IDLE_CONNECTION;
@@ -489,9 +489,8 @@ impl HttpClient {
         .retry(self.inner.retry.backoff())
         .sleep(tokio::time::sleep)
         .when(|failure: &Failure| match failure {
-            Failure::Status { response, .. } => {
-                is_retryable_status(response.status) && (resendable || response.status == 429)
-            }
+            // A 429 was refused, not received: resending it cannot act twice.
+            Failure::Status { response, .. } => resendable || response.status == 429,
             Failure::Transport { error, not_sent } => !is_certificate_error(error) && (resendable || *not_sent),
             Failure::Stopped => false,
         })
@@ -582,18 +581,16 @@ impl HttpClient {
                 span.record("status", response.status);
                 tracing::debug!(parent: &span, status = response.status, ms, "http request");
                 inner.limiter.observe(permit, &response.headers);
-                if !is_retryable_status(response.status) {
-                    return Ok(response);
-                }
-                let retry_after = response
-                    .headers
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let retry_after = retry_after(&response.headers, SystemTime::now());
                 if response.status == 429
                     && let Some(wait) = retry_after
                 {
                     inner.limiter.pause_for(wait);
+                }
+                // The service's own word on whether to try again wins over the status, as in the
+                // services' official SDKs.
+                if !should_retry(&response.headers).unwrap_or_else(|| is_retryable_status(response.status)) {
+                    return Ok(response);
                 }
                 Err(Failure::Status { response, retry_after })
             }

@@ -2,8 +2,14 @@
 //!
 //! Two mechanisms work together:
 //!
-//! * a client-side GCRA limiter (governor) at the configured budget (`"1200/300s"`): a run that
-//!   has been idle may burst, a long run is held to the budget's average rate;
+//! * the configured budget (`"1200/300s"`) as a sliding window: never more than that many
+//!   requests in any stretch of that length, whatever the service says or does not say. A
+//!   request holds its place in the window from the moment it is sent until one window after its
+//!   answer came back (or its failure was seen): the service counted it at some moment in between,
+//!   so however the network delayed it, no window the service looks at holds more than the budget.
+//!   A burst may use the whole budget at once; after that requests go as places free up. (A GCRA
+//!   whose burst is the whole budget lets almost twice the budget into one window: Cloudflare
+//!   answers that with five minutes of 429s for every tool sharing the account.)
 //! * the service's own account, read from every response's `Ratelimit: "default";r=R;t=T` header
 //!   (R requests remain, the window resets in T seconds). The budget is often shared with other
 //!   clients (Cloudflare counts the dashboard too), so only the service knows what is left. When
@@ -17,12 +23,12 @@
 //! such as the PostgreSQL store they share — then reserves every request in one account for all
 //! of them.
 
-use std::num::NonZeroU32;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
@@ -119,12 +125,42 @@ struct ServerAccount {
     reset_at: Instant,
 }
 
+/// The configured budget as a sliding window over the requests sent.
+#[derive(Debug)]
+struct SlidingWindow {
+    limit: RateLimit,
+    /// When each answered request leaves the window: one window after its answer. Requests not
+    /// answered yet ([`ServerView::in_flight`]) are in the window too.
+    leaving: BinaryHeap<Reverse<Instant>>,
+}
+
+impl SlidingWindow {
+    /// When the next request may be sent, or `None` for now. When every place is held by a
+    /// request in flight, the wait ends with an answer (or, at the latest, a window from now).
+    fn wait_until(&mut self, in_flight: i64, now: Instant) -> Option<Instant> {
+        while self.leaving.peek().is_some_and(|Reverse(at)| *at <= now) {
+            self.leaving.pop();
+        }
+        let held = u64::try_from(in_flight).unwrap_or(0) + self.leaving.len() as u64;
+        if held < u64::from(self.limit.requests) {
+            return None;
+        }
+        Some(self.leaving.peek().map_or(now + self.limit.per, |Reverse(at)| *at))
+    }
+
+    /// A request sent at some moment up to now has been answered or has failed.
+    fn done(&mut self, now: Instant) {
+        self.leaving.push(Reverse(now + self.limit.per));
+    }
+}
+
 #[derive(Debug, Default)]
 struct ServerView {
     account: Option<ServerAccount>,
     paused_until: Option<Instant>,
     /// Requests sent and not answered yet.
     in_flight: i64,
+    window: Option<SlidingWindow>,
 }
 
 /// Permission to send one request; hand it back with the answer's headers.
@@ -144,6 +180,9 @@ impl Drop for Permit<'_> {
             if let Some(account) = &mut view.account {
                 account.reported -= 1;
             }
+            if let Some(window) = &mut view.window {
+                window.done(Instant::now());
+            }
             drop(view);
             self.limiter.changed.notify_waiters();
         }
@@ -152,7 +191,6 @@ impl Drop for Permit<'_> {
 
 /// A provider instance's pacing: the configured budget plus the service's own account.
 pub struct Limiter {
-    gcra: Option<DefaultDirectRateLimiter>,
     shared: Option<SharedAccount>,
     server: Mutex<ServerView>,
     /// Signalled when an answer (or its absence) changes the account.
@@ -162,7 +200,7 @@ pub struct Limiter {
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
-            .field("client_budget", &self.gcra.is_some())
+            .field("client_budget", &self.lock().window.as_ref().map(|w| w.limit))
             .field("shared_budget", &self.shared.as_ref().map(|s| &s.key))
             .finish_non_exhaustive()
     }
@@ -171,15 +209,16 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     /// A limiter at `budget` (or only following the service's headers when `None`).
     pub fn new(budget: Option<RateLimit>) -> Self {
-        let gcra = budget.and_then(|b| {
-            let burst = NonZeroU32::new(b.requests)?;
-            let quota = Quota::with_period(b.interval())?.allow_burst(burst);
-            Some(RateLimiter::direct(quota))
+        let window = budget.map(|limit| SlidingWindow {
+            limit,
+            leaving: BinaryHeap::new(),
         });
         Limiter {
-            gcra,
             shared: None,
-            server: Mutex::new(ServerView::default()),
+            server: Mutex::new(ServerView {
+                window,
+                ..ServerView::default()
+            }),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -220,15 +259,12 @@ impl Limiter {
         }
     }
 
-    /// Waits until a request may be sent. The configured budget (and the shared one) is drawn
-    /// from exactly once per request: when the service's account says to wait after the draw,
-    /// the request waits holding its place instead of drawing again.
+    /// Waits until a request may be sent. The shared budget is drawn from exactly once per
+    /// request: when the service's account or the window says to wait after the draw, the
+    /// request waits holding its reservation instead of drawing again.
     pub(crate) async fn acquire(&self) -> Permit<'_> {
         while let Err(until) = self.check() {
             self.wait(until).await;
-        }
-        if let Some(gcra) = &self.gcra {
-            gcra.until_ready().await;
         }
         if let Some(shared) = &self.shared {
             Self::reserve_shared(shared).await;
@@ -298,6 +334,9 @@ impl Limiter {
         let now = Instant::now();
         let mut view = self.lock();
         view.in_flight -= 1;
+        if let Some(window) = &mut view.window {
+            window.done(now);
+        }
         let Some((remaining, reset)) = figures else {
             // An answer without figures (an error page from a proxy, say) may still have been
             // counted: keep it counted.
@@ -342,6 +381,10 @@ impl Limiter {
                 return Some(until);
             }
             view.paused_until = None;
+        }
+        let in_flight = view.in_flight;
+        if let Some(until) = view.window.as_mut().and_then(|w| w.wait_until(in_flight, now)) {
+            return Some(until);
         }
         let account = view.account?;
         if account.reset_at <= now {
@@ -444,6 +487,133 @@ mod tests {
             budget.reservations.load(std::sync::atomic::Ordering::SeqCst),
             2,
             "two requests, two reservations: the wait drew nothing more from the budget other instances share"
+        );
+    }
+
+    /// A small deterministic generator, so the simulations below are the same every run.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// One simulated request: waits for the limiter, is counted by the service at some moment
+    /// between its send and its answer, is answered after up to `max_latency`. Returns the
+    /// moment the service counted it.
+    async fn one_request(limiter: Arc<Limiter>, seed: u64, max_latency: Duration) -> Instant {
+        let mut rng = Lcg(seed);
+        let permit = limiter.acquire().await;
+        let sent = Instant::now();
+        let latency = Duration::from_millis(rng.below(max_latency.as_millis() as u64 + 1));
+        let counted = sent + latency.mul_f64(rng.below(1001) as f64 / 1000.0);
+        tokio::time::sleep(latency).await;
+        limiter.observe(permit, &HeaderMap::new());
+        counted
+    }
+
+    /// The most moments in any half-open stretch `[t, t + window)`.
+    fn most_in_any_window(mut moments: Vec<Instant>, window: Duration) -> usize {
+        moments.sort();
+        let mut most = 0;
+        let mut start = 0;
+        for end in 0..moments.len() {
+            while moments[end] >= moments[start] + window {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    }
+
+    const BUDGET: RateLimit = RateLimit {
+        requests: 100,
+        per: Duration::from_secs(5),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_never_puts_more_than_the_budget_in_any_window() {
+        let limiter = Arc::new(Limiter::new(Some(BUDGET)));
+        let start = Instant::now();
+        // 64 at a time, like `--concurrency 64`, each worker sending request after request.
+        let tasks: Vec<_> = (0..64u64)
+            .map(|worker| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    let mut counted = Vec::new();
+                    for n in 0..10 {
+                        counted.push(one_request(limiter.clone(), worker * 1000 + n, Duration::from_millis(300)).await);
+                    }
+                    counted
+                })
+            })
+            .collect();
+        let mut counted = Vec::new();
+        for task in tasks {
+            counted.extend(task.await.unwrap());
+        }
+        assert_eq!(counted.len(), 640);
+        assert_eq!(most_in_any_window(counted.clone(), BUDGET.per), 100);
+        // The old limiter (a GCRA with the whole budget as burst) let 199 into one window.
+        let first_window = counted.iter().filter(|t| **t < start + BUDGET.per).count();
+        assert!(first_window <= 100, "{first_window} requests in the first window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_load_above_the_budget_is_held_to_it() {
+        let limiter = Arc::new(Limiter::new(Some(BUDGET)));
+        // Arrivals every 40 ms: a quarter above the budget's rate, for a minute.
+        let mut tasks = Vec::new();
+        for n in 0..1500u64 {
+            let limiter = limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(40 * n)).await;
+                one_request(limiter, n, Duration::from_millis(2000)).await
+            }));
+        }
+        let mut counted = Vec::new();
+        for task in tasks {
+            counted.push(task.await.unwrap());
+        }
+        assert_eq!(most_in_any_window(counted, BUDGET.per), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_slower_than_the_window_keep_their_place_until_they_come() {
+        let budget = RateLimit::new(10, Duration::from_secs(1));
+        let limiter = Arc::new(Limiter::new(Some(budget)));
+        let tasks: Vec<_> = (0..64u64)
+            .map(|n| {
+                let limiter = limiter.clone();
+                tokio::spawn(one_request(limiter, n, Duration::from_secs(3)))
+            })
+            .collect();
+        let mut counted = Vec::new();
+        for task in tasks {
+            counted.push(task.await.unwrap());
+        }
+        assert!(most_in_any_window(counted, budget.per) <= 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_limiter_lets_the_whole_budget_go_at_once() {
+        let limiter = Limiter::new(Some(BUDGET));
+        let start = Instant::now();
+        let permits: Vec<_> = futures::future::join_all((0..100).map(|_| limiter.acquire())).await;
+        assert_eq!(Instant::now(), start, "no wait for the first 100");
+        for permit in permits {
+            limiter.observe(permit, &HeaderMap::new());
+        }
+        let _next = limiter.acquire().await;
+        assert_eq!(
+            Instant::now(),
+            start + BUDGET.per,
+            "the 101st waits one window after the first answers"
         );
     }
 

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use backon::ExponentialBuilder;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// How failed requests are retried.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +66,26 @@ pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
+/// How long the service asks to wait before the next request: `retry-after-ms` (milliseconds,
+/// as the services' generated SDKs read it) before `retry-after` (seconds or an HTTP date).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let millis = text("retry-after-ms")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    millis.or_else(|| text(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(v, now)))
+}
+
+/// The service's `x-should-retry: true|false`, which overrides what the status suggests.
+pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    match headers.get("x-should-retry")?.to_str().ok()?.trim() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// Parses a `retry-after` value: whole seconds, or an HTTP date.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -93,6 +114,34 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_retry_after() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(3)));
+        headers.insert("retry-after-ms", "1500.5".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_micros(1_500_500)));
+        headers.insert("retry-after-ms", "soon".parse().unwrap());
+        assert_eq!(
+            retry_after(&headers, now),
+            Some(Duration::from_secs(3)),
+            "an unreadable value is ignored"
+        );
+    }
+
+    #[test]
+    fn x_should_retry_is_read_as_a_yes_or_no() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(should_retry(&headers), None);
+        headers.insert("x-should-retry", "false".parse().unwrap());
+        assert_eq!(should_retry(&headers), Some(false));
+        headers.insert("x-should-retry", "true".parse().unwrap());
+        assert_eq!(should_retry(&headers), Some(true));
+        headers.insert("x-should-retry", "maybe".parse().unwrap());
+        assert_eq!(should_retry(&headers), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::fault::{html_page, truncated, with_content_type};
 use crate::gate::Gatekeeper;
 use crate::lock::lock;
 use crate::server::Server;
-use crate::{CloudflareFixture, Fault, LoggedRequest, RateLimit, SimOptions};
+use crate::{CloudflareFixture, Fault, LoggedRequest, RateLimit, RateLimitMode, SimOptions};
 
 /// A running Cloudflare Zero Trust users API simulator.
 ///
@@ -130,6 +130,11 @@ impl CloudflareSim {
     /// Sets or removes the fixed-window limit; a new limit starts a fresh window.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.state.control.set_rate_limit(limit);
+    }
+
+    /// Sets how the limit is counted (a fresh window starts).
+    pub fn set_rate_limit_mode(&self, mode: RateLimitMode) {
+        self.state.control.set_rate_limit_mode(mode);
     }
 
     /// Connections clients opened since the simulator started (a client that reuses its

@@ -23,7 +23,7 @@ use crate::fault::{html_page, truncated, with_content_type};
 use crate::gate::Gatekeeper;
 use crate::lock::lock;
 use crate::server::Server;
-use crate::{Fault, LoggedRequest, PrivxFixture, RateLimit, SimOptions};
+use crate::{Fault, LoggedRequest, PrivxFixture, RateLimit, RateLimitMode, SimOptions};
 
 /// A running PrivX role-store users API simulator.
 ///
@@ -153,6 +153,11 @@ impl PrivxSim {
     /// no rate limit, so its 429s carry `retry-after` but no `Ratelimit` headers.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.state.control.set_rate_limit(limit);
+    }
+
+    /// Sets how the limit is counted (a fresh window starts).
+    pub fn set_rate_limit_mode(&self, mode: RateLimitMode) {
+        self.state.control.set_rate_limit_mode(mode);
     }
 
     /// Connections clients opened since the simulator started (a client that reuses its
