@@ -1,5 +1,5 @@
 //! The Rhai modules scripts call: one per provider (`cloudflare::list_users()`), `state::`, and
-//! the global helpers (`parallel`, `invoke`, `now`, `parse_time`).
+//! the global helpers (`parallel`, `invoke`, `now`, `parse_time`, `format_time`).
 //!
 //! Modules are built once per engine and shared by every run; the run a call belongs to is found
 //! through the per-run Rhai engine's tag. Every function is registered volatile and impure so
@@ -142,6 +142,20 @@ pub(crate) fn helpers_module() -> Module {
                     })
             },
         );
+    FuncRegistration::new("format_time").set_into_module(
+        &mut module,
+        |ctx: NativeCallContext, seconds: INT| -> Result<String, Box<EvalAltResult>> {
+            jiff::Timestamp::from_second(seconds)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .map_err(|_| {
+                    EvalAltResult::ErrorRuntime(
+                        format!("format_time: {seconds} is not a time (seconds since 1970) that can be written").into(),
+                        ctx.call_position(),
+                    )
+                    .into()
+                })
+        },
+    );
     module.build_index();
     module
 }

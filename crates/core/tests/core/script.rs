@@ -146,12 +146,12 @@ async fn time_helpers() {
     let (_dir, engine) = setup(1).await;
     let outcome = run(
         &engine,
-        r#"[parse_time("2026-11-21T10:00:00Z"), now() > 1700000000]"#,
+        r#"[parse_time("2026-11-21T10:00:00Z"), now() > 1700000000, format_time(parse_time("2026-11-21T12:00:00+02:00"))]"#,
         RunOptions::new(),
     )
     .await
     .unwrap();
-    assert_eq!(outcome.result, json!([1_795_255_200_i64, true]));
+    assert_eq!(outcome.result, json!([1_795_255_200_i64, true, "2026-11-21T10:00:00Z"]));
     let err = run(&engine, r#"parse_time("yesterday")"#, RunOptions::new())
         .await
         .unwrap_err();
