@@ -86,6 +86,7 @@ async fn a_pause_longer_than_the_policy_allows_fails_calls_at_once_without_sendi
     dir.fail_next(&[Fault {
         status: 429,
         retry_after: Some("120"),
+        headers: &[],
     }]);
     let script = r#"
         let first = "sent";
@@ -114,6 +115,7 @@ async fn the_specs_idempotent_decides_whether_a_change_is_resent() {
     let unavailable = Fault {
         status: 503,
         retry_after: None,
+        headers: &[],
     };
     // disable_user is idempotent by its spec: its PUT that drew a 503 is sent again.
     dir.fail_next(&[unavailable]);

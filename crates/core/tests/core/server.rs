@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 pub struct Fault {
     pub status: u16,
     pub retry_after: Option<&'static str>,
+    /// More headers on the answer.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 #[derive(Clone, Debug)]
@@ -138,6 +140,9 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
             .into_response();
         if let Some(ra) = fault.retry_after {
             r.headers_mut().insert("retry-after", ra.parse().unwrap());
+        }
+        for (name, value) in fault.headers {
+            r.headers_mut().insert(*name, value.parse().unwrap());
         }
         r
     } else if !authorized {

@@ -15,10 +15,12 @@ async fn transient_failures_of_reads_are_retried() {
         Fault {
             status: 503,
             retry_after: None,
+            headers: &[],
         },
         Fault {
             status: 503,
             retry_after: None,
+            headers: &[],
         },
     ]);
     let outcome = run(&engine, r#"dir::get_user("u1").id"#, RunOptions::new())
@@ -36,6 +38,7 @@ async fn a_429_waits_for_retry_after() {
     dir.fail_next(&[Fault {
         status: 429,
         retry_after: Some("1"),
+        headers: &[],
     }]);
     let outcome = run(&engine, r#"dir::get_user("u1").id"#, RunOptions::new())
         .await
@@ -51,11 +54,50 @@ async fn a_429_waits_for_retry_after() {
 }
 
 #[tokio::test]
+async fn the_services_word_on_retrying_wins_over_the_status() {
+    let (dir, engine) = setup(1).await;
+    // A 503 the service says not to retry is reported at once.
+    dir.fail_next(&[Fault {
+        status: 503,
+        retry_after: None,
+        headers: &[("x-should-retry", "false")],
+    }]);
+    let err = run(&engine, r#"dir::get_user("u1").id"#, RunOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.records.audit[0].status, Some(503));
+    assert_eq!(
+        dir.log().len(),
+        1,
+        "a read the service said not to retry was sent again"
+    );
+
+    // A 409 the service says to retry is sent again, after retry-after-ms.
+    dir.fail_next(&[Fault {
+        status: 409,
+        retry_after: Some("30"),
+        headers: &[("x-should-retry", "true"), ("retry-after-ms", "200")],
+    }]);
+    let outcome = run(&engine, r#"dir::get_user("u1").id"#, RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.result, json!("u1"));
+    let log = dir.log();
+    assert_eq!(log.len(), 3);
+    let gap = log[2].at.duration_since(log[1].at);
+    assert!(
+        gap < Duration::from_secs(30),
+        "retry-after-ms (200 ms) should win over retry-after (30 s); waited {gap:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_non_idempotent_request_is_not_resent_after_a_503() {
     let (dir, engine) = setup(1).await;
     dir.fail_next(&[Fault {
         status: 503,
         retry_after: None,
+        headers: &[],
     }]);
     let err = run(
         &engine,
@@ -76,6 +118,7 @@ async fn retries_give_up_after_the_policy_and_report_the_status() {
         &[Fault {
             status: 500,
             retry_after: None,
+            headers: &[],
         }; 6],
     );
     let err = run(&engine, r#"dir::get_user("u1")"#, RunOptions::new())
