@@ -186,14 +186,19 @@ impl Sims {
             .unwrap()
     }
 
-    /// Requests that changed something, at both simulators: every request but reads, searches
-    /// and token requests.
+    /// Requests that changed something, at both simulators: every request but reads, searches,
+    /// role-name lookups and token requests.
     pub fn changes(&self) -> usize {
         self.cf()
             .requests()
             .iter()
             .chain(self.px().requests().iter())
-            .filter(|r| r.method != "GET" && !r.path.ends_with("/search") && !r.path.ends_with("/token"))
+            .filter(|r| {
+                r.method != "GET"
+                    && !r.path.ends_with("/search")
+                    && !r.path.ends_with("/token")
+                    && !r.path.ends_with("/roles/resolve")
+            })
             .count()
     }
 

@@ -6,10 +6,7 @@ use serde_json::{Map, Value};
 
 const USER_ID: ParamSpec = ParamSpec::required("user_id", ParamType::String, "the user's id (a UUID)");
 const ONE_USER: &[ParamSpec] = &[USER_ID];
-const ROLE_PARAMS: &[ParamSpec] = &[
-    USER_ID,
-    ParamSpec::required("role", ParamType::String, "a role id, or a role name"),
-];
+const ROLE: ParamSpec = ParamSpec::required("role", ParamType::String, "a role id, or a role's exact name");
 const IDS: &[ParamSpec] = &[ParamSpec::required(
     "ids",
     ParamType::StringOrArray,
@@ -174,7 +171,7 @@ impl Action for SetUserRoles {
         .example("privx::set_user_roles(u.id, [])");
 }
 
-/// `grant_role(user_id, role)`.
+/// `grant_role(user_id, role, #{from, to, floating_hours})`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRole {
@@ -182,16 +179,43 @@ pub struct GrantRole {
     pub user_id: String,
     /// A role id or name.
     pub role: String,
+    /// Start of a time-restricted grant: RFC 3339 text or unix seconds.
+    pub from: Option<Value>,
+    /// End of a time-restricted grant: RFC 3339 text or unix seconds.
+    pub to: Option<Value>,
+    /// Length of a floating grant, in hours.
+    pub floating_hours: Option<i64>,
 }
 
 impl Action for GrantRole {
     const SPEC: ActionSpec = ActionSpec::write(
         "grant_role",
-        "Grant a role (read-modify-write; nothing sent when already held)",
+        "Grant a role, permanently or time-limited (read-modify-write; nothing sent when already held that way; \
+         the stored grant is read back and checked)",
     )
-    .params(ROLE_PARAMS)
+    .params(&[
+        USER_ID,
+        ParamSpec::required("role", ParamType::String, "a role id, or a role's exact name"),
+        ParamSpec::optional(
+            "from",
+            ParamType::Any,
+            "start of a TIME_RESTRICTED grant: RFC 3339 text or unix seconds (with `to`)",
+        ),
+        ParamSpec::optional(
+            "to",
+            ParamType::Any,
+            "end of a TIME_RESTRICTED grant, after `from`: RFC 3339 text or unix seconds \
+             (`to`, as `until` is a Rhai keyword)",
+        ),
+        ParamSpec::optional(
+            "floating_hours",
+            ParamType::Integer,
+            "a FLOATING grant: its window opens at the first connection and lasts this long \
+             (PrivX's unit is undocumented; hours assumed)",
+        ),
+    ])
     .returns("#{changed, role {id, name}, roles}")
-    .example(r#"privx::grant_role(u.id, "auditors")"#);
+    .example(r#"privx::grant_role(u.id, "auditors", #{from: now(), to: now() + 8 * 3600})"#);
 }
 
 /// `revoke_role(user_id, role)`.
@@ -209,7 +233,7 @@ impl Action for RevokeRole {
         "revoke_role",
         "Revoke an explicit role (read-modify-write; nothing sent when not held)",
     )
-    .params(ROLE_PARAMS)
+    .params(&[USER_ID, ROLE])
     .returns("#{changed, role {id, name}, roles}")
     .example(r#"privx::revoke_role(u.id, "admins")"#);
 }
@@ -248,3 +272,150 @@ mfa_action!(
     ActionSpec::write("reset_mfa", "Reset users' MFA pairing: they pair again at next login")
         .example("privx::reset_mfa(flagged.map(|u| u.id))")
 );
+
+/// `list_roles()`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRoles {}
+
+impl Action for ListRoles {
+    const SPEC: ActionSpec = ActionSpec::read("list_roles", "Every role in the role store (every page)")
+        .returns("array of Role {id, name, comment, permissions, member_count, ...}")
+        .example("privx::list_roles().map(|r| r.name)");
+}
+
+/// `get_role(role_id)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRole {
+    /// The role's id.
+    pub role_id: String,
+}
+
+impl Action for GetRole {
+    const SPEC: ActionSpec = ActionSpec::read("get_role", "Get one role by id")
+        .params(&[ParamSpec::required("role_id", ParamType::String, "the role's id")])
+        .returns("Role {id, name, comment, permissions, ...}")
+        .example(r#"privx::get_role("7c1f0000-0000-4000-8000-000000000001").name"#);
+}
+
+/// `resolve_roles(names)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRoles {
+    /// Role names.
+    pub names: OneOrMany,
+}
+
+impl Action for ResolveRoles {
+    const SPEC: ActionSpec = ActionSpec::read("resolve_roles", "Find roles by exact name")
+        .params(&[ParamSpec::required(
+            "names",
+            ParamType::StringOrArray,
+            "one role name or an array of them",
+        )])
+        .returns("array of Role (names PrivX does not know are left out)")
+        .example(r#"privx::resolve_roles(["admins", "auditors"]).map(|r| r.id)"#);
+}
+
+/// `role_members(role)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMembers {
+    /// A role id or name.
+    pub role: String,
+}
+
+impl Action for RoleMembers {
+    const SPEC: ActionSpec = ActionSpec::read("role_members", "Every user holding a role (every page)")
+        .params(&[ROLE])
+        .returns("array of User")
+        .example(r#"privx::role_members("admins").map(|u| u.principal)"#);
+}
+
+one_user_action!(
+    /// `user_sessions(user_id)`.
+    UserSessions,
+    ActionSpec::read("user_sessions", "A user's sessions (every page)")
+        .returns("array of Session {id, user_id, type, remote_addr, created, expires, ...}")
+        .example("privx::user_sessions(u.id).len()")
+);
+
+one_user_action!(
+    /// `terminate_user_sessions(user_id)`.
+    TerminateUserSessions,
+    ActionSpec::write("terminate_user_sessions", "End every session of a user (they log in again)")
+        .example("privx::terminate_user_sessions(u.id)")
+);
+
+one_user_action!(
+    /// `terminate_user_connections(user_id)`.
+    TerminateUserConnections,
+    ActionSpec::write(
+        "terminate_user_connections",
+        "End a user's live connections (SSH, RDP, web) through the connection manager"
+    )
+    .example("privx::terminate_user_connections(u.id)")
+);
+
+one_user_action!(
+    /// `authorized_keys(user_id)`.
+    ListAuthorizedKeys,
+    ActionSpec::read("authorized_keys", "A user's SSH authorized keys")
+        .returns("array of AuthorizedKey {id, name, public_key, fingerprints, not_after, ...}")
+        .example("privx::authorized_keys(u.id).map(|k| k.id)")
+);
+
+/// `delete_authorized_key(user_id, key_id)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAuthorizedKey {
+    /// The user's id.
+    pub user_id: String,
+    /// The key's id.
+    pub key_id: String,
+}
+
+impl Action for DeleteAuthorizedKey {
+    const SPEC: ActionSpec =
+        ActionSpec::destructive("delete_authorized_key", "Delete one of a user's SSH authorized keys")
+            .params(&[
+                USER_ID,
+                ParamSpec::required("key_id", ParamType::String, "the key's id"),
+            ])
+            .returns("#{deleted}: false when the key was already gone (the user must exist)")
+            .example("for k in privx::authorized_keys(u.id) { privx::delete_authorized_key(u.id, k.id); }");
+}
+
+/// `list_sources()`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListSources {}
+
+impl Action for ListSources {
+    const SPEC: ActionSpec = ActionSpec::read("list_sources", "The user and host directories")
+        .returns("array of Source {id, name, enabled, status_code, status_text, ...}")
+        .example("privx::list_sources().filter(|s| s.enabled)");
+}
+
+/// `refresh_sources(ids)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshSources {
+    /// Source ids.
+    pub ids: OneOrMany,
+}
+
+impl Action for RefreshSources {
+    const SPEC: ActionSpec = ActionSpec::write(
+        "refresh_sources",
+        "Ask PrivX to sync directories now (it may finish later: watch status_code)",
+    )
+    .params(&[ParamSpec::required(
+        "ids",
+        ParamType::StringOrArray,
+        "one source id or an array of them",
+    )])
+    .targets(Targets::CountOf("ids"))
+    .example("privx::refresh_sources(privx::list_sources().map(|s| s.id))");
+}

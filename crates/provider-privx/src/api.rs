@@ -5,7 +5,7 @@ use runbook_core::{ActionError, CallContext};
 use serde::de::DeserializeOwned;
 
 use crate::auth::TokenCache;
-use crate::models::ErrorBody;
+use crate::models::{ErrorBody, Page};
 
 /// PrivX for one deployment.
 #[derive(Debug)]
@@ -57,6 +57,38 @@ impl Api {
     ) -> Result<T, ActionError> {
         let response = self.send(ctx, request, subject).await?;
         parse(&response)
+    }
+}
+
+impl Api {
+    /// Every item of a list PrivX pages with `offset` and `limit`: asks for `limit` at a time
+    /// and follows the offset until `count` (the total) items came or a page is empty — never
+    /// until a page is merely shorter than asked, because a server may cap the page size below
+    /// what was asked (the maximum of several lists is undocumented).
+    pub async fn all_pages<T: DeserializeOwned>(
+        &self,
+        ctx: &CallContext,
+        request: impl Fn() -> Result<HttpRequest, ActionError>,
+        limit: u64,
+        subject: Subject<'_>,
+    ) -> Result<Vec<T>, ActionError> {
+        let mut all = Vec::new();
+        let mut offset = 0_u64;
+        loop {
+            let page_request = request()?.query("offset", offset).query("limit", limit);
+            let page: Page<T> = self.json(ctx, page_request, subject).await?;
+            let items = page.items.unwrap_or_default();
+            let received = items.len() as u64;
+            all.extend(items);
+            offset += received;
+            let done = match page.count {
+                Some(total) => received == 0 || offset >= total,
+                None => received < limit,
+            };
+            if done {
+                return Ok(all);
+            }
+        }
     }
 }
 

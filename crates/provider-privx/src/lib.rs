@@ -1,7 +1,30 @@
 //! # runbook-provider-privx
 //!
-//! The `privx` namespace: PrivX role-store users — find and read users, their roles, settings
-//! and MFA; grant and revoke roles; enable, disable and reset MFA.
+//! The `privx` namespace:
+//! - **users** — find, search and read role-store users, their settings and effective roles;
+//! - **roles** — list every role (all pages), get one by id, resolve names, list a role's
+//!   members; grant a role permanently, for a time window (`#{from, to}`) or floating
+//!   (`#{floating_hours}`), and revoke it;
+//! - **MFA** — enable, disable and reset;
+//! - **sessions and connections** — list a user's sessions, end them, end the user's live
+//!   connections;
+//! - **SSH authorized keys** — list a user's keys, delete one;
+//! - **sources** — list the user and host directories, ask PrivX to refresh them.
+//!
+//! A role named in a call is read by id (`GET roles/{id}`) or resolved by exact name
+//! (`POST roles/resolve`) — never looked for in a page of the role list. Granting or revoking is
+//! read-modify-write of the user's explicit roles: the user's other explicit grants go back
+//! with their grant type and window unchanged, mapped-only roles are never sent, and every role
+//! is sent with `explicit: true` and its `grant_type`. After a grant the user's roles are read
+//! back: PrivX must show the role explicit and with the grant as sent, else the call fails
+//! naming both (a PrivX that ignored a time window would otherwise grant for ever).
+//!
+//! Where PrivX's documentation is silent the provider does not depend on a guess: lists whose
+//! maximum page size is undocumented (members, sessions, authorized keys) are read 50 at a time,
+//! and paging ends at the total or an empty page, never at a short one. The unit of a floating
+//! grant's `floating_length` is undocumented; hours are assumed (PrivX's example is 24).
+//! Deleting an authorized key that is already gone answers `#{deleted: false}` (the user must
+//! exist), so a repeated offboarding step succeeds.
 //!
 //! Configure it with `[providers.privx]` in `runbook.toml` (`base_url`, `api_client_id`,
 //! `api_client_secret`, `oauth_client_id` (default `privx-external`), `oauth_client_secret`,
@@ -18,7 +41,9 @@ mod actions;
 mod api;
 mod auth;
 mod config;
+mod grant;
 pub mod models;
+mod roles;
 
 use std::sync::Arc;
 
@@ -30,18 +55,26 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use actions::{
-    DisableMfa, EnableMfa, FindUser, GetUser, GetUserRoles, GetUserSettings, GrantRole, OneOrMany, ResetMfa,
-    ResolveUser, RevokeRole, SearchUsers, SetUserRoles, SetUserSettings,
+    DeleteAuthorizedKey, DisableMfa, EnableMfa, FindUser, GetRole, GetUser, GetUserRoles, GetUserSettings, GrantRole,
+    ListAuthorizedKeys, ListRoles, ListSources, OneOrMany, RefreshSources, ResetMfa, ResolveRoles, ResolveUser,
+    RevokeRole, RoleMembers, SearchUsers, SetUserRoles, SetUserSettings, TerminateUserConnections,
+    TerminateUserSessions, UserSessions,
 };
 use api::{Api, Subject, is_uuid};
 pub use config::DEFAULT_OAUTH_CLIENT_ID;
-use models::{Page, Role, SearchBody, User};
+pub use grant::Grant;
+use models::{AuthorizedKey, Page, Role, SearchBody, Session, Source, User};
 
 /// The page size searches ask for: the API's maximum.
 const PAGE_SIZE: u64 = 1000;
 
 const USERS: &str = "/role-store/api/v1/users";
-const ROLES: &str = "/role-store/api/v1/roles";
+const SOURCES: &str = "/role-store/api/v1/sources";
+const SESSION_STORAGE: &str = "/auth/api/v1/sessionstorage";
+
+/// The page size for lists whose maximum PrivX does not document (sessions, authorized keys):
+/// the default of every documented PrivX list.
+const SMALL_PAGE: u64 = 50;
 
 /// The namespace scripts use: `privx::...`.
 pub const NAMESPACE: &str = "privx";
@@ -59,9 +92,20 @@ runbook_core::actions! {
         SetUserRoles => set_user_roles,
         GrantRole => grant_role,
         RevokeRole => revoke_role,
+        ListRoles => list_roles,
+        GetRole => get_role,
+        ResolveRoles => resolve_roles,
+        RoleMembers => role_members,
         EnableMfa => enable_mfa,
         DisableMfa => disable_mfa,
         ResetMfa => reset_mfa,
+        UserSessions => user_sessions,
+        TerminateUserSessions => terminate_user_sessions,
+        TerminateUserConnections => terminate_user_connections,
+        ListAuthorizedKeys => authorized_keys,
+        DeleteAuthorizedKey => delete_authorized_key,
+        ListSources => list_sources,
+        RefreshSources => refresh_sources,
     }
 }
 
@@ -72,7 +116,7 @@ api_client_id, api_client_secret, oauth_client_id, oauth_client_secret, ca_cert,
 runbook_core::inventory::submit! {
     ProviderDescriptor {
         namespace: NAMESPACE,
-        summary: "PrivX role-store users, roles and MFA",
+        summary: "PrivX users, roles and grants, MFA, sessions, connections, SSH keys and sources",
         actions: ACTIONS,
         settings: SETTINGS,
         build,
@@ -107,27 +151,9 @@ impl Privx {
     }
 
     async fn search(&self, ctx: &CallContext, body: &SearchBody) -> Result<Vec<User>, ActionError> {
-        let mut users = Vec::new();
-        let mut offset = 0_u64;
-        loop {
-            let request = HttpRequest::post(format!("{USERS}/search"))
-                .query("offset", offset)
-                .query("limit", PAGE_SIZE)
-                .json(body)?
-                .read_only();
-            let page: Page<User> = self.api.json(ctx, request, Subject::Other).await?;
-            let items = page.items.unwrap_or_default();
-            let received = items.len() as u64;
-            users.extend(items.into_iter().map(|mut u| {
-                u.redact_seed();
-                u
-            }));
-            offset += received;
-            let total = page.count.unwrap_or(0);
-            if received < PAGE_SIZE || offset >= total {
-                break;
-            }
-        }
+        let request = || Ok(HttpRequest::post(format!("{USERS}/search")).json(body)?.read_only());
+        let mut users: Vec<User> = self.api.all_pages(ctx, request, PAGE_SIZE, Subject::Other).await?;
+        users.iter_mut().for_each(User::redact_seed);
         Ok(users)
     }
 
@@ -196,58 +222,6 @@ impl Privx {
         let request = HttpRequest::put(user_path(&[id, "roles"])).json(roles)?;
         self.api.send(ctx, request, Subject::User(id)).await?;
         Ok(())
-    }
-
-    /// A role by id, or by exact name from the role store.
-    async fn role(&self, ctx: &CallContext, wanted: &str) -> Result<Role, ActionError> {
-        let page: Page<Role> = self.api.json(ctx, HttpRequest::get(ROLES), Subject::Other).await?;
-        let roles = page.items.unwrap_or_default();
-        let found = if is_uuid(wanted) {
-            roles.iter().find(|r| r.id.as_deref() == Some(wanted))
-        } else {
-            roles.iter().find(|r| r.name.as_deref() == Some(wanted))
-        };
-        match found {
-            Some(role) => Ok(role.clone()),
-            None => {
-                let names: Vec<&str> = roles.iter().filter_map(|r| r.name.as_deref()).collect();
-                Err(ActionError::invalid_args(format!(
-                    "PrivX has no role \"{wanted}\"; roles: {}",
-                    names.join(", ")
-                )))
-            }
-        }
-    }
-
-    /// Grants or revokes one explicit role: read the user's roles, change the explicit set, write
-    /// it back — or send nothing when it would not change.
-    async fn change_role(&self, ctx: &CallContext, id: &str, role: &str, grant: bool) -> Result<Value, ActionError> {
-        let id = non_empty(id, "user_id")?;
-        let role = self.role(ctx, non_empty(role, "role")?).await?;
-        let role_id = role.id.clone().unwrap_or_default();
-        let current = self.user_roles(ctx, id).await?;
-        // Mapped (implicit-only) roles are not part of the explicit set and must not be sent back.
-        let explicit: Vec<&Role> = current.iter().filter(|r| r.explicit.unwrap_or(true)).collect();
-        let held = explicit.iter().any(|r| r.id.as_deref() == Some(role_id.as_str()));
-        let mut next: Vec<Value> = Vec::new();
-        for r in &explicit {
-            if !grant && r.id.as_deref() == Some(role_id.as_str()) {
-                continue;
-            }
-            next.push(to_json(r)?);
-        }
-        let changed = grant != held;
-        if grant && changed {
-            next.push(json!({"id": role_id, "name": role.name}));
-        }
-        if changed {
-            self.put_roles(ctx, id, &next).await?;
-        }
-        Ok(json!({
-            "changed": changed,
-            "role": {"id": role.id, "name": role.name},
-            "roles": next,
-        }))
     }
 
     async fn mfa(&self, ctx: &CallContext, operation: &str, ids: OneOrMany) -> Result<(), ActionError> {
@@ -326,15 +300,46 @@ impl Privx {
                 "every role needs an `id`; got {bad}"
             )));
         }
+        // PrivX documents `explicit` as defaulting to false: a handle sent without it might not
+        // count as a grant at all. Say it, and the grant type, unless the script did.
+        let roles: Vec<Value> = roles
+            .into_iter()
+            .map(|mut role| {
+                if let Value::Object(handle) = &mut role {
+                    handle.entry("explicit").or_insert(Value::Bool(true));
+                    handle
+                        .entry("grant_type")
+                        .or_insert_with(|| Value::String("PERMANENT".to_owned()));
+                }
+                role
+            })
+            .collect();
         self.put_roles(ctx, id, &roles).await
     }
 
     async fn grant_role(&self, ctx: &CallContext, args: GrantRole) -> Result<Value, ActionError> {
-        self.change_role(ctx, &args.user_id, &args.role, true).await
+        let grant = Grant::from_options(args.from.as_ref(), args.to.as_ref(), args.floating_hours)?;
+        self.change_role(ctx, &args.user_id, &args.role, Some(grant)).await
     }
 
     async fn revoke_role(&self, ctx: &CallContext, args: RevokeRole) -> Result<Value, ActionError> {
-        self.change_role(ctx, &args.user_id, &args.role, false).await
+        self.change_role(ctx, &args.user_id, &args.role, None).await
+    }
+
+    async fn list_roles(&self, ctx: &CallContext, _: ListRoles) -> Result<Vec<Role>, ActionError> {
+        self.all_roles(ctx).await
+    }
+
+    async fn get_role(&self, ctx: &CallContext, args: GetRole) -> Result<Role, ActionError> {
+        self.role_by_id(ctx, non_empty(&args.role_id, "role_id")?).await
+    }
+
+    async fn resolve_roles(&self, ctx: &CallContext, args: ResolveRoles) -> Result<Vec<Role>, ActionError> {
+        self.resolve(ctx, &args.names.into_vec()).await
+    }
+
+    async fn role_members(&self, ctx: &CallContext, args: RoleMembers) -> Result<Vec<User>, ActionError> {
+        self.members(ctx, &args.role).await
     }
 
     async fn enable_mfa(&self, ctx: &CallContext, args: EnableMfa) -> Result<(), ActionError> {
@@ -347,6 +352,87 @@ impl Privx {
 
     async fn reset_mfa(&self, ctx: &CallContext, args: ResetMfa) -> Result<(), ActionError> {
         self.mfa(ctx, "reset", args.ids).await
+    }
+
+    async fn user_sessions(&self, ctx: &CallContext, args: UserSessions) -> Result<Vec<Session>, ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let request = || {
+            Ok(HttpRequest::get(format!(
+                "{SESSION_STORAGE}{}",
+                path(&["users", id, "sessions"])
+            )))
+        };
+        self.api.all_pages(ctx, request, SMALL_PAGE, Subject::User(id)).await
+    }
+
+    async fn terminate_user_sessions(&self, ctx: &CallContext, args: TerminateUserSessions) -> Result<(), ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let request = HttpRequest::post(format!(
+            "{SESSION_STORAGE}{}",
+            path(&["users", id, "sessions", "terminate"])
+        ));
+        self.api.send(ctx, request, Subject::User(id)).await?;
+        Ok(())
+    }
+
+    async fn terminate_user_connections(
+        &self,
+        ctx: &CallContext,
+        args: TerminateUserConnections,
+    ) -> Result<(), ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let request = HttpRequest::post(format!("/connection-manager/api/v1/terminate{}", path(&["user", id])));
+        self.api.send(ctx, request, Subject::User(id)).await?;
+        Ok(())
+    }
+
+    async fn keys_of(&self, ctx: &CallContext, user_id: &str) -> Result<Vec<AuthorizedKey>, ActionError> {
+        let request = || Ok(HttpRequest::get(user_path(&[user_id, "authorizedkeys"])));
+        self.api
+            .all_pages(ctx, request, SMALL_PAGE, Subject::User(user_id))
+            .await
+    }
+
+    async fn authorized_keys(
+        &self,
+        ctx: &CallContext,
+        args: ListAuthorizedKeys,
+    ) -> Result<Vec<AuthorizedKey>, ActionError> {
+        self.keys_of(ctx, non_empty(&args.user_id, "user_id")?).await
+    }
+
+    /// A 404 is "already gone" when the user exists and does not list the key (so a repeated
+    /// delete succeeds); an unknown user stays an error.
+    async fn delete_authorized_key(&self, ctx: &CallContext, args: DeleteAuthorizedKey) -> Result<Value, ActionError> {
+        let id = non_empty(&args.user_id, "user_id")?;
+        let key = non_empty(&args.key_id, "key_id")?;
+        let request = HttpRequest::delete(user_path(&[id, "authorizedkeys", key]));
+        match self.api.send(ctx, request, Subject::Other).await {
+            Ok(_) => Ok(json!({"deleted": true})),
+            Err(e) if e.status == Some(404) => {
+                let keys = self.keys_of(ctx, id).await?;
+                if keys.iter().any(|k| k.id.as_deref() == Some(key)) {
+                    return Err(e);
+                }
+                Ok(json!({"deleted": false}))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_sources(&self, ctx: &CallContext, _: ListSources) -> Result<Vec<Source>, ActionError> {
+        let page: Page<Source> = self.api.json(ctx, HttpRequest::get(SOURCES), Subject::Other).await?;
+        Ok(page.items.unwrap_or_default())
+    }
+
+    async fn refresh_sources(&self, ctx: &CallContext, args: RefreshSources) -> Result<(), ActionError> {
+        let ids = args.ids.into_vec();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let request = HttpRequest::post(format!("{SOURCES}/refresh")).json(&ids)?;
+        self.api.send(ctx, request, Subject::Other).await?;
+        Ok(())
     }
 }
 
@@ -377,6 +463,22 @@ impl Provider for Privx {
 
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError> {
         self.dispatch(ctx, action, args).await
+    }
+
+    fn planned_result(&self, action: &ActionSpec, args: &Value) -> Value {
+        match action.name {
+            "grant_role" | "revoke_role" => {
+                let role = args.get("role").and_then(Value::as_str).unwrap_or_default();
+                let (id, name) = if is_uuid(role) {
+                    (Some(role), None)
+                } else {
+                    (None, Some(role))
+                };
+                json!({"changed": true, "role": {"id": id, "name": name}, "roles": Value::Null})
+            }
+            "delete_authorized_key" => json!({"deleted": true}),
+            _ => Value::Null,
+        }
     }
 }
 

@@ -85,6 +85,66 @@ impl User {
     }
 }
 
+/// A session in the auth service's session storage.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Session {
+    /// Id (`session_id` in older PrivX versions, kept in `extra` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The user's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// `login`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub session_type: Option<String>,
+    /// When the session ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Fields not listed above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An SSH public key a user may log in with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AuthorizedKey {
+    /// Id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The key, in OpenSSH format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Fingerprints of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<Vec<Value>>,
+    /// Fields not listed above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A user or host directory.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Source {
+    /// Id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whether PrivX reads the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The directory's state, e.g. after a refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<String>,
+    /// Fields not listed above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
 /// A page of a collection: `count` is the total, `items` this page.
 #[derive(Debug, Deserialize)]
 pub struct Page<T> {

@@ -78,7 +78,8 @@ impl Default for CloudflareFixture {
     }
 }
 
-/// The PrivX deployment: OAuth and API client credentials, users, roles and user settings.
+/// The PrivX deployment: OAuth and API client credentials, users, roles, user settings, sessions,
+/// live connections, authorized keys and sources.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivxFixture {
@@ -103,6 +104,21 @@ pub struct PrivxFixture {
     pub roles: Vec<Value>,
     /// `user_id` → that user's settings object.
     pub settings: BTreeMap<String, Value>,
+    /// `user_id` → that user's sessions as the session storage lists them (`id`, `user_id`,
+    /// `type`, `expires`, ...). Each needs a string `id`, unique across users.
+    #[serde(default)]
+    pub sessions: BTreeMap<String, Vec<Value>>,
+    /// `user_id` → that user's live connections (free-form objects; the API only ends them).
+    #[serde(default)]
+    pub connections: BTreeMap<String, Vec<Value>>,
+    /// `user_id` → that user's SSH authorized keys (`id`, `name`, `public_key`, `fingerprints`,
+    /// ...). Each needs a string `id`, unique per user.
+    #[serde(default)]
+    pub authorized_keys: BTreeMap<String, Vec<Value>>,
+    /// The user and host directories (`id`, `name`, `enabled`, `status_code`, ...). Each needs
+    /// a string `id`.
+    #[serde(default)]
+    pub sources: Vec<Value>,
 }
 
 impl Default for PrivxFixture {
@@ -116,6 +132,10 @@ impl Default for PrivxFixture {
             users: Vec::new(),
             roles: Vec::new(),
             settings: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            authorized_keys: BTreeMap::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -272,7 +292,8 @@ impl CloudflareFixture {
 impl PrivxFixture {
     /// Checks what the type system cannot: credentials not empty, every user and role an object
     /// with a unique string `id`, users' `roles` arrays of objects with an `id` and boolean (or
-    /// null) `explicit` and `implicit` flags, and settings naming only users that exist.
+    /// null) `explicit` and `implicit` flags, settings, sessions, connections and authorized keys
+    /// naming only users that exist, and sessions, keys and sources with unique string ids.
     pub fn validate(&self) -> Result<(), FixtureError> {
         for (field, value) in [
             ("oauth_client_id", &self.oauth_client_id),
@@ -323,6 +344,36 @@ impl PrivxFixture {
                 )));
             }
         }
+        self.validate_user_data(&user_ids)
+    }
+
+    /// Checks the per-user sessions, connections and authorized keys, and the sources.
+    fn validate_user_data(&self, user_ids: &BTreeSet<&str>) -> Result<(), FixtureError> {
+        let per_user = [
+            ("sessions", &self.sessions),
+            ("connections", &self.connections),
+            ("authorized_keys", &self.authorized_keys),
+        ];
+        for (map, entries) in per_user {
+            for user_id in entries.keys() {
+                if !user_ids.contains(user_id.as_str()) {
+                    return Err(invalid(format!("privx.{map}: user {user_id:?} is not in privx.users")));
+                }
+            }
+        }
+        let all_sessions: Vec<Value> = self.sessions.values().flatten().cloned().collect();
+        unique_ids(&all_sessions, "privx.sessions")?;
+        for (user_id, connections) in &self.connections {
+            if let Some(index) = connections.iter().position(|c| !c.is_object()) {
+                return Err(invalid(format!(
+                    "privx.connections.{user_id}[{index}] must be an object"
+                )));
+            }
+        }
+        for (user_id, keys) in &self.authorized_keys {
+            unique_ids(keys, &format!("privx.authorized_keys.{user_id}"))?;
+        }
+        unique_ids(&self.sources, "privx.sources")?;
         Ok(())
     }
 }

@@ -1,10 +1,15 @@
 //! The PrivX role-store users API simulator, with its OAuth2 token endpoint.
 
+mod authorized_keys;
 mod errors;
+mod grants;
 mod oauth;
+mod paging;
 mod role_store;
 mod routes;
 mod search;
+mod sessions;
+mod sources;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,9 +20,12 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use self::authorized_keys::AuthorizedKeys;
 use self::errors::PrivxError;
 use self::oauth::{Refusal, TOKEN_PATH, Tokens};
 use self::role_store::RoleStore;
+use self::sessions::Sessions;
+use self::sources::Sources;
 use crate::control::Control;
 use crate::fault::{html_page, truncated, with_content_type};
 use crate::gate::Gatekeeper;
@@ -28,8 +36,10 @@ use crate::{Fault, LoggedRequest, PrivxFixture, RateLimit, RateLimitMode, SimOpt
 /// A running PrivX role-store users API simulator.
 ///
 /// Serves the token endpoint (`POST /auth/api/v1/oauth/token`, OAuth2 password grant with the
-/// OAuth client in HTTP Basic) and the role-store user endpoints of `shared/api/privx.md`, which
-/// need `Authorization: Bearer <access_token>`. In TLS mode it serves HTTPS with a certificate
+/// OAuth client in HTTP Basic), the role-store user endpoints of `shared/api/privx.md`, and the
+/// roles (list, get, resolve, members), user sessions, live connections, authorized keys and
+/// sources endpoints of `shared/api/new-endpoints.md`; all but the token endpoint need
+/// `Authorization: Bearer <access_token>`. In TLS mode it serves HTTPS with a certificate
 /// for `localhost` and `127.0.0.1` signed by a CA made at start ([`ca_cert_pem`](Self::ca_cert_pem)).
 ///
 /// Stops when [`shutdown`](Self::shutdown) is awaited or the handle is dropped.
@@ -49,6 +59,9 @@ pub(crate) struct PrivxState {
     api_client_secret: String,
     tokens: Tokens,
     store: Mutex<RoleStore>,
+    sessions: Mutex<Sessions>,
+    authorized_keys: Mutex<AuthorizedKeys>,
+    sources: Mutex<Sources>,
 }
 
 impl PrivxSim {
@@ -73,6 +86,9 @@ impl PrivxSim {
             api_client_secret: fixture.api_client_secret.clone(),
             tokens: Tokens::new(Duration::from_secs(fixture.token_lifetime_secs)),
             store: Mutex::new(RoleStore::new(&fixture)),
+            sessions: Mutex::new(Sessions::new(&fixture)),
+            authorized_keys: Mutex::new(AuthorizedKeys::new(&fixture)),
+            sources: Mutex::new(Sources::new(&fixture)),
         });
         let tls = if opts.tls { Some(crate::tls::generate()?) } else { None };
         let (server_config, ca_cert_pem) = match tls {
@@ -195,6 +211,33 @@ impl PrivxSim {
     /// One current user, as `GET /role-store/api/v1/users/{id}` would return it.
     pub fn user(&self, id: &str) -> Option<Value> {
         lock(&self.state.store).get_user(id).ok()
+    }
+
+    /// Makes `PUT .../users/{id}/roles` store each role without the grant a client sent
+    /// (`grant_type`, its window, `floating_length`), as a PrivX that does not know those
+    /// fields would: the role store's own values stand. Off by default.
+    pub fn set_ignore_grant_fields(&self, ignore: bool) {
+        lock(&self.state.store).set_ignore_grant_fields(ignore);
+    }
+
+    /// The user's open sessions, as the session storage lists them.
+    pub fn sessions(&self, user_id: &str) -> Vec<Value> {
+        lock(&self.state.sessions).of(user_id)
+    }
+
+    /// The user's live connections.
+    pub fn connections(&self, user_id: &str) -> Vec<Value> {
+        lock(&self.state.sessions).connections(user_id)
+    }
+
+    /// The user's SSH authorized keys.
+    pub fn authorized_keys(&self, user_id: &str) -> Vec<Value> {
+        lock(&self.state.authorized_keys).keys(user_id)
+    }
+
+    /// How many refreshes of the source `POST /role-store/api/v1/sources/refresh` accepted.
+    pub fn source_refreshes(&self, source_id: &str) -> usize {
+        lock(&self.state.sources).refreshes(source_id)
     }
 
     /// Stops serving, closes open connections and releases the port.

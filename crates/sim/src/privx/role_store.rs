@@ -12,12 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::errors::PrivxError;
-use super::search::{self, Criteria, Paging};
+use super::grants::{self, GRANT_FIELDS};
+use super::paging::Paging;
+use super::search::{self, Criteria};
 use crate::PrivxFixture;
-
-/// The fields of a role that belong to one user's grant rather than to the role itself, and so
-/// are taken from what a client sends when it sets a user's roles.
-const GRANT_FIELDS: [&str; 3] = ["grant_type", "grant_validity_periods", "floating_length"];
 
 #[derive(Debug)]
 pub(crate) struct RoleStore {
@@ -33,6 +31,9 @@ pub(crate) struct RoleStore {
     mapped: BTreeMap<String, Vec<Map<String, Value>>>,
     roles: Vec<Map<String, Value>>,
     settings: BTreeMap<String, Value>,
+    /// Test knob: store role grants without their grant fields, as a PrivX that does not know
+    /// them would (see `PrivxSim::set_ignore_grant_fields`).
+    ignore_grant_fields: bool,
 }
 
 /// The three MFA operations.
@@ -86,6 +87,7 @@ impl RoleStore {
             mapped,
             roles: objects(&fixture.roles),
             settings: fixture.settings.clone(),
+            ignore_grant_fields: false,
         }
     }
 
@@ -97,6 +99,11 @@ impl RoleStore {
     /// One user, as `GET /role-store/api/v1/users/{id}` answers it.
     pub(crate) fn get_user(&self, id: &str) -> Result<Value, PrivxError> {
         Ok(Value::Object(self.shown(self.user(id)?)))
+    }
+
+    /// `Ok` when the user exists, else the 404 PrivX answers for an unknown user.
+    pub(crate) fn check_user(&self, id: &str) -> Result<(), PrivxError> {
+        self.user(id).map(|_| ())
     }
 
     fn find_user(&self, id: &str) -> Option<&Map<String, Value>> {
@@ -120,8 +127,60 @@ impl RoleStore {
         self.roles.iter().find(|r| id_of(r) == Some(id))
     }
 
-    pub(crate) fn roles(&self) -> Vec<Value> {
-        self.roles.iter().cloned().map(Value::Object).collect()
+    /// A page of the role store's roles, `{count, items}`.
+    pub(crate) fn roles_page(&self, paging: &Paging) -> Value {
+        paging.answer(self.roles.iter().collect())
+    }
+
+    /// One role of the role store.
+    pub(crate) fn get_role(&self, id: &str) -> Result<Value, PrivxError> {
+        self.role(id)
+            .cloned()
+            .map(Value::Object)
+            .ok_or_else(|| PrivxError::not_found(format!("role {id} not found")))
+    }
+
+    /// The roles with these exact names, `{count, items}`; unknown names are left out.
+    pub(crate) fn resolve_roles(&self, body: &[u8]) -> Result<Value, PrivxError> {
+        let names: Vec<String> = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(names)) => names
+                .iter()
+                .map(|n| n.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or_else(|| PrivxError::bad_request("the body must be a JSON array of role names"))?,
+            _ => return Err(PrivxError::bad_request("the body must be a JSON array of role names")),
+        };
+        let found: Vec<Value> = self
+            .roles
+            .iter()
+            .filter(|r| {
+                r.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| names.iter().any(|w| w == n))
+            })
+            .cloned()
+            .map(Value::Object)
+            .collect();
+        Ok(serde_json::json!({"count": found.len(), "items": found}))
+    }
+
+    /// A page of the users holding the role (explicitly or mapped), `{count, items}`.
+    pub(crate) fn role_members(&self, role_id: &str, paging: &Paging) -> Result<Value, PrivxError> {
+        if self.role(role_id).is_none() {
+            return Err(PrivxError::not_found(format!("role {role_id} not found")));
+        }
+        let holds = |user: &Map<String, Value>| {
+            let explicit = user.get("roles").and_then(Value::as_array).into_iter().flatten();
+            explicit.filter_map(Value::as_object).any(|r| id_of(r) == Some(role_id))
+                || self.mapped_of(user).iter().any(|r| id_of(r) == Some(role_id))
+        };
+        let members: Vec<Map<String, Value>> = self.users.iter().filter(|u| holds(u)).map(|u| self.shown(u)).collect();
+        Ok(paging.answer(members.iter().collect()))
+    }
+
+    /// Whether a roles PUT keeps the grant fields (the default) or drops them.
+    pub(crate) fn set_ignore_grant_fields(&mut self, ignore: bool) {
+        self.ignore_grant_fields = ignore;
     }
 
     fn mapped_of(&self, user: &Map<String, Value>) -> &[Map<String, Value>] {
@@ -168,7 +227,10 @@ impl RoleStore {
             for source in mapping.into_iter().chain([grant]) {
                 role.extend(source.iter().map(|(key, value)| (key.clone(), value.clone())));
             }
-            held.push(flagged(role, true, mapping.is_some()));
+            // A handle sent with `"explicit": false` is stored as sent: it may not count as an
+            // explicit grant in PrivX (the schema's default is false), and a client must see that.
+            let explicit = grant.get("explicit") != Some(&Value::Bool(false));
+            held.push(flagged(role, explicit, mapping.is_some()));
         }
         for mapping in mapped {
             let id = id_of(mapping);
@@ -231,7 +293,8 @@ impl RoleStore {
 
     /// Replaces the user's explicit roles with the array in `body`; mapped roles stay, and one
     /// named in `body` is then held both ways. Roles are named by `id`; everything else about a
-    /// role comes from the role store except the grant fields.
+    /// role comes from the role store except `explicit` and the grant fields, which are checked
+    /// (`grants::check`) and kept as sent.
     pub(crate) fn set_roles(&mut self, user_id: &str, body: &[u8]) -> Result<(), PrivxError> {
         self.user(user_id)?;
         let Ok(Value::Array(requested)) = serde_json::from_slice::<Value>(body) else {
@@ -257,16 +320,24 @@ impl RoleStore {
                     format!("role {id} does not exist"),
                 ));
             };
+            if !self.ignore_grant_fields {
+                grants::check(index, role)?;
+            }
             if granted.iter().any(|g| g.get("id").and_then(Value::as_str) == Some(id)) {
                 continue;
             }
             let mut grant = known.clone();
-            for field in GRANT_FIELDS {
-                if let Some(value) = role.get(field) {
-                    grant.insert(field.to_owned(), value.clone());
+            if !self.ignore_grant_fields {
+                for field in GRANT_FIELDS {
+                    if let Some(value) = role.get(field) {
+                        grant.insert(field.to_owned(), value.clone());
+                    }
                 }
             }
-            grant.insert("explicit".to_owned(), Value::Bool(true));
+            // The role-handle schema's default for `explicit` is false: a handle sent without it
+            // is stored as not explicitly granted, so a client that leaves it out sees that.
+            let explicit = role.get("explicit") == Some(&Value::Bool(true));
+            grant.insert("explicit".to_owned(), Value::Bool(explicit));
             granted.push(Value::Object(grant));
         }
         self.user_mut(user_id)?

@@ -1,23 +1,12 @@
-//! `POST /role-store/api/v1/users/search`: parameters, matching, sorting and paging.
-
-use std::cmp::Ordering;
+//! `POST /role-store/api/v1/users/search`: the body's criteria and matching.
 
 use serde_json::{Map, Value};
 
 use super::errors::PrivxError;
+use super::paging::Paging;
 
-const DEFAULT_LIMIT: u64 = 50;
-const MAX_LIMIT: u64 = 1000;
-const DEFAULT_SORT_KEY: &str = "principal";
-
-/// The query parameters, validated.
-#[derive(Debug)]
-pub(crate) struct Paging {
-    offset: usize,
-    limit: usize,
-    sort_key: String,
-    descending: bool,
-}
+/// The default sort key of a user search.
+pub(crate) const USER_SORT_KEY: Option<&str> = Some("principal");
 
 /// The JSON body, validated. Every part is optional; `{}` matches every user.
 #[derive(Debug, Default)]
@@ -29,60 +18,6 @@ pub(crate) struct Criteria {
     source: Option<String>,
     /// Restricts the result to these ids.
     user_ids: Option<Vec<String>>,
-}
-
-impl Paging {
-    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<Paging, PrivxError> {
-        let last = |name: &str| {
-            pairs
-                .iter()
-                .rev()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.trim())
-        };
-        let offset = match last("offset") {
-            None | Some("") => 0,
-            Some(text) => text.parse::<u64>().map_err(|_| {
-                PrivxError::bad_property(
-                    "offset",
-                    format!("offset must be a whole number of at least 0, got {text:?}"),
-                )
-            })?,
-        };
-        let limit = match last("limit") {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(text) => match text.parse::<u64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(PrivxError::bad_property(
-                        "limit",
-                        format!("limit must be a whole number from 1 to {MAX_LIMIT}, got {text:?}"),
-                    ));
-                }
-            },
-        };
-        let sort_key = match last("sortkey") {
-            None | Some("") => DEFAULT_SORT_KEY.to_owned(),
-            Some(key) => key.to_owned(),
-        };
-        let descending = match last("sortdir") {
-            None | Some("") => false,
-            Some(dir) if dir.eq_ignore_ascii_case("asc") => false,
-            Some(dir) if dir.eq_ignore_ascii_case("desc") => true,
-            Some(dir) => {
-                return Err(PrivxError::bad_property(
-                    "sortdir",
-                    format!("sortdir must be ASC or DESC, got {dir:?}"),
-                ));
-            }
-        };
-        Ok(Paging {
-            offset: usize::try_from(offset).unwrap_or(usize::MAX),
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            sort_key,
-            descending,
-        })
-    }
 }
 
 impl Criteria {
@@ -168,61 +103,11 @@ pub(crate) fn search<'a>(
     criteria: &Criteria,
     paging: &Paging,
 ) -> (usize, Vec<&'a Map<String, Value>>) {
-    let mut matching: Vec<&Map<String, Value>> = users
+    let matching: Vec<&Map<String, Value>> = users
         .iter()
         .zip(haystacks)
         .filter(|(u, h)| criteria.matches(u, h))
         .map(|(u, _)| u)
         .collect();
-    matching.sort_by(|a, b| {
-        let by_key = compare(a.get(&paging.sort_key), b.get(&paging.sort_key));
-        let by_key = if paging.descending { by_key.reverse() } else { by_key };
-        // Ties are broken by id so that pages never overlap or skip a user.
-        by_key.then_with(|| compare(a.get("id"), b.get("id")))
-    });
-    let total = matching.len();
-    let page = matching.into_iter().skip(paging.offset).take(paging.limit).collect();
-    (total, page)
-}
-
-/// Missing and null first, then booleans, numbers, strings (case-insensitively), and the rest.
-fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
-    fn rank(value: Option<&Value>) -> u8 {
-        match value {
-            None | Some(Value::Null) => 0,
-            Some(Value::Bool(_)) => 1,
-            Some(Value::Number(_)) => 2,
-            Some(Value::String(_)) => 3,
-            Some(_) => 4,
-        }
-    }
-    match (a, b) {
-        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
-        (Some(Value::Number(x)), Some(Value::Number(y))) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-            (Some(x), Some(y), _, _) => x.cmp(&y),
-            (_, _, Some(x), Some(y)) => x.cmp(&y),
-            _ => {
-                let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-                x.total_cmp(&y)
-            }
-        },
-        (Some(Value::String(x)), Some(Value::String(y))) => {
-            x.to_lowercase().cmp(&y.to_lowercase()).then_with(|| x.cmp(y))
-        }
-        _ => rank(a).cmp(&rank(b)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn numbers_of_mixed_sign_and_size_sort_numerically() {
-        let values = [json!(-1), json!(u64::MAX), json!(2.5), json!(3)];
-        let mut sorted: Vec<&Value> = values.iter().collect();
-        sorted.sort_by(|a, b| compare(Some(a), Some(b)));
-        assert_eq!(sorted, vec![&json!(-1), &json!(2.5), &json!(3), &json!(u64::MAX)]);
-    }
+    paging.page(matching)
 }

@@ -4,5 +4,6 @@ mod cloudflare;
 mod fixture;
 mod knobs;
 mod privx;
+mod privx_access;
 mod support;
 mod tls;

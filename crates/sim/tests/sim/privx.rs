@@ -297,7 +297,7 @@ async fn roles_put_replaces_the_explicit_set_and_get_and_resolve_show_it() {
 
     let reply = send(
         privx(&sim, &token, Method::PUT, &roles_path)
-            .json(&json!([{"id": "r-admin"}, {"id": "r-audit", "name": "ignored", "grant_type": "FLOATING", "floating_length": 8}])),
+            .json(&json!([{"id": "r-admin", "explicit": true}, {"id": "r-audit", "name": "ignored", "explicit": true, "grant_type": "FLOATING", "floating_length": 8}])),
     )
     .await;
     assert_eq!((reply.status, reply.text.as_str()), (200, ""), "200 with an empty body");
@@ -320,6 +320,16 @@ async fn roles_put_replaces_the_explicit_set_and_get_and_resolve_show_it() {
             .iter()
             .all(|r| r["explicit"] == json!(true))
     );
+
+    // The role-handle schema's default for `explicit` is false: a handle without it is kept so.
+    let unflagged =
+        send(privx(&sim, &token, Method::PUT, &format!("{USERS}/u-0001/roles")).json(&json!([{"id": "r-admin"}])))
+            .await;
+    assert_eq!(unflagged.status, 200, "{}", unflagged.text);
+    let body = send(privx(&sim, &token, Method::GET, &format!("{USERS}/u-0001/roles")))
+        .await
+        .json();
+    assert_eq!(body["items"][0]["explicit"], json!(false), "{body}");
 
     let resolved = send(privx(&sim, &token, Method::GET, &format!("{USERS}/u-0000/resolve")))
         .await
@@ -544,8 +554,8 @@ async fn a_roles_put_replaces_only_the_explicit_set_and_mapped_roles_stay() {
     assert_eq!(held(&user["roles"]), vec![role("r-audit", false, true)]);
 
     let reply = send(privx(&sim, &token, Method::PUT, &roles_path).json(&json!([
-        {"id": "r-audit", "grant_type": "FLOATING", "floating_length": 4},
-        {"id": "r-admin"},
+        {"id": "r-audit", "explicit": true, "grant_type": "FLOATING", "floating_length": 4},
+        {"id": "r-admin", "explicit": true},
     ])))
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
