@@ -362,3 +362,377 @@ async fn plan_mode_sends_no_change_to_cloudflare() {
     assert_eq!(sims.cf().users().len(), 3);
     sims.shutdown().await;
 }
+
+/// Requests to the Access authentication log.
+fn log_requests(sims: &Sims) -> Vec<runbook_sim::LoggedRequest> {
+    sims.cf()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/access/logs/access_requests"))
+        .collect()
+}
+
+fn query_has(request: &runbook_sim::LoggedRequest, pair: &str) -> bool {
+    request.query.as_deref().unwrap_or("").split('&').any(|p| p == pair)
+}
+
+/// A tenant of `users` users whose authentication log holds `rows` allowed logins, one a second
+/// going back from an hour ago, and nothing else (no failed logins).
+fn logged_tenant(users: usize, rows: usize) -> serde_json::Value {
+    let start = jiff::Timestamp::now().as_second() - 3600;
+    let rows: Vec<serde_json::Value> = (0..rows)
+        .map(|i| {
+            let at = jiff::Timestamp::from_second(start - i as i64).unwrap();
+            json!({
+                "user_email": format!("user{}@example.com", i % users.max(1) + 1),
+                "created_at": at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "allowed": true,
+                "action": "login",
+                "ray_id": format!("{i:016x}"),
+                "ip_address": "192.0.2.7",
+                "app_uid": "app-uid-1",
+                "app_domain": "grafana.example.com",
+                "connection": "saml",
+            })
+        })
+        .collect();
+    let mut tenant = tenant(users, 0);
+    tenant["cloudflare"]["access_requests"] = json!(rows);
+    tenant["cloudflare"]["failed_logins"] = json!({});
+    tenant
+}
+
+#[tokio::test]
+async fn access_requests_reads_2500_rows_in_three_pages_each_row_once() {
+    let sims = Sims::start(logged_tenant(5, 2500)).await;
+    let engine = sims.engine();
+    let result = eval(
+        &engine,
+        "let rows = cloudflare::access_requests(); let rays = #{}; for r in rows { rays[r.ray_id] = true; } [rows.len(), rays.len(), rows[0].app_domain]",
+    )
+    .await;
+    assert_eq!(result, json!([2500, 2500, "grafana.example.com"]));
+    let log = log_requests(&sims);
+    assert_eq!(log.len(), 3, "{log:#?}");
+    for (n, request) in log.iter().enumerate() {
+        assert!(query_has(request, &format!("page={}", n + 1)), "{request:?}");
+        assert!(query_has(request, "per_page=1000"), "{request:?}");
+        assert!(
+            request.query.as_deref().unwrap_or("").contains("until="),
+            "until is pinned: {request:?}"
+        );
+    }
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn access_requests_steps_down_to_a_page_size_the_log_takes_and_remembers_it() {
+    let sims = Sims::start(logged_tenant(3, 250)).await;
+    sims.cf().set_access_log_max_per_page(100);
+    let engine = sims.engine();
+    let outcome = engine
+        .run("cloudflare::access_requests().len()", RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.result, json!(250));
+    let sizes: Vec<(u16, bool)> = log_requests(&sims)
+        .iter()
+        .map(|r| (r.status, query_has(r, "per_page=100")))
+        .collect();
+    assert_eq!(sizes, [(400, false), (200, true), (200, true), (200, true)]);
+    assert!(
+        outcome
+            .records
+            .logs
+            .iter()
+            .any(|l| l.level == "warn" && l.message.contains("pages of 100")),
+        "{:?}",
+        outcome.records.logs
+    );
+
+    sims.cf().clear_requests();
+    let again = eval(&engine, r#"cloudflare::access_requests(#{email: "user1@"}).len()"#).await;
+    assert_eq!(again, json!(84), "every third row is user1's");
+    let first = &log_requests(&sims)[0];
+    assert!(
+        query_has(first, "per_page=100") && first.status == 200,
+        "the second call starts at the size that worked: {first:?}"
+    );
+    sims.shutdown().await;
+}
+
+/// A tenant whose log holds allowed logins and, from the fixture's failed logins, refusals.
+fn failures_tenant() -> serde_json::Value {
+    let mut tenant = logged_tenant(6, 40);
+    let recent = |i: usize, hours: f64, ray: &str| {
+        let mut f = crate::fixtures::failure(i, &crate::fixtures::hours_ago(hours));
+        f["metadata"]["ray_id"] = json!(ray);
+        f
+    };
+    tenant["cloudflare"]["failed_logins"] = json!({
+        cf_id(1): [recent(1, 1.0, "r1a"), recent(1, 2.0, "r1b"), recent(1, 72.0, "r1old")],
+        cf_id(3): [recent(3, 3.0, "r3a")],
+    });
+    tenant
+}
+
+const FAILURES_SINCE: &str =
+    r#"cloudflare::failed_logins_since(now() - 24 * 3600).map(|r| [r.user_email, r.ray_id, r.allowed, r.created_at])"#;
+
+#[tokio::test]
+async fn failed_logins_since_returns_only_failures_even_when_the_log_ignores_allowed() {
+    let sims = Sims::start(failures_tenant()).await;
+    sims.cf().set_access_log_ignores_allowed(true);
+    let engine = sims.engine();
+    let rows = eval(&engine, FAILURES_SINCE).await;
+    let rows = rows.as_array().unwrap();
+    let rays: Vec<&str> = rows.iter().map(|r| r[1].as_str().unwrap()).collect();
+    assert_eq!(
+        rays,
+        ["r3a", "r1b", "r1a"],
+        "oldest first, the 72-hour-old one left out"
+    );
+    assert!(rows.iter().all(|r| r[2] == json!(false)));
+    assert_eq!(rows[0][0], "user3@example.com");
+    let log = log_requests(&sims);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert!(query_has(&log[0], "allowed=false"), "{:?}", log[0]);
+    assert!(sims.cf().requests().iter().all(|r| !r.path.ends_with("/failed_logins")));
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_logins_since_falls_back_to_each_user_when_the_log_refuses_the_token() {
+    let sims = Sims::start(failures_tenant()).await;
+    let engine = sims.engine();
+    let from_log = eval(&engine, FAILURES_SINCE).await;
+
+    sims.cf().set_access_log_refuses_tokens(true);
+    sims.cf().clear_requests();
+    let outcome = engine.run(FAILURES_SINCE, RunOptions::new()).await.unwrap();
+    assert_eq!(outcome.result, from_log, "the same failures either way");
+    let per_user = sims
+        .cf()
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/failed_logins"))
+        .count();
+    assert_eq!(per_user, 6, "one request per user");
+    assert_eq!(log_requests(&sims)[0].status, 403);
+    assert!(
+        outcome
+            .records
+            .logs
+            .iter()
+            .any(|l| l.level == "warn" && l.message.contains("refused the credentials (403)")),
+        "{:?}",
+        outcome.records.logs
+    );
+
+    // With the global key the log answers again.
+    sims.cf().clear_requests();
+    let cf = sims.cf();
+    let key = json!({"base_url": cf.base_url(), "account_id": cf.account_id(), "api_email": cf.api_email(), "api_key": cf.api_key()});
+    let engine = sims.engine_with(key.as_object().unwrap().clone(), sims.privx_config());
+    assert_eq!(eval(&engine, FAILURES_SINCE).await, from_log);
+    assert!(cf.requests().iter().all(|r| !r.path.ends_with("/failed_logins")));
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn access_requests_names_a_refused_token_and_what_to_set() {
+    let sims = Sims::start(logged_tenant(1, 3)).await;
+    sims.cf().set_access_log_refuses_tokens(true);
+    let engine = sims.engine();
+    let err = eval_err(&engine, "cloudflare::access_requests()").await;
+    assert!(
+        err.message
+            .contains("documents only the global API key: set CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY"),
+        "{}",
+        err.message
+    );
+    let err = eval_err(&engine, r#"cloudflare::access_requests(#{since: "last tuesday"})"#).await;
+    assert!(err.message.contains("is not an RFC 3339 time"), "{}", err.message);
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoke_user_ends_the_sessions_and_keeps_the_user() {
+    let sims = Sims::start(tenant(2, 0)).await;
+    let engine = sims.engine();
+    let id = cf_id(1);
+    let before = eval(&engine, &format!(r#"cloudflare::active_sessions("{id}").len()"#)).await;
+    assert_eq!(before, json!(1));
+    let script = format!(
+        r#"cloudflare::revoke_user("user1@example.com", #{{devices: true}}); cloudflare::active_sessions("{id}").len()"#
+    );
+    assert_eq!(eval(&engine, &script).await, json!(0));
+    assert_eq!(
+        sims.cf().revocations(),
+        [json!({"email": "user1@example.com", "user_uid": null, "devices": true, "warp_session_reauth": false})]
+    );
+    let user = sims.cf().user(&id).expect("the user is kept");
+    assert_eq!(user["active_device_count"], json!(0));
+    let post = sims.cf().requests().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(post.body, Some(json!({"email": "user1@example.com", "devices": true})));
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn seats_are_set_and_freed_by_seat_uid() {
+    let mut fixture = tenant(3, 0);
+    fixture["cloudflare"]["users"][2]
+        .as_object_mut()
+        .unwrap()
+        .remove("seat_uid");
+    let sims = Sims::start(fixture).await;
+    let engine = sims.engine();
+    let freed = eval(&engine, &format!(r#"cloudflare::free_seats("{}")"#, cf_id(1))).await;
+    assert_eq!(freed["seat_uid"], "seat-1");
+    assert_eq!(
+        (freed["access_seat"].clone(), freed["gateway_seat"].clone()),
+        (json!(false), json!(false))
+    );
+    let user = sims.cf().user(&cf_id(1)).unwrap();
+    assert_eq!(
+        (user["access_seat"].clone(), user["gateway_seat"].clone()),
+        (json!(false), json!(false))
+    );
+    let patch = sims.cf().requests().into_iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(
+        patch.body,
+        Some(json!([{"seat_uid": "seat-1", "access_seat": false, "gateway_seat": false}]))
+    );
+
+    let seats = eval(
+        &engine,
+        r#"cloudflare::update_seats([#{seat_uid: "seat-2", access_seat: true, gateway_seat: true}]).map(|s| s.gateway_seat)"#,
+    )
+    .await;
+    assert_eq!(seats, json!([true]));
+    assert_eq!(sims.cf().user(&cf_id(2)).unwrap()["gateway_seat"], json!(true));
+
+    let err = eval_err(&engine, &format!(r#"cloudflare::free_seats("{}")"#, cf_id(3))).await;
+    assert!(err.message.contains("has no seat_uid"), "{}", err.message);
+    let err = eval_err(
+        &engine,
+        r#"cloudflare::update_seats([#{seat_uid: "nope", access_seat: false, gateway_seat: false}])"#,
+    )
+    .await;
+    assert!(err.message.contains("Cloudflare answered 400"), "{}", err.message);
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn groups_are_managed_and_membership_edits_send_nothing_when_nothing_changes() {
+    let mut fixture = tenant(1, 0);
+    fixture["cloudflare"]["groups"] = json!([
+        {"id": "g-admins", "name": "Admins", "include": [{"email": {"email": "ann@example.com"}}], "exclude": [{"email_domain": {"domain": "partner.example"}}], "require": []},
+    ]);
+    let sims = Sims::start(fixture).await;
+    let engine = sims.engine();
+    let puts = |sims: &Sims| sims.cf().requests().iter().filter(|r| r.method == "PUT").count();
+
+    let created = eval(
+        &engine,
+        r#"cloudflare::create_group(#{name: "Contractors", include: [#{email_domain: #{domain: "partner.example"}}]})"#,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let post = sims.cf().requests().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(
+        (post.status, post.body),
+        (
+            201,
+            Some(json!({"name": "Contractors", "include": [{"email_domain": {"domain": "partner.example"}}]}))
+        )
+    );
+    let names = eval(&engine, "cloudflare::list_groups().map(|g| g.name)").await;
+    assert_eq!(names, json!(["Admins", "Contractors"]));
+    assert_eq!(
+        eval(&engine, r#"cloudflare::list_groups(#{search: "contr"}).len()"#).await,
+        json!(1)
+    );
+
+    // A rename sends the rules back as they are: the API replaces the whole group.
+    eval(
+        &engine,
+        r#"cloudflare::update_group("g-admins", #{name: "Administrators"})"#,
+    )
+    .await;
+    let put = sims.cf().requests().into_iter().find(|r| r.method == "PUT").unwrap();
+    assert_eq!(
+        put.body,
+        Some(
+            json!({"name": "Administrators", "include": [{"email": {"email": "ann@example.com"}}], "exclude": [{"email_domain": {"domain": "partner.example"}}], "require": []})
+        )
+    );
+
+    let added = eval(
+        &engine,
+        r#"cloudflare::add_to_group("g-admins", "bob@example.com").include.len()"#,
+    )
+    .await;
+    assert_eq!(added, json!(2));
+    assert_eq!(puts(&sims), 2);
+    let again = eval(
+        &engine,
+        r#"cloudflare::add_to_group("g-admins", "BOB@example.com").include.len()"#,
+    )
+    .await;
+    assert_eq!(again, json!(2));
+    assert_eq!(puts(&sims), 2, "already there: no PUT");
+    let removed = eval(
+        &engine,
+        r#"cloudflare::remove_from_group("g-admins", "ann@example.com").include"#,
+    )
+    .await;
+    assert_eq!(removed, json!([{"email": {"email": "bob@example.com"}}]));
+    assert_eq!(puts(&sims), 3);
+    eval(
+        &engine,
+        r#"cloudflare::remove_from_group("g-admins", "ann@example.com")"#,
+    )
+    .await;
+    assert_eq!(puts(&sims), 3, "already absent: no PUT");
+    let group = sims.cf().groups().into_iter().find(|g| g["id"] == "g-admins").unwrap();
+    assert_eq!(group["name"], "Administrators");
+    assert_eq!(
+        group["exclude"],
+        json!([{"email_domain": {"domain": "partner.example"}}]),
+        "kept through every edit"
+    );
+
+    assert_eq!(
+        eval(&engine, &format!(r#"cloudflare::delete_group("{id}")"#)).await,
+        json!(null)
+    );
+    assert_eq!(sims.cf().groups().len(), 1);
+    let err = eval_err(&engine, &format!(r#"cloudflare::get_group("{id}")"#)).await;
+    assert!(
+        err.message
+            .contains(&format!("no Access group {id} in Cloudflare account")),
+        "{}",
+        err.message
+    );
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn plan_mode_sends_no_revocation_seat_or_group_change() {
+    let sims = Sims::start(tenant(2, 0)).await;
+    let engine = sims.engine();
+    let script = format!(
+        r#"cloudflare::revoke_user("user1@example.com");
+           let s = cloudflare::free_seats("{a}");
+           let g = cloudflare::create_group(#{{name: "X", include: [#{{everyone: #{{}}}}]}});
+           cloudflare::add_to_group("g-1", "a@example.com");
+           [s.access_seat, g.id]"#,
+        a = cf_id(1)
+    );
+    let outcome = engine.run(&script, RunOptions::new().plan(true)).await.unwrap();
+    assert_eq!(outcome.result, json!([false, "(planned)"]));
+    assert_eq!(outcome.records.planned_changes.len(), 4);
+    assert!(sims.cf().requests().is_empty(), "{:?}", sims.cf().requests());
+    sims.shutdown().await;
+}

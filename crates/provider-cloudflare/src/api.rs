@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::models::{ApiMessage, Envelope, ResultInfo};
 
-/// The page size `list_users` asks for: the API's maximum.
+/// The page size the `result_info` collections (users, groups) are read in: the documented
+/// default of both.
 pub const PAGE_SIZE: u64 = 1000;
 
 /// A stop for a service that ignores `page` and keeps answering full pages.
@@ -50,6 +51,25 @@ pub enum Subject<'a> {
     User(&'a str),
     /// One session of a user.
     Session(&'a str, &'a str),
+    /// The Access authentication log.
+    AccessLog,
+    /// The account's Access organization (revoking a user's tokens).
+    Organization,
+    /// The account's seats.
+    Seats,
+    /// The account's Access groups.
+    Groups,
+    /// One Access group.
+    Group(&'a str),
+}
+
+/// A collection with `result_info` paging.
+#[derive(Debug, Clone, Copy)]
+pub enum Collection {
+    /// `/access/users`.
+    Users,
+    /// `/access/groups`.
+    Groups,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,7 +81,14 @@ struct ErrorEnvelope {
 impl Api {
     /// `/accounts/{account_id}/access/users` followed by `rest`, every segment escaped.
     pub fn users_path(&self, rest: &[&str]) -> String {
-        let mut segments = vec!["accounts", self.account_id.as_str(), "access", "users"];
+        let mut segments = vec!["users"];
+        segments.extend_from_slice(rest);
+        self.access_path(&segments)
+    }
+
+    /// `/accounts/{account_id}/access` followed by `rest`, every segment escaped.
+    pub fn access_path(&self, rest: &[&str]) -> String {
+        let mut segments = vec!["accounts", self.account_id.as_str(), "access"];
         segments.extend_from_slice(rest);
         path(&segments)
     }
@@ -117,15 +144,17 @@ impl Api {
         Ok((envelope.result, envelope.result_info))
     }
 
-    /// Every page of a collection. The first page says how many there are (`total_pages`, or
-    /// `total_count` / `per_page`); the rest are then fetched a few at a time, in order. Without
-    /// those figures, pages are followed one by one until a short or empty one.
+    /// Every page of the collection at `path`. The first page says how many there are
+    /// (`total_pages`, or `total_count` / `per_page`); the rest are then fetched a few at a
+    /// time, in order. Without those figures, pages are followed one by one until a short or
+    /// empty one.
     pub async fn all_pages<T: DeserializeOwned>(
         &self,
         ctx: &CallContext,
+        collection: Collection,
         filters: &[(&str, String)],
     ) -> Result<Vec<T>, ActionError> {
-        let (first, info) = self.page::<T>(ctx, filters, 1).await?;
+        let (first, info) = self.page::<T>(ctx, collection, filters, 1).await?;
         let received = first.len() as u64;
         let mut all = first;
         let total_pages = info.and_then(|i| {
@@ -136,7 +165,7 @@ impl Api {
         });
         if let Some(total) = total_pages {
             let mut pages = futures::stream::iter(2..=total.min(MAX_PAGES))
-                .map(|page| self.page::<T>(ctx, filters, page))
+                .map(|page| self.page::<T>(ctx, collection, filters, page))
                 .buffered(PAGES_IN_FLIGHT);
             while let Some(page) = pages.next().await {
                 all.extend(page?.0);
@@ -148,7 +177,7 @@ impl Api {
         let mut page = 1;
         while last_received > 0 && last_received >= per_page && page < MAX_PAGES {
             page += 1;
-            let (items, _) = self.page::<T>(ctx, filters, page).await?;
+            let (items, _) = self.page::<T>(ctx, collection, filters, page).await?;
             last_received = items.len() as u64;
             all.extend(items);
         }
@@ -158,16 +187,19 @@ impl Api {
     async fn page<T: DeserializeOwned>(
         &self,
         ctx: &CallContext,
+        collection: Collection,
         filters: &[(&str, String)],
         page: u64,
     ) -> Result<(Vec<T>, Option<ResultInfo>), ActionError> {
-        let mut request = HttpRequest::get(self.users_path(&[]))
-            .query("page", page)
-            .query("per_page", PAGE_SIZE);
+        let (path, subject) = match collection {
+            Collection::Users => (self.users_path(&[]), Subject::Users),
+            Collection::Groups => (self.access_path(&["groups"]), Subject::Groups),
+        };
+        let mut request = HttpRequest::get(path).query("page", page).query("per_page", PAGE_SIZE);
         for (key, value) in filters {
             request = request.query(key, value);
         }
-        let (items, info): (Option<Vec<T>>, _) = self.call(ctx, request, Subject::Users).await?;
+        let (items, info): (Option<Vec<T>>, _) = self.call(ctx, request, subject).await?;
         Ok((items.unwrap_or_default(), info))
     }
 
@@ -201,9 +233,19 @@ impl Api {
                 "no active session {nonce} for user {id} in Cloudflare account {}",
                 self.account_id
             )),
+            (404, Subject::Group(id)) => Some(format!(
+                "no Access group {id} in Cloudflare account {}",
+                self.account_id
+            )),
+            (403, Subject::AccessLog) if matches!(self.auth, Auth::Token(_)) => Some(
+                "Cloudflare refused the API token for the Access authentication log, whose API documents only the \
+                 global API key: set CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY (or api_email / api_key), or give the token \
+                 Access: Audit Logs Read"
+                    .to_owned(),
+            ),
             (403, _) if envelope.errors.iter().any(|e| e.code.as_ref().and_then(Value::as_i64) == Some(10000)) => {
                 Some(match &self.auth {
-                    Auth::Token(_) => "Cloudflare refused the API token: check CLOUDFLARE_API_TOKEN (or api_token), and that it may read and edit Access users of this account".to_owned(),
+                    Auth::Token(_) => "Cloudflare refused the API token: check CLOUDFLARE_API_TOKEN (or api_token), and that it may read and edit Access users (and, for groups, seats and revoking, Access organizations and Zero Trust seats) of this account".to_owned(),
                     Auth::Key { .. } => "Cloudflare refused the email and global API key: check CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY (or api_email / api_key)".to_owned(),
                 })
             }

@@ -282,6 +282,129 @@ pub struct Identity {
     pub extra: Map<String, Value>,
 }
 
+/// A row of the Access authentication log. The row names its user by email only, and has no id
+/// of its own: `ray_id` + `created_at` tell rows apart.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AccessRequest {
+    /// The user's email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
+    /// When it happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// Whether the login was let through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<bool>,
+    /// What was attempted, e.g. `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The request's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ray_id: Option<String>,
+    /// Where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// The Access application's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_uid: Option<String>,
+    /// The Access application's domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_domain: Option<String>,
+    /// The identity provider used, e.g. `saml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// Fields not listed above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One user's seats, as `PATCH .../access/seats` takes them: all three fields required.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatUpdate {
+    /// The seat (a user's `seat_uid`).
+    pub seat_uid: String,
+    /// Keep an Access seat.
+    pub access_seat: bool,
+    /// Keep a Gateway seat.
+    pub gateway_seat: bool,
+}
+
+/// A seat, as `PATCH .../access/seats` answers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Seat {
+    /// The seat's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_uid: Option<String>,
+    /// Holds an Access seat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_seat: Option<bool>,
+    /// Holds a Gateway seat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_seat: Option<bool>,
+    /// Created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// Last update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// Fields not listed above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An Access group. Each rule is an object with one key, e.g. `{"email": {"email": "a@example.com"}}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Group {
+    /// UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Rules of which a member must match one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<Value>>,
+    /// Rules a member must match none of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<Value>>,
+    /// Rules a member must match all of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<Vec<Value>>,
+    /// Fields not listed above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The body of `POST .../groups` and `PUT .../groups/{id}` (a full replace: `name` and
+/// `include` required).
+#[derive(Debug, Serialize)]
+pub struct GroupBody<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Include rules.
+    pub include: &'a [Value],
+    /// Exclude rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<&'a [Value]>,
+    /// Require rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require: Option<&'a [Value]>,
+}
+
+/// The body of `POST .../access/organizations/revoke_user`.
+#[derive(Debug, Serialize)]
+pub struct RevokeUser<'a> {
+    /// The user's email (required).
+    pub email: &'a str,
+    /// Also revoke the user's devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<bool>,
+    /// Make the user re-authenticate WARP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warp_session_reauth: Option<bool>,
+}
+
 /// The body of `POST .../users`.
 #[derive(Debug, Serialize)]
 pub struct CreateUser<'a> {

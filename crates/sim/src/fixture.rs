@@ -60,6 +60,16 @@ pub struct CloudflareFixture {
     pub failed_logins: BTreeMap<String, Vec<Value>>,
     /// `user_id` → the Identity last seen for that user.
     pub last_seen_identity: BTreeMap<String, Value>,
+    /// Rows of the Access authentication log beyond the failed logins (successful logins, for
+    /// one), as the log endpoint returns them. Each needs an RFC 3339 `created_at`. Every
+    /// entry of [`failed_logins`](Self::failed_logins) also appears in the log as an
+    /// `allowed: false` row.
+    #[serde(default)]
+    pub access_requests: Vec<Value>,
+    /// Access groups as the API returns them (`id`, `name`, `include`, `exclude`, `require`).
+    /// Each needs a string `id`.
+    #[serde(default)]
+    pub groups: Vec<Value>,
 }
 
 impl Default for CloudflareFixture {
@@ -74,6 +84,8 @@ impl Default for CloudflareFixture {
             session_identities: BTreeMap::new(),
             failed_logins: BTreeMap::new(),
             last_seen_identity: BTreeMap::new(),
+            access_requests: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -234,8 +246,9 @@ impl Fixture {
 }
 
 impl CloudflareFixture {
-    /// Checks what the type system cannot: credentials not empty, every user an object with a
-    /// unique string `id`, and the per-user maps naming only users that exist.
+    /// Checks what the type system cannot: credentials not empty, every user and group an object
+    /// with a unique string `id`, the per-user maps naming only users that exist, and every log
+    /// row placed in time.
     pub fn validate(&self) -> Result<(), FixtureError> {
         for (field, value) in [
             ("account_id", &self.account_id),
@@ -285,6 +298,15 @@ impl CloudflareFixture {
                 )));
             }
         }
+        for (index, row) in self.access_requests.iter().enumerate() {
+            let created_at = row.get("created_at").and_then(Value::as_str);
+            if created_at.is_none_or(|t| t.parse::<jiff::Timestamp>().is_err()) {
+                return Err(invalid(format!(
+                    "cloudflare.access_requests[{index}]: \"created_at\" must be an RFC 3339 time"
+                )));
+            }
+        }
+        unique_ids(&self.groups, "cloudflare.groups")?;
         Ok(())
     }
 }

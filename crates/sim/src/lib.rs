@@ -1,4 +1,5 @@
-//! In-memory simulators of the Cloudflare Zero Trust users API and the PrivX role-store users API.
+//! In-memory simulators of the Cloudflare Zero Trust (Access) API — users, the authentication
+//! log, token revocation, seats and groups — and the PrivX role-store users API.
 //!
 //! The simulators serve real HTTP on loopback so that tests, benchmarks and `runbook --simulate`
 //! exercise the very code paths a real deployment does: URL building, auth headers, JSON field

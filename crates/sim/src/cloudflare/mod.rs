@@ -1,11 +1,16 @@
-//! The Cloudflare Zero Trust (Access) users API simulator.
+//! The Cloudflare Zero Trust (Access) API simulator: users, the authentication log, token
+//! revocation, seats and groups.
 
+mod access_log;
+mod account_routes;
 mod envelope;
+mod groups;
 mod routes;
 mod tenant;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +28,20 @@ use crate::lock::lock;
 use crate::server::Server;
 use crate::{CloudflareFixture, Fault, LoggedRequest, RateLimit, RateLimitMode, SimOptions};
 
-/// A running Cloudflare Zero Trust users API simulator.
+/// A running Cloudflare Zero Trust (Access) API simulator.
 ///
 /// Serves `/client/v4/accounts/{account_id}/access/users...` as `shared/api/cloudflare.md`
 /// describes, with the v4 envelope, `result_info` paging, both auth schemes (`Authorization:
 /// Bearer` and `X-Auth-Email` + `X-Auth-Key`) and the documented rate-limit headers.
 /// Credentials a request presents must all be valid; presenting none is a 403 like wrong ones.
+///
+/// Also, as `shared/api/new-endpoints.md` describes them: the authentication log
+/// (`GET .../access/logs/access_requests`, no `result_info`), `POST
+/// .../access/organizations/revoke_user`, `PATCH .../access/seats` and the Access groups
+/// (`.../access/groups[/{id}]`). What the sheet leaves unconfirmed about the log is a knob:
+/// its largest page ([`set_access_log_max_per_page`](Self::set_access_log_max_per_page)),
+/// whether it honours `allowed` ([`set_access_log_ignores_allowed`](Self::set_access_log_ignores_allowed))
+/// and whether it takes API tokens ([`set_access_log_refuses_tokens`](Self::set_access_log_refuses_tokens)).
 ///
 /// Stops when [`shutdown`](Self::shutdown) is awaited or the handle is dropped.
 #[derive(Debug)]
@@ -45,6 +58,29 @@ pub(crate) struct CloudflareState {
     api_email: String,
     api_key: String,
     tenant: Mutex<Tenant>,
+    knobs: LogKnobs,
+}
+
+/// How the authentication log behaves where the fact sheet is unconfirmed.
+#[derive(Debug)]
+struct LogKnobs {
+    max_per_page: AtomicU64,
+    ignores_allowed: AtomicBool,
+    refuses_tokens: AtomicBool,
+}
+
+impl LogKnobs {
+    fn max_per_page(&self) -> u64 {
+        self.max_per_page.load(Ordering::SeqCst)
+    }
+
+    fn ignores_allowed(&self) -> bool {
+        self.ignores_allowed.load(Ordering::SeqCst)
+    }
+
+    fn refuses_tokens(&self) -> bool {
+        self.refuses_tokens.load(Ordering::SeqCst)
+    }
 }
 
 impl CloudflareSim {
@@ -69,6 +105,11 @@ impl CloudflareSim {
             api_email: fixture.api_email.clone(),
             api_key: fixture.api_key.clone(),
             tenant: Mutex::new(Tenant::new(&fixture)),
+            knobs: LogKnobs {
+                max_per_page: AtomicU64::new(1000),
+                ignores_allowed: AtomicBool::new(false),
+                refuses_tokens: AtomicBool::new(false),
+            },
         });
         let server = Server::start(addr, routes::router(state.clone()), None).await?;
         Ok(CloudflareSim { state, server })
@@ -159,6 +200,36 @@ impl CloudflareSim {
         lock(&self.state.tenant).user(id).cloned().map(Value::Object)
     }
 
+    /// Every `revoke_user` the simulator served, in order, as
+    /// `{email, user_uid, devices, warp_session_reauth}` (`devices` true when the body or the
+    /// query asked for it).
+    pub fn revocations(&self) -> Vec<Value> {
+        lock(&self.state.tenant).revocations()
+    }
+
+    /// The current Access groups, as the API would return them.
+    pub fn groups(&self) -> Vec<Value> {
+        lock(&self.state.tenant).groups.filtered(None, None)
+    }
+
+    /// Sets the largest `per_page` the authentication log accepts (default 1000; the real
+    /// maximum is undocumented). A larger one is answered 400 naming `per_page`.
+    pub fn set_access_log_max_per_page(&self, max: u64) {
+        self.state.knobs.max_per_page.store(max.max(1), Ordering::SeqCst);
+    }
+
+    /// Makes the authentication log ignore its `allowed` filter (only `allowedOp` is
+    /// documented), answering allowed and refused logins alike.
+    pub fn set_access_log_ignores_allowed(&self, ignores: bool) {
+        self.state.knobs.ignores_allowed.store(ignores, Ordering::SeqCst);
+    }
+
+    /// Makes the authentication log refuse API tokens (403, code 10000) so that only the global
+    /// API key reaches it, as the spec's security block lists.
+    pub fn set_access_log_refuses_tokens(&self, refuses: bool) {
+        self.state.knobs.refuses_tokens.store(refuses, Ordering::SeqCst);
+    }
+
     /// Stops serving, closes open connections and releases the port.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
@@ -187,7 +258,7 @@ impl Gatekeeper for CloudflareState {
         &self.control
     }
 
-    fn refusal(&self, _: &Method, _: &str, headers: &HeaderMap) -> Option<Response> {
+    fn refusal(&self, _: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let mut presented = false;
         if headers.contains_key(AUTHORIZATION) {
@@ -196,7 +267,9 @@ impl Gatekeeper for CloudflareState {
                 .and_then(|v| v.split_once(' '))
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim());
-            if token != Some(self.api_token.as_str()) {
+            if token != Some(self.api_token.as_str())
+                || (self.knobs.refuses_tokens() && path.ends_with(routes::ACCESS_REQUESTS_SUFFIX))
+            {
                 return Some(CfError::authentication().into_response());
             }
         }

@@ -1,4 +1,4 @@
-//! The `/client/v4/accounts/{account_id}/access/users` endpoints.
+//! The router, and the `/client/v4/accounts/{account_id}/access/users` endpoints.
 
 use std::sync::Arc;
 
@@ -10,20 +10,25 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use serde_json::{Map, Value};
 
 use super::CloudflareState;
+use super::account_routes;
 use super::envelope::{self, CfError, ResultInfo};
 use super::tenant::Filters;
 use crate::gate::gate;
 use crate::lock::lock;
 
 const USERS: &str = "/client/v4/accounts/{account_id}/access/users";
-const DEFAULT_PER_PAGE: u64 = 25;
+const ACCESS: &str = "/client/v4/accounts/{account_id}/access";
+/// The path of the authentication log, which the token knob refuses.
+pub(super) const ACCESS_REQUESTS_SUFFIX: &str = "/access/logs/access_requests";
+/// The documented default (the fact sheet's section 5); also the largest page served.
+const DEFAULT_PER_PAGE: u64 = 1000;
 const MAX_PER_PAGE: u64 = 1000;
 
-type Reply = Result<Response, CfError>;
+pub(super) type Reply = Result<Response, CfError>;
 
 pub(crate) fn router(state: Arc<CloudflareState>) -> Router {
     Router::new()
@@ -41,6 +46,25 @@ pub(crate) fn router(state: Arc<CloudflareState>) -> Router {
         .route(
             &format!("{USERS}/{{user_id}}/last_seen_identity"),
             get(last_seen_identity),
+        )
+        .route(
+            &format!("{ACCESS}/logs/access_requests"),
+            get(account_routes::access_requests),
+        )
+        .route(
+            &format!("{ACCESS}/organizations/revoke_user"),
+            post(account_routes::revoke_user),
+        )
+        .route(&format!("{ACCESS}/seats"), patch(account_routes::update_seats))
+        .route(
+            &format!("{ACCESS}/groups"),
+            get(account_routes::list_groups).post(account_routes::create_group),
+        )
+        .route(
+            &format!("{ACCESS}/groups/{{group_id}}"),
+            get(account_routes::get_group)
+                .put(account_routes::update_group)
+                .delete(account_routes::delete_group),
         )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -197,7 +221,7 @@ async fn last_seen_identity(
 
 /// Path parameters; a path that cannot be decoded gets the API's "could not route" envelope
 /// instead of axum's plain-text rejection.
-struct Segments<T>(T);
+pub(super) struct Segments<T>(pub(super) T);
 
 impl<S, T> FromRequestParts<S> for Segments<T>
 where
@@ -215,7 +239,7 @@ where
 }
 
 /// A whole number in `1..=max`.
-fn positive(key: &str, value: &str, max: u64) -> Result<u64, CfError> {
+pub(super) fn positive(key: &str, value: &str, max: u64) -> Result<u64, CfError> {
     match value.trim().parse::<u64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ if max == u64::MAX => Err(CfError::invalid(format!(
@@ -231,7 +255,7 @@ fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, CfError> {
+pub(super) fn json_object(body: &[u8]) -> Result<Map<String, Value>, CfError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(CfError::invalid("the request body must be a JSON object")),
@@ -248,7 +272,7 @@ fn required_string<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a 
 }
 
 /// Enough of an address check to catch a client sending a name, an id or an empty string.
-fn plausible_email(email: &str) -> bool {
+pub(super) fn plausible_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
@@ -261,6 +285,6 @@ fn plausible_email(email: &str) -> bool {
 }
 
 /// RFC 3339 in UTC with microseconds, the precision the API's timestamps have.
-fn now() -> String {
+pub(super) fn now() -> String {
     format!("{:.6}", jiff::Timestamp::now())
 }

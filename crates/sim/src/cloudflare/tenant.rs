@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
 
+use super::access_log;
 use super::envelope::CfError;
+use super::groups::Groups;
 use crate::CloudflareFixture;
 
 /// Users and their per-user records. Users keep their fixture order; new ones are appended.
@@ -17,6 +19,28 @@ pub(crate) struct Tenant {
     session_identities: BTreeMap<String, BTreeMap<String, Value>>,
     failed_logins: BTreeMap<String, Vec<Value>>,
     last_seen_identity: BTreeMap<String, Value>,
+    /// Log rows beyond the failed logins.
+    access_requests: Vec<Value>,
+    pub(crate) groups: Groups,
+    /// Every revocation asked for, as `{email, user_uid, devices, warp_session_reauth}`.
+    revocations: Vec<Value>,
+}
+
+/// One entry of a `PATCH .../access/seats` body, validated.
+#[derive(Debug)]
+pub(crate) struct SeatChange {
+    pub(crate) seat_uid: String,
+    pub(crate) access_seat: bool,
+    pub(crate) gateway_seat: bool,
+}
+
+/// A `POST .../organizations/revoke_user`, validated.
+#[derive(Debug)]
+pub(crate) struct Revocation {
+    pub(crate) email: String,
+    pub(crate) user_uid: Option<String>,
+    pub(crate) devices: bool,
+    pub(crate) warp_session_reauth: bool,
 }
 
 /// The list endpoint's filters, already validated.
@@ -39,6 +63,9 @@ impl Tenant {
             session_identities: fixture.session_identities.clone(),
             failed_logins: fixture.failed_logins.clone(),
             last_seen_identity: fixture.last_seen_identity.clone(),
+            access_requests: fixture.access_requests.clone(),
+            groups: Groups::new(&fixture.groups),
+            revocations: Vec::new(),
         };
         tenant.reindex();
         tenant
@@ -178,6 +205,81 @@ impl Tenant {
             .get(id)
             .cloned()
             .ok_or_else(|| CfError::not_found(format!("no identity seen yet for user {id}")))
+    }
+}
+
+impl Tenant {
+    /// The whole authentication log, unordered: the explicit rows and one row per failed login.
+    pub(crate) fn access_log(&self) -> Vec<Value> {
+        let emails: HashMap<&str, &str> = self
+            .users
+            .iter()
+            .filter_map(|u| Some((text(u, "id")?, text(u, "email")?)))
+            .collect();
+        access_log::rows(&self.access_requests, &self.failed_logins, &emails)
+    }
+
+    /// Revokes every Access token of the user with this email: their active sessions end, and
+    /// with `devices` their devices too. An email with no user has no tokens; that is not an
+    /// error.
+    pub(crate) fn revoke(&mut self, revocation: Revocation) {
+        let id = self
+            .users
+            .iter()
+            .find(|u| text(u, "email").is_some_and(|e| e.eq_ignore_ascii_case(&revocation.email)))
+            .and_then(|u| text(u, "id"))
+            .map(str::to_owned);
+        if let Some(id) = id {
+            self.active_sessions.remove(&id);
+            self.session_identities.remove(&id);
+            if let Some(user) = self.user_mut(&id).filter(|_| revocation.devices) {
+                user.insert("active_device_count".to_owned(), Value::from(0));
+            }
+        }
+        self.revocations.push(json!({
+            "email": revocation.email,
+            "user_uid": revocation.user_uid,
+            "devices": revocation.devices,
+            "warp_session_reauth": revocation.warp_session_reauth,
+        }));
+    }
+
+    pub(crate) fn revocations(&self) -> Vec<Value> {
+        self.revocations.clone()
+    }
+
+    /// Sets the seats of the users holding these seat uids, all or none: an unknown seat uid
+    /// changes nothing. Returns the seats as the API does.
+    pub(crate) fn update_seats(&mut self, changes: &[SeatChange], now: &str) -> Result<Vec<Value>, CfError> {
+        let mut positions = Vec::with_capacity(changes.len());
+        for (i, change) in changes.iter().enumerate() {
+            let position = self
+                .users
+                .iter()
+                .position(|u| text(u, "seat_uid") == Some(change.seat_uid.as_str()))
+                .ok_or_else(|| {
+                    CfError::invalid_field(
+                        &format!("{i}/seat_uid"),
+                        format!("no user holds seat {}", change.seat_uid),
+                    )
+                })?;
+            positions.push(position);
+        }
+        let mut seats = Vec::with_capacity(changes.len());
+        for (change, position) in changes.iter().zip(positions) {
+            let user = &mut self.users[position];
+            user.insert("access_seat".to_owned(), Value::Bool(change.access_seat));
+            user.insert("gateway_seat".to_owned(), Value::Bool(change.gateway_seat));
+            user.insert("updated_at".to_owned(), Value::from(now));
+            seats.push(json!({
+                "seat_uid": change.seat_uid,
+                "access_seat": change.access_seat,
+                "gateway_seat": change.gateway_seat,
+                "created_at": user.get("created_at").cloned().unwrap_or(Value::Null),
+                "updated_at": now,
+            }));
+        }
+        Ok(seats)
     }
 }
 

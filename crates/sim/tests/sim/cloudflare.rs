@@ -26,7 +26,8 @@ async fn list_answers_the_success_envelope_with_result_info() {
     assert_eq!(body["result"][0]["email"], json!("user0@example.com"));
     assert_eq!(
         body["result_info"],
-        json!({"page": 1, "per_page": 25, "count": 3, "total_count": 3, "total_pages": 1})
+        json!({"page": 1, "per_page": 1000, "count": 3, "total_count": 3, "total_pages": 1}),
+        "the documented default page size is 1000"
     );
 }
 
@@ -159,7 +160,7 @@ async fn another_account_is_403_and_a_malformed_one_cannot_be_routed() {
     assert_eq!(reply.status, 404);
     assert_eq!(cf_error_code(&reply), 7003);
 
-    let unknown_route = format!("{}/accounts/{}/access/groups", sim.base_url(), sim.account_id());
+    let unknown_route = format!("{}/accounts/{}/access/apps", sim.base_url(), sim.account_id());
     let reply = send(client().get(unknown_route).bearer_auth(sim.api_token())).await;
     assert_eq!(reply.status, 404);
     assert_eq!(cf_error_code(&reply), 7003);
@@ -378,4 +379,352 @@ async fn undecodable_path_segments_get_the_error_envelope_not_a_plain_text_rejec
     let reply = send(cf(&sim, Method::GET, "/%FF%FE")).await;
     assert_eq!(reply.status, 404, "{}", reply.text);
     cf_error_code(&reply);
+}
+
+/// A request to `<base>/accounts/<account>/access<path>` with the bearer token.
+fn access(sim: &runbook_sim::CloudflareSim, method: Method, path: &str) -> reqwest::RequestBuilder {
+    let url = format!("{}/accounts/{}/access{path}", sim.base_url(), sim.account_id());
+    client().request(method, url).bearer_auth(sim.api_token())
+}
+
+/// A log row at minute `m` after 2026-11-20T00:00:00Z.
+fn log_row(m: usize, email: &str, allowed: bool) -> Value {
+    json!({
+        "user_email": email,
+        "created_at": format!("2026-11-20T{:02}:{:02}:00Z", m / 60, m % 60),
+        "allowed": allowed,
+        "action": "login",
+        "ray_id": format!("ray{m:05}"),
+        "ip_address": "192.0.2.1",
+        "app_uid": "app-uid-1",
+        "app_domain": "grafana.example.com",
+        "connection": "saml",
+    })
+}
+
+async fn log_sim(rows: Vec<Value>) -> runbook_sim::CloudflareSim {
+    cf_sim(CloudflareFixture {
+        access_requests: rows,
+        ..cf_fixture(2)
+    })
+    .await
+}
+
+fn rays(body: &Value) -> Vec<String> {
+    body["result"]
+        .as_array()
+        .expect("a result array")
+        .iter()
+        .map(|r| r["ray_id"].as_str().expect("a ray id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_access_log_pages_newest_first_until_a_short_page_without_result_info() {
+    let sim = log_sim((0..60).map(|m| log_row(m, "user0@example.com", true)).collect()).await;
+    let mut seen = Vec::new();
+    for (page, expected) in [(1, 25), (2, 25), (3, 10), (4, 0)] {
+        let reply = send(access(&sim, Method::GET, &format!("/logs/access_requests?page={page}"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let body = reply.json();
+        assert_eq!(body["success"], json!(true));
+        assert!(
+            body.get("result_info").is_none(),
+            "the log has no result_info: {}",
+            reply.text
+        );
+        let page_rays = rays(&body);
+        assert_eq!(page_rays.len(), expected, "page {page} (default per_page 25)");
+        seen.extend(page_rays);
+    }
+    let newest_first: Vec<String> = (0..60).rev().map(|m| format!("ray{m:05}")).collect();
+    assert_eq!(seen, newest_first);
+    let asc = send(access(
+        &sim,
+        Method::GET,
+        "/logs/access_requests?direction=asc&per_page=3",
+    ))
+    .await;
+    assert_eq!(rays(&asc.json()), ["ray00000", "ray00001", "ray00002"]);
+    assert_eq!(
+        send(access(&sim, Method::GET, "/logs/access_requests?direction=up"))
+            .await
+            .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_refuses_a_page_above_its_maximum_naming_per_page() {
+    let sim = log_sim((0..5).map(|m| log_row(m, "a@example.com", true)).collect()).await;
+    let ok = send(access(&sim, Method::GET, "/logs/access_requests?per_page=1000")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let reply = send(access(&sim, Method::GET, "/logs/access_requests?per_page=1001")).await;
+    assert_eq!(reply.status, 400);
+    cf_error_code(&reply);
+    assert!(
+        reply.json()["errors"][0]["message"]
+            .as_str()
+            .expect("a message")
+            .contains("per_page")
+    );
+
+    sim.set_access_log_max_per_page(100);
+    assert_eq!(
+        send(access(&sim, Method::GET, "/logs/access_requests?per_page=101"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        send(access(&sim, Method::GET, "/logs/access_requests?per_page=100"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_filters_by_window_email_and_allowed() {
+    let rows = vec![
+        log_row(0, "ann@example.com", true),
+        log_row(10, "ann@example.com", false),
+        log_row(20, "bob@corp.example", false),
+        log_row(30, "joann@example.com", false),
+        log_row(40, "ann@example.com", false),
+    ];
+    let sim = log_sim(rows).await;
+    async fn ascending(sim: &runbook_sim::CloudflareSim, query: &str) -> Vec<String> {
+        let reply = send(access(
+            sim,
+            Method::GET,
+            &format!("/logs/access_requests?direction=asc&{query}"),
+        ))
+        .await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.text);
+        rays(&reply.json())
+    }
+    let get = |query: &'static str| ascending(&sim, query);
+    assert_eq!(
+        get("since=2026-11-20T00:10:00Z&until=2026-11-20T00:30:00Z").await,
+        ["ray00010", "ray00020", "ray00030"]
+    );
+    assert_eq!(
+        get("email=ann@example.com").await,
+        ["ray00000", "ray00010", "ray00030", "ray00040"]
+    );
+    assert_eq!(
+        get("email=ann@example.com&email_exact=true").await,
+        ["ray00000", "ray00010", "ray00040"]
+    );
+    assert_eq!(get("email=@corp.example").await, ["ray00020"]);
+    assert_eq!(
+        get("allowed=false&email=ann@").await,
+        ["ray00010", "ray00030", "ray00040"]
+    );
+    assert_eq!(get("limit=2").await, ["ray00000", "ray00010"]);
+    sim.set_access_log_ignores_allowed(true);
+    assert_eq!(get("allowed=false").await.len(), 5, "the filter is ignored");
+    for bad in [
+        "since=yesterday",
+        "until=2026-13-01",
+        "allowed=maybe",
+        "email_exact=yes",
+        "page=0",
+    ] {
+        let reply = send(access(&sim, Method::GET, &format!("/logs/access_requests?{bad}"))).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text);
+        cf_error_code(&reply);
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_refused_rows_of_the_access_log() {
+    let mut fixture = cf_fixture(2);
+    fixture.failed_logins.insert(
+        cf_user_id(1),
+        vec![json!({"expiration": 1_767_225_600, "metadata": {"app_name": "Grafana", "datetime": "2026-11-21T10:00:00Z", "ray_id": "7f00aa", "user_email": "user1@example.com"}})],
+    );
+    fixture.access_requests = vec![log_row(0, "user0@example.com", true)];
+    let sim = cf_sim(fixture).await;
+    let body = send(access(&sim, Method::GET, "/logs/access_requests")).await.json();
+    let result = body["result"].as_array().expect("rows");
+    assert_eq!(result.len(), 2);
+    let failure = &result[0];
+    assert_eq!(failure["user_email"], "user1@example.com");
+    assert_eq!(failure["created_at"], "2026-11-21T10:00:00Z");
+    assert_eq!(failure["ray_id"], "7f00aa");
+    assert_eq!(failure["allowed"], false);
+    assert_eq!(failure["app_domain"], "Grafana");
+    let refused = send(access(&sim, Method::GET, "/logs/access_requests?allowed=false"))
+        .await
+        .json();
+    assert_eq!(rays(&refused), ["7f00aa"]);
+}
+
+#[tokio::test]
+async fn the_access_log_can_refuse_tokens_and_still_take_the_global_key() {
+    let sim = log_sim(vec![log_row(0, "a@example.com", true)]).await;
+    sim.set_access_log_refuses_tokens(true);
+    let reply = send(access(&sim, Method::GET, "/logs/access_requests")).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(cf_error_code(&reply), 10000);
+    let url = format!(
+        "{}/accounts/{}/access/logs/access_requests",
+        sim.base_url(),
+        sim.account_id()
+    );
+    let with_key = client()
+        .get(url)
+        .header("X-Auth-Email", sim.api_email())
+        .header("X-Auth-Key", sim.api_key());
+    assert_eq!(send(with_key).await.status, 200);
+    assert_eq!(
+        send(cf(&sim, Method::GET, "")).await.status,
+        200,
+        "other endpoints take the token"
+    );
+}
+
+#[tokio::test]
+async fn revoke_user_ends_the_sessions_and_keeps_the_user() {
+    let mut fixture = cf_fixture(2);
+    let session = json!({"expiration": 1, "name": "app", "metadata": {"nonce": "n1"}});
+    fixture.active_sessions.insert(cf_user_id(1), vec![session]);
+    let sim = cf_sim(fixture).await;
+    let reply = send(
+        access(&sim, Method::POST, "/organizations/revoke_user?devices=true")
+            .json(&json!({"email": "user1@example.com"})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["result"], json!(true));
+    let sessions = send(cf(&sim, Method::GET, &format!("/{}/active_sessions", cf_user_id(1)))).await;
+    assert_eq!(sessions.json()["result"], json!([]));
+    let user = sim.user(&cf_user_id(1)).expect("the user is kept");
+    assert_eq!(user["active_device_count"], json!(0));
+    assert_eq!(
+        sim.revocations(),
+        [json!({"email": "user1@example.com", "user_uid": null, "devices": true, "warp_session_reauth": false})]
+    );
+    for body in [
+        json!({}),
+        json!({"email": cf_user_id(1)}),
+        json!({"email": "a@example.com", "devices": "yes"}),
+    ] {
+        let reply = send(access(&sim, Method::POST, "/organizations/revoke_user").json(&body)).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text);
+    }
+    assert_eq!(sim.revocations().len(), 1);
+}
+
+#[tokio::test]
+async fn seats_take_a_bare_array_and_change_all_or_nothing() {
+    let sim = cf_sim(cf_fixture(3)).await;
+    let patch = |body: Value| access(&sim, Method::PATCH, "/seats").json(&body);
+    let reply = send(patch(
+        json!({"seat_uid": "seat-1", "access_seat": false, "gateway_seat": false}),
+    ))
+    .await;
+    assert_eq!(reply.status, 400, "an object is not an array: {}", reply.text);
+    let reply = send(patch(json!([{"seat_uid": "seat-1", "access_seat": false}]))).await;
+    assert_eq!(reply.status, 400, "gateway_seat is required: {}", reply.text);
+    let reply = send(patch(json!([
+        {"seat_uid": "seat-1", "access_seat": false, "gateway_seat": false},
+        {"seat_uid": "nope", "access_seat": false, "gateway_seat": false},
+    ])))
+    .await;
+    assert_eq!(reply.status, 400, "an unknown seat: {}", reply.text);
+    assert_eq!(
+        sim.user(&cf_user_id(1)).expect("user")["access_seat"],
+        json!(true),
+        "nothing changed"
+    );
+
+    let reply = send(patch(
+        json!([{"seat_uid": "seat-1", "access_seat": false, "gateway_seat": false}]),
+    ))
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let seat = &reply.json()["result"][0];
+    assert_eq!(seat["seat_uid"], "seat-1");
+    assert_eq!(
+        (seat["access_seat"].clone(), seat["gateway_seat"].clone()),
+        (json!(false), json!(false))
+    );
+    assert!(seat["created_at"].is_string() && seat["updated_at"].is_string());
+    let user = sim.user(&cf_user_id(1)).expect("user");
+    assert_eq!(
+        (user["access_seat"].clone(), user["gateway_seat"].clone()),
+        (json!(false), json!(false))
+    );
+}
+
+#[tokio::test]
+async fn groups_are_created_listed_replaced_and_deleted() {
+    let sim = cf_sim(CloudflareFixture {
+        groups: vec![json!({"id": "g-1", "name": "Admins", "include": [{"email": {"email": "a@example.com"}}], "exclude": [], "require": []})],
+        ..cf_fixture(1)
+    })
+    .await;
+    let reply = send(
+        access(&sim, Method::POST, "/groups")
+            .json(&json!({"name": "Ops", "include": [{"email_domain": {"domain": "example.com"}}]})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let created = reply.json()["result"].clone();
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["exclude"], json!([]));
+    for bad in [
+        json!({"include": []}),
+        json!({"name": "x"}),
+        json!({"name": "x", "include": [{"email": "a@example.com"}]}),
+        json!({"name": "x", "include": [{"email": {"email": "a@example.com"}, "everyone": {}}]}),
+    ] {
+        let reply = send(access(&sim, Method::POST, "/groups").json(&bad)).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text);
+    }
+
+    let list = send(access(&sim, Method::GET, "/groups")).await.json();
+    assert_eq!(list["result"].as_array().map(Vec::len), Some(2));
+    assert_eq!(list["result_info"]["per_page"], json!(1000));
+    assert_eq!(list["result_info"]["total_count"], json!(2));
+    let found = send(access(&sim, Method::GET, "/groups?search=adm")).await.json();
+    assert_eq!(found["result"][0]["id"], "g-1");
+
+    let put = json!({"name": "Ops team", "include": [{"everyone": {}}]});
+    let reply = send(access(&sim, Method::PUT, &format!("/groups/{id}")).json(&put)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let got = send(access(&sim, Method::GET, &format!("/groups/{id}"))).await.json();
+    assert_eq!(got["result"]["name"], "Ops team");
+    assert_eq!(got["result"]["include"], json!([{"everyone": {}}]));
+    let reply = send(access(&sim, Method::PUT, &format!("/groups/{id}")).json(&json!({"name": "x"}))).await;
+    assert_eq!(reply.status, 400, "a PUT replaces the group: include is required");
+
+    let reply = send(access(&sim, Method::DELETE, &format!("/groups/{id}"))).await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(reply.json()["result"], json!({"id": id}));
+    let reply = send(access(&sim, Method::GET, &format!("/groups/{id}"))).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(sim.groups().len(), 1);
+}
+
+#[test]
+fn log_rows_need_a_time_and_groups_a_unique_id() {
+    for (fixture, expected) in [
+        (
+            json!({"cloudflare": {"access_requests": [{"user_email": "a@example.com"}]}}),
+            "cloudflare.access_requests[0]: \"created_at\" must be an RFC 3339 time",
+        ),
+        (
+            json!({"cloudflare": {"groups": [{"id": "g"}, {"id": "g"}]}}),
+            "cloudflare.groups[1]: duplicate id \"g\"",
+        ),
+    ] {
+        let error = runbook_sim::Fixture::from_json(&fixture.to_string()).expect_err("refused");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    let old = runbook_sim::Fixture::from_json(r#"{"cloudflare": {"users": []}}"#).expect("loads");
+    assert!(old.cloudflare.access_requests.is_empty() && old.cloudflare.groups.is_empty());
 }
