@@ -50,9 +50,12 @@ pub fn identity(i: usize, country: &str) -> Value {
 
 /// A failed login at `datetime`.
 pub fn failure(i: usize, datetime: &str) -> Value {
+    // A ray id is one request's: unique per user and moment, at most 16 characters.
+    let digits: String = datetime.chars().filter(char::is_ascii_digit).take(14).collect();
+    let ray_id = format!("{:02x}{digits}", i % 256);
     json!({
         "expiration": 1_764_000_000,
-        "metadata": {"app_name": "Grafana", "aud": "aud-1", "datetime": datetime, "ray_id": "7f00aa", "user_email": format!("user{i}@example.com"), "user_uuid": cf_id(i), "future_key": {"kept": true}},
+        "metadata": {"app_name": "Grafana", "aud": "aud-1", "datetime": datetime, "ray_id": ray_id, "user_email": format!("user{i}@example.com"), "user_uuid": cf_id(i), "future_key": {"kept": true}},
     })
 }
 
@@ -159,6 +162,9 @@ pub fn scripted_tenant() -> Value {
     let failures = |i: usize, recent: usize, old: usize| -> Vec<Value> {
         let mut list: Vec<Value> = (0..recent).map(|k| failure(i, &hours_ago(1.0 + k as f64))).collect();
         list.extend((0..old).map(|k| failure(i, &hours_ago(72.0 + k as f64))));
+        for f in &mut list {
+            f["metadata"]["user_email"] = json!(format!("{}@example.com", people[i - 1]));
+        }
         list
     };
     let mut failed = serde_json::Map::new();
@@ -180,8 +186,20 @@ pub fn scripted_tenant() -> Value {
         px_user(5, "erin", "erin@example.com", "AD", &[], "DISABLED"),
         px_user(6, "frank", "frank@example.com", "AD", &[], "ENABLED"),
     ];
+    // Ann is logged in to PrivX, has a live connection and two SSH keys: offboarding ends them.
+    let ann = "eef4aefc-0000-4000-8000-000000000001".to_owned();
     json!({
         "cloudflare": {"users": users, "failed_logins": failed, "last_seen_identity": seen},
-        "privx": {"users": px_users, "roles": roles},
+        "privx": {
+            "users": px_users, "roles": roles,
+            "sessions": {ann.clone(): [
+                {"id": "5e551011-0000-4000-8000-000000000001", "user_id": ann, "type": "login", "domain": "privx-ui", "expires": hours_ago(-8.0)},
+            ]},
+            "connections": {ann.clone(): [{"id": "c0a1", "host": "db-1.example.com"}]},
+            "authorized_keys": {ann.clone(): [
+                {"id": "k1", "name": "laptop", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL1 ann@laptop"},
+                {"id": "k2", "name": "ci", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL2 ann@ci"},
+            ]},
+        },
     })
 }

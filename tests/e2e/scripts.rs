@@ -44,7 +44,10 @@ async fn revoke_mfa_plans_then_resets_exactly_the_flagged_users() {
     let run = ws.run(&["run", &revoke, "-o", "json"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let report = &run.json()["result"];
-    assert_eq!(report["checked"], 6);
+    assert_eq!(
+        report["failures"], 17,
+        "the failures of the last 24 hours, from the log"
+    );
     let flagged: Vec<(&str, i64)> = report["flagged"]
         .as_array()
         .unwrap()
@@ -140,7 +143,7 @@ async fn revoke_mfa_follows_its_params() {
 }
 
 #[tokio::test]
-async fn offboarding_deletes_the_access_user_and_strips_privx() {
+async fn offboarding_cuts_live_access_everywhere_and_keeps_the_access_user() {
     let sims = Sims::start(scripted_tenant()).await;
     let ws = sims.workspace();
     let offboard = script("offboard_user.rhai");
@@ -158,9 +161,18 @@ async fn offboarding_deletes_the_access_user_and_strips_privx() {
         .collect();
     assert_eq!(
         actions,
-        vec!["cloudflare.delete_user", "privx.disable_mfa", "privx.set_user_roles"]
+        vec![
+            "cloudflare.revoke_user",
+            "cloudflare.free_seats",
+            "privx.terminate_user_sessions",
+            "privx.terminate_user_connections",
+            "privx.delete_authorized_key",
+            "privx.delete_authorized_key",
+            "privx.disable_mfa",
+            "privx.set_user_roles"
+        ]
     );
-    assert_eq!(changes(&sims), 0);
+    assert_eq!(sims.changes(), 0, "plan mode changed something");
 
     let run = ws
         .run(&["run", &offboard, "-p", "email=ann@example.com", "-o", "json"])
@@ -169,16 +181,127 @@ async fn offboarding_deletes_the_access_user_and_strips_privx() {
     let report = &run.json()["result"];
     assert_eq!(
         report["cloudflare"],
-        json!({"found": true, "id": cf_id(1), "deleted": true})
+        json!({"found": true, "id": cf_id(1), "revoked": true, "seats_freed": true, "deleted": false})
     );
     assert_eq!(report["privx"]["principal"], "ann");
+    assert_eq!(report["privx"]["keys_removed"], json!(["laptop", "ci"]));
     assert_eq!(report["privx"]["mfa_disabled"], true);
     assert_eq!(report["privx"]["roles_removed"], json!(["admins", "auditors"]));
-    assert!(sims.cf().user(&cf_id(1)).is_none());
+
+    // Cloudflare: every token of Ann's revoked, devices included; her seats freed; the user kept.
+    let revocations = sims.cf().revocations();
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert_eq!(revocations[0]["email"], "ann@example.com");
+    assert_eq!(revocations[0]["devices"], true);
+    let user = sims.cf().user(&cf_id(1)).expect("the Access user is kept");
+    assert_eq!(
+        (user["access_seat"].clone(), user["gateway_seat"].clone()),
+        (json!(false), json!(false))
+    );
+    // PrivX: nothing left that lets Ann in.
+    assert!(sims.px().sessions(ann).is_empty());
+    assert!(sims.px().connections(ann).is_empty());
+    assert!(sims.px().authorized_keys(ann).is_empty());
     let user = sims.px().user(ann).unwrap();
     assert_eq!(user["mfa"]["status"], "DISABLED");
     let roles_left = user["roles"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(roles_left, 0);
+
+    // delete=true also deletes the Access user.
+    let run = ws
+        .run(&[
+            "run",
+            &offboard,
+            "-p",
+            "email=ann@example.com",
+            "-p",
+            "delete=true",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.json()["result"]["cloudflare"]["deleted"], true);
+    assert!(sims.cf().user(&cf_id(1)).is_none());
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_access_review_lists_a_roles_members_with_mfa_and_last_login() {
+    let sims = Sims::start(scripted_tenant()).await;
+    let ws = sims.workspace();
+    let review = script("access_review.rhai");
+    let out = ws.run(&["run", &review, "-p", "role=developers", "-o", "json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = &out.json()["result"];
+    assert_eq!(report["members"], 1);
+    assert_eq!(report["rows"][0]["principal"], "bob");
+    assert_eq!(report["rows"][0]["mfa"], "ENABLED");
+    assert_eq!(
+        report["rows"][0]["stale"], false,
+        "bob logged in 20 hours ago: {report}"
+    );
+    assert_eq!(report["without_mfa"], 0);
+    assert_eq!(sims.changes(), 0, "a review changes nothing");
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn temporary_elevation_grants_a_role_that_ends_by_itself() {
+    let sims = Sims::start(scripted_tenant()).await;
+    let ws = sims.workspace();
+    let elevate = script("temporary_elevation.rhai");
+    let frank = "eef4aefc-0000-4000-8000-000000000006";
+    let out = ws
+        .run(&[
+            "run",
+            &elevate,
+            "-p",
+            "email=frank@example.com",
+            "-p",
+            "role=auditors",
+            "-p",
+            "hours=2",
+            "-p",
+            "reason=incident 42",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let report = &out.json()["result"];
+    assert_eq!(report["principal"], "frank");
+    let roles = sims.px().user(frank).unwrap()["roles"].clone();
+    let grant = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "auditors")
+        .unwrap_or_else(|| panic!("no auditors grant: {roles}"));
+    assert_eq!(grant["grant_type"], "TIME_RESTRICTED");
+    assert_eq!(grant["explicit"], true);
+    assert_eq!(grant["grant_validity_periods"][0]["grant_end"], report["to"], "{grant}");
+
+    let out = ws
+        .run(&[
+            "run",
+            &elevate,
+            "-p",
+            "email=frank@example.com",
+            "-p",
+            "role=auditors",
+            "-p",
+            "hours=100",
+            "-p",
+            "reason=x",
+        ])
+        .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("hours must be from 1 to 72, got 100"),
+        "{}",
+        out.stderr
+    );
     sims.shutdown().await;
 }
 

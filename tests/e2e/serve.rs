@@ -733,8 +733,9 @@ async fn the_readme_webhook_offboards_the_person_the_body_names() {
     assert_eq!(runs[0].status, RunStatus::Succeeded, "{:?}", runs[0].error);
     let report = runs[0].result.as_ref().unwrap();
     assert_eq!(report["email"], "ann@example.com");
-    assert_eq!(report["cloudflare"]["deleted"], true);
-    assert!(sims.cf().user(&cf_id(1)).is_none());
+    assert_eq!(report["cloudflare"]["revoked"], true);
+    assert_eq!(sims.cf().revocations()[0]["email"], "ann@example.com");
+    assert_eq!(report["privx"]["mfa_disabled"], true);
     assert_eq!(server.stop().await, Some(0));
     sims.shutdown().await;
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use runbook_core::{Engine, ProviderConfig, RunOptions};
-use runbook_sim::{Fixture, RateLimit, SimOptions, Simulators};
+use runbook_sim::{Fixture, RateLimit, RateLimitMode, SimOptions, Simulators};
 use serde_json::{Value, json};
 use stats::{Spread, quantile};
 
@@ -68,6 +68,8 @@ enum Which {
     Memory,
     /// 6. The same job in Python with Cloudflare's SDK and httpx.
     Peer,
+    /// 7. A real tenant's budget: the log-based revoke job on 10,000 users at Cloudflare's budget.
+    RealScale,
     /// runbook serve: webhook intake and acceptance-to-start latency.
     Webhooks,
     /// runbook serve: runs completed per second with 1, 2 and 3 instances on PostgreSQL, and SQLite.
@@ -120,6 +122,9 @@ async fn main() -> Result<()> {
     }
     if all || args.which == Which::Memory {
         memory(&runbook, args.runs, fanout_rss).await?;
+    }
+    if all || args.which == Which::RealScale {
+        real_scale(&runbook, args.runs).await?;
     }
     if all || args.which == Which::Peer {
         match &args.python {
@@ -430,7 +435,8 @@ impl RevokeJob {
             sims,
             env,
             dir: tempfile::tempdir()?,
-            script: scripts_dir().join("revoke_mfa_for_failed_logins.rhai"),
+            // The job as one call per user: the fan-out these figures measure.
+            script: Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/revoke_mfa_per_user.rhai"),
         })
     }
 }
@@ -443,7 +449,7 @@ async fn fanout(runbook: &Path, runs: usize) -> Result<Vec<u64>> {
     let script = script.to_str().unwrap();
     println!("\n## 2. Fan-out against latency\n");
     println!(
-        "`revoke_mfa_for_failed_logins.rhai` on {USERS} Access users (100 flagged, all in PrivX), {LATENCY_MS} ms simulated latency on every request, run by the `runbook` binary. Floor = requests × latency / concurrency.\n"
+        "`crates/bench/scripts/revoke_mfa_per_user.rhai` (the revoke-MFA job with one `failed_logins` call per user) on {USERS} Access users (100 flagged, all in PrivX), {LATENCY_MS} ms simulated latency on every request, run by the `runbook` binary. Floor = requests × latency / concurrency.\n"
     );
     println!(
         "| concurrency | requests | floor | wall time (min / median / max) | wall / floor (median) |\n|---|---|---|---|---|"
@@ -554,6 +560,113 @@ async fn rate_limited(runbook: &Path, runs: usize) -> Result<()> {
         w.show(2, "s"),
         w.median / floor,
         Spread::of(&throttled).show(0, "")
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A real tenant's budget
+
+async fn real_scale(runbook: &Path, runs: usize) -> Result<()> {
+    const LATENCY_MS: u64 = 50;
+    const PER_DAY: usize = 2;
+    let budget = RateLimit::CLOUDFLARE_ACCOUNT;
+    let fixture = tenant::with_successful_logins(tenant::tenant(USERS, 100), PER_DAY);
+    let log_rows = fixture["cloudflare"]["access_requests"].as_array().map_or(0, Vec::len);
+    let dir = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    for (label, ignores_allowed) in [
+        ("log, `allowed=false` applied by the service", false),
+        ("log, `allowed` ignored by the service", true),
+    ] {
+        let mut walls = Vec::new();
+        let mut requests = 0;
+        let mut throttled = 0;
+        let mut flagged = 0;
+        for _ in 0..runs {
+            // A fresh simulator each run: its sliding window starts empty, as the client's does.
+            let sims = sims(
+                fixture.clone(),
+                SimOptions {
+                    latency: Duration::from_millis(LATENCY_MS),
+                    rate_limit: Some(budget),
+                    rate_limit_mode: RateLimitMode::SlidingWindowSilent,
+                    ..SimOptions::default()
+                },
+            )
+            .await?;
+            sims.cloudflare.set_access_log_ignores_allowed(ignores_allowed);
+            let env = provider_env(&sims, "1200/300s");
+            let script = scripts_dir().join("revoke_mfa_for_failed_logins.rhai");
+            let child = run_child(
+                runbook,
+                &["run", script.to_str().unwrap(), "--max-changes", "1000", "-o", "json"],
+                &env,
+                dir.path(),
+            )
+            .await?;
+            anyhow::ensure!(child.ok, "the job failed: {}", child.stderr);
+            let result: Value = serde_json::from_str(&child.stdout)?;
+            flagged = result["result"]["flagged"].as_array().map_or(0, Vec::len);
+            let log = sims.cloudflare.requests();
+            requests = log.len();
+            throttled += log.iter().filter(|r| r.status == 429).count();
+            walls.push(child.wall);
+            sims.shutdown().await;
+        }
+        rows.push((label, requests, Spread::of_durations(&walls), throttled, flagged));
+    }
+    // One poll of the watch automation on the same tenant: its first poll reads the whole window.
+    let sims = sims(
+        fixture.clone(),
+        SimOptions {
+            latency: Duration::from_millis(LATENCY_MS),
+            rate_limit: Some(budget),
+            rate_limit_mode: RateLimitMode::SlidingWindowSilent,
+            ..SimOptions::default()
+        },
+    )
+    .await?;
+    let env = provider_env(&sims, "1200/300s");
+    let watch = scripts_dir().join("watch_failed_logins.rhai");
+    let child = run_child(
+        runbook,
+        &["run", watch.to_str().unwrap(), "--max-changes", "1000", "-o", "json"],
+        &env,
+        dir.path(),
+    )
+    .await?;
+    anyhow::ensure!(child.ok, "the watch poll failed: {}", child.stderr);
+    let watch_requests = sims.cloudflare.requests().len();
+    sims.shutdown().await;
+
+    // The per-user job: every page of users, then one failed_logins per user.
+    let per_user = USERS.div_ceil(1000) + USERS;
+    let per_user_secs = per_user as f64 * budget.window.as_secs_f64() / f64::from(budget.requests);
+    println!("\n## 7. A real tenant's budget\n");
+    println!(
+        "`scripts/revoke_mfa_for_failed_logins.rhai` on {USERS} Access users whose authentication log holds {PER_DAY} successful logins per user over the last day ({log_rows} rows) and the failures of the tenant of (2) (100 users flagged), {LATENCY_MS} ms latency, against a simulator that enforces Cloudflare's budget of {} requests per {} s as a sliding window and sends no `Ratelimit` headers; the provider's budget is the default `1200/300s`. Cloudflare requests only (PrivX is not on that budget).\n",
+        budget.requests,
+        budget.window.as_secs()
+    );
+    println!(
+        "| approach | Cloudflare requests | share of per-user | wall time (min / median / max) | 429s | users flagged |\n|---|---|---|---|---|---|"
+    );
+    for (label, requests, wall, throttled, flagged) in rows {
+        println!(
+            "| {label} | {requests} | {:.2} % | {} | {throttled} | {flagged} |",
+            requests as f64 * 100.0 / per_user as f64,
+            wall.show(2, "s")
+        );
+    }
+    println!(
+        "| one `failed_logins` per user (computed, not run) | {per_user} | 100 % | ≥ {:.0} s ({:.1} min) at the budget | — | — |",
+        per_user_secs,
+        per_user_secs / 60.0
+    );
+    println!(
+        "\n`scripts/watch_failed_logins.rhai`, first poll (it reads the whole 24-hour window; later polls read only what is newer than its cursor): {watch_requests} Cloudflare requests — every 5 minutes that is {:.1} % of the budget.",
+        watch_requests as f64 * 100.0 / f64::from(budget.requests)
     );
     Ok(())
 }
@@ -691,7 +804,7 @@ async fn peer(runbook: &Path, python: &Path, runs: usize) -> Result<()> {
         .collect();
     println!("\n## 6. The peer a user would pick instead\n");
     println!(
-        "The revoke-MFA job of (2) — {USERS} users, {LATENCY_MS} ms latency, 16 at a time — as `crates/bench/python/revoke_mfa.py` (Cloudflare's official SDK for Access, httpx for PrivX, a thread pool of 16) and as `runbook run scripts/revoke_mfa_for_failed_logins.rhai --concurrency 16`, alternating, whole processes.\n"
+        "The revoke-MFA job of (2) — {USERS} users, {LATENCY_MS} ms latency, 16 at a time — as `crates/bench/python/revoke_mfa.py` (Cloudflare's official SDK for Access, httpx for PrivX, a thread pool of 16) and as `runbook run crates/bench/scripts/revoke_mfa_per_user.rhai --concurrency 16`, alternating, whole processes.\n"
     );
     println!("| | wall time (min / median / max) |\n|---|---|");
     println!("| Python (cloudflare SDK + httpx) | {} |", t.show(2, "s"));
