@@ -37,6 +37,9 @@ pub enum OutputFormat {
     Pretty,
     /// One JSON document.
     Json,
+    /// Comma-separated values: a result that is a list of records (or a map holding exactly
+    /// one), one line per record after a header line.
+    Csv,
 }
 
 /// The commands.
@@ -59,6 +62,16 @@ pub enum Command {
     Runs(RunsCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
+    /// Start a project: a commented runbook.toml and a read-only sample script.
+    Init(InitArgs),
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write them (created when missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
 }
 
 /// `run` and `plan`.
@@ -160,6 +173,11 @@ pub struct SimArgs {
     /// Seed the simulators from this fixture instead of the demo tenant.
     #[arg(long, value_name = "FILE")]
     pub fixture: Option<PathBuf>,
+
+    /// Write the demo tenant (the built-in fixture) to this file and exit: edit it, then pass
+    /// it back with --fixture.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["fixture", "print_env"])]
+    pub export_fixture: Option<PathBuf>,
 
     /// Added to every answer, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -28,21 +28,21 @@ impl Simulation {
         privx_addr: Option<SocketAddr>,
     ) -> Result<Simulation, CliError> {
         let fixture = load_fixture(fixture)?;
+        let failed = |e: std::io::Error| CliError::usage(format!("cannot start the simulators: {e}"));
         let sims = match (cloudflare_addr, privx_addr) {
-            (None, None) => Simulators::start(fixture, options).await,
+            (None, None) => Simulators::start(fixture, options).await.map_err(failed)?,
             (cf, px) => {
                 let any = SocketAddr::from(([127, 0, 0, 1], 0));
-                let cloudflare =
-                    runbook_sim::CloudflareSim::start_on(cf.unwrap_or(any), fixture.cloudflare, options.clone()).await;
-                match cloudflare {
-                    Err(e) => Err(e),
-                    Ok(cloudflare) => runbook_sim::PrivxSim::start_on(px.unwrap_or(any), fixture.privx, options)
-                        .await
-                        .map(|privx| Simulators { cloudflare, privx }),
-                }
+                let (cf, px) = (cf.unwrap_or(any), px.unwrap_or(any));
+                let cloudflare = runbook_sim::CloudflareSim::start_on(cf, fixture.cloudflare, options.clone())
+                    .await
+                    .map_err(|e| not_started("Cloudflare", "--cloudflare-addr", e))?;
+                let privx = runbook_sim::PrivxSim::start_on(px, fixture.privx, options)
+                    .await
+                    .map_err(|e| not_started("PrivX", "--privx-addr", e))?;
+                Simulators { cloudflare, privx }
             }
-        }
-        .map_err(|e| CliError::usage(format!("cannot start the simulators: {e}")))?;
+        };
         Ok(Simulation { sims })
     }
 
@@ -93,6 +93,20 @@ impl Simulation {
     pub async fn shutdown(self) {
         self.sims.shutdown().await;
     }
+}
+
+/// Why a simulator could not listen, and what to do about a busy address.
+fn not_started(which: &str, flag: &str, e: std::io::Error) -> CliError {
+    let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            ": another program (perhaps another runbook sim) listens there; stop it, or choose a free address \
+             with {flag} 127.0.0.1:PORT ({flag} 127.0.0.1:0 picks one)"
+        )
+    } else {
+        String::new()
+    };
+    // The simulator's error names the address.
+    CliError::usage(format!("cannot start the {which} simulator: {e}{hint}"))
 }
 
 fn as_map(value: Value) -> Map<String, Value> {

@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod check;
+pub mod init;
 pub mod run;
 pub mod serve;
 pub mod sim;

@@ -1,13 +1,15 @@
 //! `runbook run` and `runbook plan`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use runbook_core::{JsonlAuditSink, RunObserver, RunOptions, SettingNames};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use runbook_core::{JsonlAuditSink, RunErrorKind, RunObserver, RunOptions, SettingNames};
 use serde_json::Map;
 
-use crate::cli::RunArgs;
+use crate::cli::{OutputFormat, RunArgs};
 use crate::commands::{Overrides, build_engine};
 use crate::config::Config;
 use crate::error::{CliError, exit};
@@ -51,8 +53,9 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
             .map_err(|e| CliError::usage(format!("cannot write the audit log {}: {e}", path.display())))?;
         options = options.audit(Arc::new(sink));
     }
-    if std::io::stderr().is_terminal() {
-        options = options.observer(Arc::new(Progress::default()));
+    let progress = std::io::stderr().is_terminal().then(Progress::start);
+    if let Some(progress) = &progress {
+        options = options.observer(progress.clone());
     }
 
     // Ctrl-C (or SIGTERM) cancels the run: the script loop and the call in flight stop; a second
@@ -66,14 +69,29 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
     });
     let outcome = engine.run(&source, options).await;
     interrupt.abort();
+    if let Some(progress) = progress {
+        progress.finish();
+    }
 
-    let text = output::render(outcome.as_ref(), plan, args.output);
+    if plan && args.output == OutputFormat::Csv {
+        // The CSV on stdout stays parseable; what the plan would change goes to stderr.
+        let planned = match &outcome {
+            Ok(o) => &o.records.planned_changes,
+            Err(e) => &e.records.planned_changes,
+        };
+        eprint!("{}", output::plan_text(planned));
+    }
+    // A result that cannot be shown as asked is a usage error, after the run's own report.
+    let (text, unprintable) = match output::render(outcome.as_ref(), plan, args.output, output::width()) {
+        Ok(text) => (text, None),
+        Err(message) => (String::new(), Some(message)),
+    };
     let mut stdout = std::io::stdout().lock();
     if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
         return Err(CliError::failed("cannot write the result to stdout"));
     }
     drop(stdout);
-    if !plan && matches!(args.output, crate::cli::OutputFormat::Pretty) {
+    if !plan && args.output != OutputFormat::Json {
         let (audit, finished) = match &outcome {
             Ok(o) => (&o.records.audit, true),
             Err(e) => (&e.records.audit, false),
@@ -83,42 +101,103 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         }
     }
     match outcome {
-        Ok(_) => Ok(exit::OK),
+        Ok(_) => match unprintable {
+            Some(message) => Err(CliError::usage(message)),
+            None => Ok(exit::OK),
+        },
         Err(e) => {
             let place = match e.position {
                 Some((line, column)) => format!("{shown}:{line}:{column}: "),
                 None => String::new(),
             };
             eprintln!("error: {place}{}", runbook_core::redact(&e.message));
+            if e.kind == RunErrorKind::NotConfigured && !args.simulate {
+                eprintln!(
+                    "hint: to try the script without any tenant, run it against the built-in simulators: \
+                     runbook run {shown} --simulate"
+                );
+            }
             Ok(exit::of_run(e.kind))
         }
     }
 }
 
-/// A progress bar for `parallel` on a terminal.
-#[derive(Default)]
+/// A run's progress on a terminal's stderr, from its second second on: a spinner with the number
+/// of calls and the action called last; while a `parallel` runs, a bar with an ETA.
 struct Progress {
-    bar: Mutex<Option<ProgressBar>>,
+    bar: ProgressBar,
+    calls: AtomicU64,
+    /// How deep in nested `parallel`s the run is: the outermost one drives the bar.
+    depth: AtomicUsize,
+    reveal: tokio::task::JoinHandle<()>,
+}
+
+/// How long a run goes before its progress is shown.
+const QUIET_START: Duration = Duration::from_secs(1);
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn spinner_style() -> ProgressStyle {
+    style("{spinner} [{elapsed}] {msg}")
+}
+
+impl Progress {
+    /// A hidden spinner that shows itself after [`QUIET_START`].
+    fn start() -> Arc<Progress> {
+        let bar = ProgressBar::hidden();
+        bar.set_style(spinner_style());
+        bar.set_message("starting");
+        crate::logging::set_progress(Some(bar.clone()));
+        let shown = bar.clone();
+        let reveal = tokio::spawn(async move {
+            tokio::time::sleep(QUIET_START).await;
+            shown.set_draw_target(ProgressDrawTarget::stderr());
+            shown.enable_steady_tick(Duration::from_millis(120));
+        });
+        Arc::new(Progress {
+            bar,
+            calls: AtomicU64::new(0),
+            depth: AtomicUsize::new(0),
+            reveal,
+        })
+    }
+
+    /// Clears the progress before the result and the applied changes are printed.
+    fn finish(&self) {
+        self.reveal.abort();
+        self.bar.finish_and_clear();
+        crate::logging::set_progress(None);
+    }
 }
 
 impl RunObserver for Progress {
+    fn call_started(&self, action: &str) {
+        let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bar.set_message(format!("{calls} call(s), now {action}"));
+    }
+
     fn parallel_started(&self, total: usize) {
-        let bar = ProgressBar::new(total as u64);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} parallel {pos}/{len} [{elapsed}] {wide_bar}") {
-            bar.set_style(style);
+        if self.depth.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.bar.set_length(total as u64);
+            self.bar.set_position(0);
+            self.bar.reset_eta();
+            self.bar.set_style(style(
+                "{spinner} [{elapsed}] parallel {pos}/{len} {wide_bar} ETA {eta} · {msg}",
+            ));
         }
-        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
     }
 
     fn parallel_item_done(&self) {
-        if let Some(bar) = &*self.bar.lock().unwrap_or_else(|p| p.into_inner()) {
-            bar.inc(1);
+        if self.depth.load(Ordering::Relaxed) == 1 {
+            self.bar.inc(1);
         }
     }
 
     fn parallel_finished(&self) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            bar.finish_and_clear();
+        if self.depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.bar.set_style(spinner_style());
         }
     }
 }

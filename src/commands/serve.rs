@@ -117,8 +117,12 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             let rows: Vec<Value> = runs.iter().map(runbook_serve::summary).collect();
             match output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+                OutputFormat::Csv => print!("{}", crate::output::csv(&Value::Array(rows)).map_err(CliError::usage)?),
                 OutputFormat::Pretty if rows.is_empty() => println!("no runs"),
-                OutputFormat::Pretty => print!("{}", crate::output::value_text(&Value::Array(rows))),
+                OutputFormat::Pretty => print!(
+                    "{}",
+                    crate::output::value_text(&Value::Array(rows), crate::output::width())
+                ),
             }
             Ok(exit::OK)
         }
@@ -128,7 +132,12 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             };
             match output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default()),
-                OutputFormat::Pretty => print!("{}", show_text(&run)),
+                OutputFormat::Csv => {
+                    return Err(CliError::usage(
+                        "runs show prints one run, which is not a list of records: use --output pretty or json",
+                    ));
+                }
+                OutputFormat::Pretty => print!("{}", show_text(&run, crate::output::width())),
             }
             Ok(exit::OK)
         }
@@ -144,10 +153,13 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
     }
 }
 
-fn show_text(run: &runbook_serve::store::RunRecord) -> String {
+/// One run for people; every empty value shows as [`crate::output::EMPTY`].
+fn show_text(run: &runbook_serve::store::RunRecord, width: usize) -> String {
     use std::fmt::Write as _;
+
+    use crate::output::{EMPTY, cell, value_text};
     let mut out = String::new();
-    let t = |ms: Option<i64>| runbook_serve::ms_time(ms).as_str().unwrap_or("-").to_owned();
+    let t = |ms: Option<i64>| cell(&runbook_serve::ms_time(ms));
     let _ = writeln!(out, "run         {}", run.id);
     let _ = writeln!(out, "automation  {} ({})", run.automation, run.trigger);
     let _ = writeln!(
@@ -172,7 +184,7 @@ fn show_text(run: &runbook_serve::store::RunRecord) -> String {
         let _ = writeln!(out, "event       {}", serde_json::to_string(event).unwrap_or_default());
     }
     if let Some(result) = &run.result {
-        let _ = writeln!(out, "\nresult:\n{}", crate::output::value_text(result).trim_end());
+        let _ = write!(out, "\nresult:\n{}", value_text(result, width));
     }
     if let Some(lines) = run.logs.as_array().filter(|l| !l.is_empty()) {
         let _ = writeln!(out, "\nlog:");
@@ -180,8 +192,8 @@ fn show_text(run: &runbook_serve::store::RunRecord) -> String {
             let _ = writeln!(
                 out,
                 "  {} {}",
-                line["at"].as_str().unwrap_or(""),
-                line["message"].as_str().unwrap_or("")
+                line["at"].as_str().unwrap_or(EMPTY),
+                cell(&line["message"])
             );
         }
     }
@@ -190,7 +202,7 @@ fn show_text(run: &runbook_serve::store::RunRecord) -> String {
             .iter()
             .map(|c| {
                 serde_json::json!({
-                    "seq": c["seq"], "action": c["action"], "outcome": c["outcome"], "status": c["status"],
+                    "seq": c["seq"], "action": c["action"], "outcome": c["outcome"], "http": c["status"],
                     "targets": c["targets"], "attempts": c["attempts"], "ms": c["duration_ms"].as_f64().map(|m| (m * 10.0).round() / 10.0),
                     "args": c["args"],
                 })
@@ -200,7 +212,7 @@ fn show_text(run: &runbook_serve::store::RunRecord) -> String {
             out,
             "\ncalls ({}):\n{}",
             rows.len(),
-            crate::output::value_text(&Value::Array(rows))
+            value_text(&Value::Array(rows), width)
         );
     }
     runbook_core::redact(&out).into_owned()

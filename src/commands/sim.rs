@@ -11,6 +11,9 @@ use crate::simulate::Simulation;
 
 /// Serves the simulators; prints `export` lines on stdout once they listen.
 pub async fn sim(args: &SimArgs) -> Result<u8, CliError> {
+    if let Some(path) = &args.export_fixture {
+        return export_fixture(path);
+    }
     if args.print_env {
         let fixture = crate::simulate::load_fixture(args.fixture.as_deref())?;
         let (cf, px) = (&fixture.cloudflare, &fixture.privx);
@@ -70,6 +73,33 @@ pub async fn sim(args: &SimArgs) -> Result<u8, CliError> {
     super::wait_for_signal().await;
     eprintln!("stopping the simulators");
     simulation.shutdown().await;
+    Ok(exit::OK)
+}
+
+/// Writes the demo tenant to `path` (never over an existing file), for the user to edit and
+/// pass back with `--fixture`.
+fn export_fixture(path: &std::path::Path) -> Result<u8, CliError> {
+    let shown = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => CliError::usage(format!(
+                "{shown} already exists; runbook sim --export-fixture overwrites nothing"
+            )),
+            _ => CliError::usage(format!("cannot create {shown}: {e}")),
+        })?;
+    // Pretty, so that it can be edited: the built-in copy is one long line.
+    let tenant: serde_json::Value = serde_json::from_str(crate::simulate::DEMO_TENANT)
+        .map_err(|e| CliError::failed(format!("the built-in demo tenant is not JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(&tenant).unwrap_or_default() + "\n";
+    file.write_all(text.as_bytes())
+        .map_err(|e| CliError::usage(format!("cannot write {shown}: {e}")))?;
+    eprintln!(
+        "wrote the demo tenant to {shown}; edit it, then: runbook sim --fixture {shown} (or runbook run SCRIPT \
+         --simulate --fixture {shown}); when it is loaded, every time in it moves so that its reference_time is now"
+    );
     Ok(exit::OK)
 }
 

@@ -82,6 +82,12 @@ async fn an_unconfigured_provider_names_the_variables_to_set() {
         out.stderr
     );
     assert!(out.stdout.trim().is_empty(), "stdout: {}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("hint: to try the script without any tenant, run it against the built-in simulators: runbook run list.rhai --simulate"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]
@@ -247,4 +253,218 @@ fn every_action_is_documented_reachable_and_its_example_checks() {
             }
         }
     }
+}
+
+/// A workspace whose tables are fitted to `columns` characters.
+fn narrow(columns: usize) -> Workspace {
+    let mut ws = Workspace::new();
+    ws.set_env("COLUMNS", &columns.to_string());
+    ws
+}
+
+#[tokio::test]
+async fn a_report_with_a_long_table_fits_80_columns_with_the_key_columns_first() {
+    let ws = narrow(80);
+    ws.file(
+        "report.rhai",
+        "let users = cloudflare::list_users();\n#{total: users.len(), users: users.extract(0, 6)}\n",
+    );
+    let out = ws.run(&["run", "report.rhai", "--simulate"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for line in out.stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} characters: {line:?}\n{}",
+            line.chars().count(),
+            out.stdout
+        );
+    }
+    assert!(out.stdout.starts_with("total  500\n"), "{}", out.stdout);
+    // Records come back with their fields in alphabetical order (access_seat, created_at, ...);
+    // the columns that say which user a row is come first all the same.
+    let header = out.stdout.lines().find(|l| l.contains("email")).unwrap_or_default();
+    let words: Vec<&str> = header
+        .trim_matches(|c: char| c == '│' || c.is_whitespace())
+        .split_whitespace()
+        .collect();
+    assert_eq!(words[..3], ["id", "email", "name"], "{}", out.stdout);
+    assert!(out.stdout.contains("maria.virtanen@"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("more column(s) do not fit in 80 characters: "),
+        "the columns left out are named:\n{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn every_kind_of_empty_value_renders_the_same() {
+    let ws = narrow(100);
+    for empty in ["()", "\"\"", "[]", "#{}"] {
+        ws.file("empty.rhai", empty);
+        let out = ws.run(&["run", "empty.rhai"]).await;
+        assert_eq!((out.code, out.stdout.as_str()), (Some(0), "-\n"), "{empty}: {out:?}");
+    }
+    ws.file("report.rhai", "#{a: (), b: \"\", c: [], d: #{}, e: 0}");
+    let out = ws.run(&["run", "report.rhai"]).await;
+    assert_eq!(out.stdout, "a  -\nb  -\nc  -\nd  -\ne  0\n", "{out:?}");
+    ws.file(
+        "table.rhai",
+        "[#{id: \"1\", x: ()}, #{id: \"2\", x: \"\"}, #{id: \"3\", x: []}, #{id: \"4\", x: #{}}, #{id: \"5\"}]",
+    );
+    let out = ws.run(&["run", "table.rhai"]).await;
+    let cells: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim_matches(|c: char| c == '│' || c.is_whitespace()).split_once(' '))
+        .filter(|(id, _)| id.parse::<u8>().is_ok())
+        .map(|(_, x)| x.trim())
+        .collect();
+    assert_eq!(cells, ["-"; 5], "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn csv_prints_a_list_of_records_and_refuses_other_shapes() {
+    let ws = narrow(100);
+    ws.file(
+        "users.rhai",
+        "[#{name: \"Doe, Jane\", id: \"u1\", note: \"says \\\"hi\\\"\"}, #{id: \"u2\", name: \"Roe\", note: ()}]",
+    );
+    let out = ws.run(&["run", "users.rhai", "--output", "csv"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "id,name,note\r\nu1,\"Doe, Jane\",\"says \"\"hi\"\"\"\r\nu2,Roe,\r\n"
+    );
+    ws.file("report.rhai", "#{total: 2, users: [#{id: \"u1\"}, #{id: \"u2\"}]}");
+    let out = ws.run(&["run", "report.rhai", "-o", "csv"]).await;
+    assert_eq!(
+        out.stdout, "id\r\nu1\r\nu2\r\n",
+        "a report's one list of records: {out:?}"
+    );
+    ws.file("count.rhai", "42");
+    let out = ws.run(&["run", "count.rhai", "-o", "csv"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "--output csv prints a list of records (or a map holding exactly one); this result is a single value"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn every_output_ends_with_a_newline() {
+    let ws = narrow(100);
+    ws.file("runbook.toml", "[serve]\nstore = \"sqlite://runs.db\"\n");
+    let store = runbook_serve::store::SqliteStore::open(&ws.path().join("runs.db"))
+        .await
+        .unwrap();
+    let queued = runbook_serve::store::Store::enqueue(
+        &store,
+        runbook_serve::store::NewRun {
+            automation: "report".into(),
+            trigger: "webhook".into(),
+            idem_key: None,
+            scheduled_for: None,
+            params: serde_json::Map::new(),
+            event: None,
+            max_retries: 0,
+            retry_of: None,
+        },
+    )
+    .await
+    .unwrap();
+    drop(store);
+    for (name, script) in [
+        ("text", "\"done\""),
+        ("number", "3"),
+        ("report", "#{n: 1, users: [#{id: \"u1\", email: \"a@b.c\"}]}"),
+        ("table", "[#{id: \"u1\"}]"),
+        ("list", "[1, 2]"),
+        ("empty", "()"),
+    ] {
+        ws.file("s.rhai", script);
+        for format in ["pretty", "json"] {
+            let out = ws.run(&["run", "s.rhai", "-o", format]).await;
+            assert!(out.stdout.ends_with('\n'), "{name} as {format}: {:?}", out.stdout);
+        }
+    }
+    for args in [
+        &["actions"][..],
+        &["actions", "privx"],
+        &["actions", "privx.reset_mfa"],
+        &["actions", "--json"],
+        &["runs", "list"],
+        &["runs", "list", "-o", "json"],
+        &["runs", "list", "-o", "csv"],
+        &["runs", "show", &queued.run_id],
+        &["runs", "show", &queued.run_id, "-o", "json"],
+    ] {
+        let out = ws.run(args).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
+        assert!(out.stdout.ends_with('\n'), "{args:?}: {:?}", out.stdout);
+    }
+    let shown = ws.run(&["runs", "show", &queued.run_id]).await;
+    assert!(shown.stdout.contains("started     -\n"), "{}", shown.stdout);
+}
+
+#[tokio::test]
+async fn init_writes_a_project_whose_sample_checks_and_runs_and_never_overwrites() {
+    let ws = narrow(100);
+    let out = ws.run(&["init", "project"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let toml = std::fs::read_to_string(ws.path().join("project/runbook.toml")).unwrap();
+    for setting in [
+        "account_id",
+        "api_token",
+        "api_email",
+        "api_key",
+        "base_url",
+        "rate_limit",
+        "timeout",
+        "api_client_id",
+        "api_client_secret",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "ca_cert",
+    ] {
+        assert!(
+            toml.contains(&format!("# {setting} ")),
+            "{setting} is not explained:\n{toml}"
+        );
+    }
+    assert!(toml.contains("\"${CLOUDFLARE_API_TOKEN}\"") && toml.contains("\"${PRIVX_API_CLIENT_SECRET}\""));
+
+    let project = Workspace {
+        dir: tempfile::TempDir::new_in(ws.path()).unwrap(),
+        env: Vec::new(),
+    };
+    let out = project.run(&["init"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = project.run(&["check", "inactive_users.rhai"]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "inactive_users.rhai: ok\n"),
+        "{out:?}"
+    );
+    // The file as written loads (every ${VAR} is commented out), and the sample runs.
+    let out = project
+        .run(&["run", "inactive_users.rhai", "--simulate", "-o", "json"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json()["result"]["users"], 500);
+
+    std::fs::write(project.path().join("inactive_users.rhai"), "// mine").unwrap();
+    let out = project.run(&["init"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("runbook.toml and inactive_users.rhai already exist; runbook init overwrites nothing"),
+        "{}",
+        out.stderr
+    );
+    let kept = std::fs::read_to_string(project.path().join("inactive_users.rhai")).unwrap();
+    assert_eq!(kept, "// mine");
 }

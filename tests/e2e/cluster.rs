@@ -12,19 +12,18 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{cf_id, tenant};
 use crate::serve::{HOOK_SCRIPT, Server, signed, wait_until, workspace_with};
-use crate::support::Sims;
+use crate::support::{Sims, needed_env};
 
 const POSTGRES_VAR: &str = "RUNBOOK_TEST_POSTGRES_URL";
 
-/// A URL for a fresh schema on the test server, or `None` (said loudly) when none is named.
+/// A URL for a fresh schema on the test server. Without one the test fails, or with
+/// `RUNBOOK_TEST_SKIP=postgres` passes having checked nothing (`None`, said loudly).
 async fn postgres_url() -> Option<String> {
-    let Ok(base) = std::env::var(POSTGRES_VAR) else {
-        eprintln!(
-            "\n*** SKIPPED: this test needs PostgreSQL and {POSTGRES_VAR} is unset \
-             (e.g. {POSTGRES_VAR}=postgres://postgres@127.0.0.1:5432/test) ***\n"
-        );
-        return None;
-    };
+    let base = needed_env(
+        POSTGRES_VAR,
+        "postgres",
+        "e.g. RUNBOOK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test",
+    )?;
     let schema = format!(
         "rb_e2e_{}_{}",
         std::process::id(),

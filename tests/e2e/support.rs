@@ -222,3 +222,25 @@ pub async fn eval_err(engine: &runbook_core::Engine, script: &str) -> runbook_co
         Err(e) => e,
     }
 }
+
+/// Lists what the tests may go without: `RUNBOOK_TEST_SKIP=postgres,python`.
+pub const SKIP_VAR: &str = "RUNBOOK_TEST_SKIP";
+
+/// The value of `var`, which this test needs to check `what` (`postgres`, `python`). Unset, the
+/// test fails — unless `RUNBOOK_TEST_SKIP` names `what`: then it says loudly that it checked
+/// nothing and returns `None`, and the test counts as passed.
+pub fn needed_env(var: &str, what: &str, how: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(var) {
+        return Some(value);
+    }
+    let skip = std::env::var(SKIP_VAR).unwrap_or_default();
+    if skip.split(',').any(|s| s.trim() == what) {
+        eprintln!(
+            "\n*** SKIPPED: {var} is unset and {SKIP_VAR} names {what}: this test passes having checked nothing ***\n"
+        );
+        return None;
+    }
+    panic!(
+        "{var} is unset: this test needs {what} ({how}); set it, or set {SKIP_VAR}={what} to let the test pass unchecked"
+    );
+}

@@ -205,6 +205,10 @@ pub trait RunObserver: Send + Sync {
     fn parallel_item_done(&self) {}
     /// `parallel` finished (or failed).
     fn parallel_finished(&self) {}
+    /// The script called `action` (`namespace.action`); it may be sent, planned or refused.
+    fn call_started(&self, action: &str) {
+        let _ = action;
+    }
 }
 
 /// A change plan mode recorded instead of sending.

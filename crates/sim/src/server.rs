@@ -31,7 +31,9 @@ impl Server {
         router: Router,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let acceptor = tls.map(TlsAcceptor::from);

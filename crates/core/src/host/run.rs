@@ -86,6 +86,9 @@ impl RunHandle {
         args: Value,
         pos: Position,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
+        if let Some(observer) = &self.run.observer {
+            observer.call_started(&format!("{}.{}", provider.namespace(), spec.name));
+        }
         let call = self.run.pipeline.call(provider, spec, args, self.lane.io());
         match self.lane.block_on(call) {
             Ok(value) => Ok(json_to_dynamic(value)),

@@ -1,4 +1,7 @@
-//! What goes to stdout: the result, pretty or as one JSON document.
+//! What goes to stdout: the result, pretty, as one JSON document, or as CSV.
+
+mod csv;
+mod table;
 
 use std::fmt::Write as _;
 
@@ -6,6 +9,9 @@ use runbook_core::{AuditRecord, CallOutcome, PlannedChange, RunError, RunErrorKi
 use serde_json::{Value, json};
 
 use crate::cli::OutputFormat;
+
+pub use csv::csv;
+pub use table::{EMPTY, cell, value_text, width};
 
 /// The status word of a finished run.
 fn status_of(kind: Option<RunErrorKind>) -> &'static str {
@@ -44,20 +50,32 @@ pub fn document(outcome: Result<&RunOutcome, &RunError>) -> Value {
     }
 }
 
-/// Renders a finished run for stdout.
-pub fn render(outcome: Result<&RunOutcome, &RunError>, plan: bool, format: OutputFormat) -> String {
+/// Renders a finished run for stdout, fitted to `width` columns; every output ends with a
+/// newline. `Err` says why the result cannot be shown as asked (`--output csv` of a result that
+/// is not a list of records).
+pub fn render(
+    outcome: Result<&RunOutcome, &RunError>,
+    plan: bool,
+    format: OutputFormat,
+    width: usize,
+) -> Result<String, String> {
     let text = match format {
         OutputFormat::Json => {
             let mut s = serde_json::to_string_pretty(&document(outcome)).unwrap_or_default();
             s.push('\n');
             s
         }
-        OutputFormat::Pretty => pretty(outcome, plan),
+        OutputFormat::Pretty => pretty(outcome, plan, width),
+        // A failed run has no result: its error goes to stderr.
+        OutputFormat::Csv => match outcome {
+            Ok(o) => csv(&o.result)?,
+            Err(_) => String::new(),
+        },
     };
-    runbook_core::redact(&text).into_owned()
+    Ok(runbook_core::redact(&text).into_owned())
 }
 
-fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool) -> String {
+fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool, width: usize) -> String {
     let mut out = String::new();
     let (planned, result) = match outcome {
         Ok(o) => (&o.records.planned_changes, Some(&o.result)),
@@ -69,14 +87,14 @@ fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool) -> String {
         }
         out.push_str(&plan_text(planned));
     }
-    if let Some(result) = result
-        && !result.is_null()
-    {
-        if plan {
+    match result {
+        // A plan is the output; a result adds to it only when there is one.
+        Some(result) if plan && !table::is_empty(result) => {
             out.push_str("\nResult (with planned changes not applied):\n");
+            out.push_str(&value_text(result, width));
         }
-        out.push_str(&value_text(result));
-        out.push('\n');
+        Some(result) if !plan => out.push_str(&value_text(result, width)),
+        _ => {}
     }
     out
 }
@@ -149,90 +167,4 @@ pub fn plan_text(planned: &[PlannedChange]) -> String {
 
 fn compact(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
-}
-
-/// A value for people: a report (a map) as its scalars, then a table per list of records; a
-/// list of records as one table; anything else as indented JSON.
-pub fn value_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Object(map) => report_text(map, 0),
-        Value::Array(items) if is_records(items) => table(items),
-        other => serde_json::to_string_pretty(other).unwrap_or_default(),
-    }
-}
-
-fn is_records(items: &[Value]) -> bool {
-    !items.is_empty() && items.iter().all(Value::is_object)
-}
-
-fn is_scalar(value: &Value) -> bool {
-    !matches!(value, Value::Array(_) | Value::Object(_))
-}
-
-fn report_text(map: &serde_json::Map<String, Value>, depth: usize) -> String {
-    let indent = "  ".repeat(depth);
-    let mut out = String::new();
-    let width = map.keys().map(String::len).max().unwrap_or(0);
-    for (key, value) in map.iter().filter(|(_, v)| is_scalar(v)) {
-        let _ = writeln!(out, "{indent}{key:<width$}  {}", cell(value));
-    }
-    for (key, value) in map.iter().filter(|(_, v)| !is_scalar(v)) {
-        match value {
-            Value::Array(items) if items.is_empty() => {
-                let _ = writeln!(out, "{indent}{key:<width$}  none");
-            }
-            Value::Array(items) if is_records(items) => {
-                let _ = writeln!(out, "\n{indent}{key} ({}):", items.len());
-                for line in table(items).lines() {
-                    let _ = writeln!(out, "{indent}{line}");
-                }
-            }
-            Value::Array(items) if items.iter().all(is_scalar) => {
-                let _ = writeln!(out, "\n{indent}{key} ({}):", items.len());
-                for item in items {
-                    let _ = writeln!(out, "{indent}  - {}", cell(item));
-                }
-            }
-            Value::Object(inner) => {
-                let _ = writeln!(out, "\n{indent}{key}:");
-                out.push_str(&report_text(inner, depth + 1));
-            }
-            other => {
-                let _ = writeln!(out, "{indent}{key:<width$}  {}", cell(other));
-            }
-        }
-    }
-    out.trim_end_matches('\n').to_owned() + "\n"
-}
-
-/// One table for a list of records; columns in the order keys first appear.
-fn table(rows: &[Value]) -> String {
-    let mut columns: Vec<&str> = Vec::new();
-    for row in rows {
-        if let Value::Object(map) = row {
-            for key in map.keys() {
-                if !columns.contains(&key.as_str()) {
-                    columns.push(key);
-                }
-            }
-        }
-    }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-    t.set_header(columns.iter().copied());
-    for row in rows {
-        t.add_row(columns.iter().map(|c| row.get(*c).map(cell).unwrap_or_default()));
-    }
-    t.to_string()
-}
-
-/// One value in a cell: strings bare, `()` empty, short lists joined, the rest compact JSON.
-fn cell(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) if items.iter().all(is_scalar) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
-        other => compact(other),
-    }
 }
