@@ -227,6 +227,14 @@ pub struct CheckArgs {
     /// The scripts.
     #[arg(required = true)]
     pub scripts: Vec<PathBuf>,
+
+    /// List the parameters each script declares (name, type, default, required, doc) instead.
+    #[arg(long)]
+    pub params: bool,
+
+    /// How to print --params.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty, requires = "params")]
+    pub output: OutputFormat,
 }
 
 /// `actions`.

@@ -4,7 +4,9 @@ use serde_json::{Map, Value};
 
 /// Parses `key=value`. The value is JSON when it parses as JSON (numbers, booleans, arrays,
 /// objects, quoted strings), else it is kept as a plain string: `threshold=3` is the integer 3,
-/// `allowed=["FI","SE"]` an array, `email=ann@example.com` a string.
+/// `allowed=["FI","SE"]` an array, `email=ann@example.com` a string. A value that starts like
+/// JSON (`[`, `{` or `"`) but does not parse is an error: kept as a string, `["FI","SE"` would
+/// silently mean something else.
 pub fn parse_param(text: &str) -> Result<(String, Value), String> {
     let (key, value) = text
         .split_once('=')
@@ -15,7 +17,16 @@ pub fn parse_param(text: &str) -> Result<(String, Value), String> {
             "--param \"{text}\" has no key before `=`; write --param key=value"
         ));
     }
-    let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    let value = match serde_json::from_str::<Value>(value) {
+        Ok(json) => json,
+        Err(e) if value.trim_start().starts_with(['[', '{', '"']) => {
+            return Err(format!(
+                "--param {key}: the value {value} starts like JSON but is not valid JSON ({e}); \
+                 fix it, and quote the whole {key}=VALUE for the shell"
+            ));
+        }
+        Err(_) => Value::String(value.to_owned()),
+    };
     Ok((key.to_owned(), value))
 }
 
@@ -57,6 +68,18 @@ mod tests {
         assert_eq!(parse_param("expr=a=b").unwrap(), ("expr".into(), json!("a=b")));
         assert_eq!(parse_param("big=18446744073709551615").unwrap().1, json!(u64::MAX));
         assert!(parse_param("novalue").unwrap_err().contains("no `=`"));
+    }
+
+    #[test]
+    fn a_value_that_starts_like_json_must_be_json() {
+        for broken in ["allowed=[\"FI\",\"SE\"", "m={\"a\": 1", "s=\"unterminated"] {
+            let err = parse_param(broken).unwrap_err();
+            assert!(
+                err.contains("starts like JSON but is not valid JSON (EOF while parsing"),
+                "{err}"
+            );
+        }
+        assert_eq!(parse_param("s=\"quoted\"").unwrap().1, json!("quoted"));
     }
 
     #[test]

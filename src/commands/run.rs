@@ -38,6 +38,14 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         .map_err(|e| CliError::usage(format!("cannot read the script {shown}: {e}")))?;
     let params = collect_params(args)?;
     let engine = build_engine(config, overrides)?;
+    let names = SettingNames::new("--max-changes", "--timeout", "--param {name}=VALUE");
+    // What `check` finds, and params that do not fit the script's declarations, stop the run
+    // before anything is sent, every problem listed.
+    let problems = engine.check_run(&source, &params, &names);
+    if !problems.is_empty() {
+        super::check::print_problems(&args.script, &problems);
+        return Ok(exit::USAGE);
+    }
 
     let cancel = runbook_core::CancellationToken::new();
     let mut options = RunOptions::new()
@@ -47,7 +55,7 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         .concurrency(args.concurrency)
         .timeout(args.timeout)
         .cancel(cancel.clone())
-        .names(SettingNames::new("--max-changes", "--timeout", "--param {name}=VALUE"));
+        .names(names);
     if let Some(path) = &args.audit_log {
         let sink = JsonlAuditSink::append(path)
             .map_err(|e| CliError::usage(format!("cannot write the audit log {}: {e}", path.display())))?;

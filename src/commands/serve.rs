@@ -19,8 +19,13 @@ fn serve_config(config: &Config, engine: &runbook_core::Engine) -> Result<ServeC
             "runbook serve needs a runbook.toml with [[automation]] entries (in this directory, or --config FILE)",
         ));
     };
-    let parsed = ServeConfig::parse(path, &config.expanded, |source| {
-        engine.check(source).iter().map(ToString::to_string).collect()
+    let names = runbook_core::SettingNames::new("max_changes", "timeout", "params = { {name} = ... }");
+    let parsed = ServeConfig::parse(path, &config.expanded, |source, params| {
+        engine
+            .check_run(source, params, &names)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     })
     .map_err(|e| CliError::usage(e.to_string()))?;
     if parsed.automations.is_empty() {

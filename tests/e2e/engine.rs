@@ -50,8 +50,9 @@ async fn an_unknown_option_or_a_wrong_type_stops_the_run_before_anything_is_sent
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.starts_with("error: typo.rhai:1:"), "{}", out.stderr);
     assert!(
-        out.stderr
-            .contains(": cloudflare::list_users: unknown option `emial`; valid keys: email, name, search"),
+        out.stderr.contains(
+            ": cloudflare::list_users: unknown option `emial` (did you mean `email`?); valid keys: email, name, search"
+        ),
         "{}",
         out.stderr
     );

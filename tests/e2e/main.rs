@@ -8,6 +8,7 @@ mod cloudflare;
 mod cluster;
 mod engine;
 mod fixtures;
+mod mistakes;
 mod privx;
 mod runs;
 mod scripts;

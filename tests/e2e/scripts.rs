@@ -135,7 +135,8 @@ async fn revoke_mfa_follows_its_params() {
     let out = ws.run(&["run", &revoke, "-p", "threshold=many"]).await;
     assert_eq!(out.code, Some(2));
     assert!(
-        out.stderr.contains("parameter `threshold` must be i64"),
+        out.stderr
+            .contains("parameter `threshold` must be an int (like its default 3), got the string \"many\""),
         "{}",
         out.stderr
     );
@@ -321,11 +322,12 @@ async fn offboarding_refuses_unknown_ambiguous_and_missing_emails() {
     let out = ws.run(&["run", &offboard, "-p", "email=carol@example.com"]).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("is ambiguous"), "{}", out.stderr);
+    // The email may come from a webhook's body instead, so the param is optional: the script
+    // itself stops when neither names anyone.
     let out = ws.run(&["run", &offboard]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
-        out.stderr
-            .contains("missing required parameter `email`: set it with --param email=VALUE"),
+        out.stderr.contains("no email: set it with --param email=..."),
         "{}",
         out.stderr
     );
@@ -445,22 +447,17 @@ async fn the_quick_start_runs_on_the_built_in_demo_tenant() {
         run.stderr
     );
     assert!(!run.stdout.contains("Applied"), "{}", run.stdout);
-    for name in [
-        "offboard_user.rhai",
-        "mfa_coverage_report.rhai",
-        "sessions_outside_countries.rhai",
-    ] {
-        let out = ws
-            .run(&[
-                "plan",
-                &script(name),
-                "--simulate",
-                "-p",
-                "email=aino.laine@example.com",
-                "-p",
-                "allowed=[\"FI\",\"SE\"]",
-            ])
-            .await;
+    // Each script with the params it declares: another name would be refused.
+    let each: [(&str, &[&str]); 3] = [
+        ("offboard_user.rhai", &["-p", "email=aino.laine@example.com"]),
+        ("mfa_coverage_report.rhai", &[]),
+        ("sessions_outside_countries.rhai", &["-p", "allowed=[\"FI\",\"SE\"]"]),
+    ];
+    for (name, params) in each {
+        let path = script(name);
+        let mut args = vec!["plan", path.as_str(), "--simulate"];
+        args.extend(params);
+        let out = ws.run(&args).await;
         assert_eq!(out.code, Some(0), "{name}: {out:?}");
     }
 }

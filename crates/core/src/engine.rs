@@ -3,16 +3,18 @@
 use std::sync::Arc;
 
 use rhai::{Dynamic, Scope};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::error::ConfigError;
-use crate::host::{Diagnostic, Limits, RunState, ScriptHost, Slots, dynamic_to_json, explain, json_to_dynamic};
+use crate::host::{
+    Diagnostic, Limits, Refusal, RunState, ScriptHost, ScriptParam, Slots, dynamic_to_json, explain, json_to_dynamic,
+};
 use crate::lane::Lanes;
 use crate::pipeline::{Abort, Pipeline, PipelineSetup};
 use crate::provider::{Provider, ProviderDescriptor};
 use crate::registry::{EngineError, RegisteredProvider, Registry};
-use crate::run::{RunError, RunErrorKind, RunOptions, RunOutcome, RunRecords};
+use crate::run::{RunError, RunErrorKind, RunOptions, RunOutcome, RunRecords, SettingNames};
 use crate::state::MemoryState;
 
 /// Builds an [`Engine`].
@@ -151,7 +153,27 @@ impl Engine {
         self.host.check(source, &self.registry)
     }
 
-    /// Runs a script. Must be called within a Tokio runtime: the script runs on a blocking
+    /// The parameters `source` declares (`param("threshold", 3, "doc")`,
+    /// `required_param("allowed", "array", "doc")`), read without running it; or why the script
+    /// cannot be read.
+    pub fn params(&self, source: &str) -> Result<Vec<ScriptParam>, Vec<Diagnostic>> {
+        self.host.params(source)
+    }
+
+    /// Everything [`Engine::run`] checks before it starts, every problem listed: the checks of
+    /// [`Engine::check`], then `params` against the script's declarations (a type that does not
+    /// fit, an unknown name, a required one missing). `names` says how the caller passes a
+    /// parameter. An empty list means the run would start.
+    pub fn check_run(&self, source: &str, params: &Map<String, Value>, names: &SettingNames) -> Vec<Diagnostic> {
+        match self.host.check_run(source, &self.registry, params, names) {
+            Ok(_) => Vec::new(),
+            Err(Refusal::Script(problems)) => problems,
+            Err(Refusal::Params(problems)) => problems.into_iter().map(Diagnostic::unplaced).collect(),
+        }
+    }
+
+    /// Runs a script. Every check of [`Engine::check_run`] runs first: a script that fails one
+    /// is refused before anything is sent. Must be called within a Tokio runtime: the script runs on a blocking
     /// thread, and every action call on this runtime. Dropping the returned future stops the
     /// run: the script ends at its next step and calls in flight are abandoned.
     pub async fn run(&self, source: &str, options: RunOptions) -> Result<RunOutcome, RunError> {
@@ -159,14 +181,42 @@ impl Engine {
             .run_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let ast = match self.host.compile(source) {
+        let ast = match self
+            .host
+            .check_run(source, &self.registry, &options.params, &options.names)
+        {
             Ok(ast) => Arc::new(ast),
-            Err(d) => {
+            Err(refusal) => {
+                let (kind, first, more) = match refusal {
+                    Refusal::Script(problems) => {
+                        let more = problems.len() - 1;
+                        let first = problems
+                            .into_iter()
+                            .next()
+                            .map(|d| (d.message, d.line.map(|l| (l, d.column.unwrap_or(1)))));
+                        (RunErrorKind::Compile, first, more)
+                    }
+                    Refusal::Params(problems) => {
+                        let more = problems.len() - 1;
+                        (
+                            RunErrorKind::Params,
+                            problems.into_iter().next().map(|m| (m, None)),
+                            more,
+                        )
+                    }
+                };
+                let (mut message, position) = first.unwrap_or_default();
+                if more > 0 {
+                    message.push_str(&format!(
+                        " (and {more} more problem{})",
+                        if more == 1 { "" } else { "s" }
+                    ));
+                }
                 return Err(RunError {
                     run_id,
-                    kind: RunErrorKind::Compile,
-                    message: d.message,
-                    position: d.line.map(|l| (l, d.column.unwrap_or(1))),
+                    kind,
+                    message,
+                    position,
                     records: RunRecords::default(),
                 });
             }
@@ -233,7 +283,7 @@ impl Engine {
                 None,
             )),
             Ok(Err(error)) => {
-                let failure = explain(&error, pipeline.abort_reason(), pipeline.names());
+                let failure = explain(&error, pipeline.abort_reason(), pipeline.names(), run.host.limits());
                 Err((failure.kind, failure.message, failure.position))
             }
             Ok(Ok(value)) => dynamic_to_json(&value).map_err(|e| {

@@ -73,7 +73,7 @@ pub use config::{ProviderConfig, parse_duration};
 pub use context::CallContext;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{ActionError, ActionErrorKind, ConfigError};
-pub use host::{Diagnostic, Limits};
+pub use host::{Diagnostic, Limits, ScriptParam, ScriptParamType};
 pub use provider::{Provider, ProviderDescriptor, registered_providers};
 pub use registry::{EngineError, RegisteredProvider, Registry};
 pub use run::{

@@ -148,24 +148,23 @@ impl Registry {
 }
 
 pub(crate) fn unknown_action(provider: &RegisteredProvider, name: &str) -> String {
-    let suggestion = provider
-        .actions()
-        .iter()
-        .map(|a| a.name)
-        .min_by_key(|candidate| edit_distance(candidate, name))
-        .filter(|candidate| edit_distance(candidate, name) <= 3)
-        .map(|c| format!(" (did you mean {}::{c}?)", provider.namespace()))
-        .unwrap_or_default();
-    if !suggestion.is_empty() {
-        return format!("unknown action {}::{name}{suggestion}", provider.namespace());
+    let ns = provider.namespace();
+    if let Some(candidate) = closest(name, provider.actions().iter().map(|a| a.name)) {
+        return format!("unknown action {ns}::{name} (did you mean {ns}::{candidate}?)");
     }
     let names: Vec<&str> = provider.actions().iter().map(|a| a.name).collect();
-    format!(
-        "unknown action {}::{name}; {} has: {}",
-        provider.namespace(),
-        provider.namespace(),
-        names.join(", ")
-    )
+    format!("unknown action {ns}::{name}; {ns} has: {}", names.join(", "))
+}
+
+/// The candidate closest to `name`, when it is close enough to be what was meant: for
+/// "did you mean" suggestions.
+pub(crate) fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 2).clamp(1, 3);
+    candidates
+        .map(|c| (edit_distance(c, name), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 fn is_identifier(s: &str) -> bool {

@@ -181,9 +181,14 @@ impl Lines<'_> {
 
 impl ServeConfig {
     /// Parses `text` (already `${VAR}`-expanded) from `file`. `check` is called with each
-    /// automation's script text and returns its problems (e.g. the engine's `check`), which
-    /// stop the start like any other mistake.
-    pub fn parse(file: &Path, text: &str, check: impl Fn(&str) -> Vec<String>) -> Result<ServeConfig, ConfigError> {
+    /// automation's script text and its `params` table and returns their problems (e.g. the
+    /// engine's `check_run`: the script's checks, and the params against its declarations),
+    /// which stop the start like any other mistake.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        check: impl Fn(&str, &Map<String, Value>) -> Vec<String>,
+    ) -> Result<ServeConfig, ConfigError> {
         let shown = file.display().to_string();
         let lines = Lines(text);
         let err = |line: usize, message: String| ConfigError {
@@ -273,7 +278,11 @@ impl ServeConfig {
                     ),
                 )
             })?;
-            let problems = check(&source);
+            let params = match serde_json::to_value(&a.params) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            let problems = check(&source, &params);
             if !problems.is_empty() {
                 return Err(err(
                     script_line,
@@ -284,10 +293,6 @@ impl ServeConfig {
                     ),
                 ));
             }
-            let params = match serde_json::to_value(&a.params) {
-                Ok(Value::Object(map)) => map,
-                _ => Map::new(),
-            };
             let spanned_duration =
                 |v: &Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
                     match v {
@@ -446,7 +451,7 @@ mod tests {
     fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("s.rhai"), "1").unwrap();
-        ServeConfig::parse(&dir.path().join("runbook.toml"), text, |_| Vec::new())
+        ServeConfig::parse(&dir.path().join("runbook.toml"), text, |_, _| Vec::new())
     }
 
     #[test]

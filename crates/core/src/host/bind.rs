@@ -76,7 +76,8 @@ pub(crate) fn arity_message(name: &str, spec: &ActionSpec, given: usize) -> Stri
     format!("{name} takes {shape}, got {given}: {}", qualified_signature(name, spec))
 }
 
-fn qualified_signature(name: &str, spec: &ActionSpec) -> String {
+/// `ns::action(user_id, #{name})`.
+pub(crate) fn qualified_signature(name: &str, spec: &ActionSpec) -> String {
     let signature = spec.signature();
     let args = signature.strip_prefix(spec.name).unwrap_or(&signature);
     format!("{name}{args}")

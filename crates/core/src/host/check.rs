@@ -3,11 +3,14 @@
 //! The script is compiled (syntax errors, undefined variables), then its syntax tree — function
 //! and closure bodies included — is walked for every namespaced call (`ns::name(...)`) and every
 //! `invoke("ns.name", ...)` with a literal name: the namespace must exist, the action must exist,
-//! and the number of arguments must be one the action accepts.
+//! the number of arguments must be one the action accepts, and literal arguments must fit the
+//! action's parameters. Declared params and endless loops are checked too.
 
 use rhai::{ASTNode, Expr, Position, Stmt};
 use serde::Serialize;
 
+use super::bind::arity_message;
+use super::literal_args::check_literal_args;
 use crate::registry::{Registry, unknown_action};
 
 /// A problem found in a script, with where it is.
@@ -22,6 +25,15 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// A problem with no place in the script (a parameter's value).
+    pub(crate) fn unplaced(message: String) -> Self {
+        Diagnostic {
+            line: None,
+            column: None,
+            message,
+        }
+    }
+
     pub(crate) fn at(pos: Position, message: String) -> Self {
         Diagnostic {
             line: pos.line(),
@@ -41,11 +53,23 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// Namespaces the engine provides itself, with their functions and arities.
-const BUILTIN: &[(&str, &[(&str, usize)])] = &[("state", &[("get", 1), ("set", 2)])];
+/// A function of a namespace the engine provides itself, with its arguments' names.
+type Builtin = (&'static str, &'static [&'static str]);
+
+/// Namespaces the engine provides itself, with their functions.
+const BUILTIN: &[(&str, &[Builtin])] = &[("state", &[("get", &["key"]), ("set", &["key", "value"])])];
+
+/// Every check of a compiled script.
+pub(crate) fn check_script(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnostic> {
+    let mut found = check_calls(ast, registry);
+    found.extend(super::params::declared(ast).problems);
+    found.extend(super::loops::endless_loops(ast));
+    found.sort_by_key(|d| (d.line, d.column));
+    found
+}
 
 /// Checks every action call in a compiled script.
-pub(crate) fn check_calls(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnostic> {
+fn check_calls(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnostic> {
     let mut found = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
         let call = match path.last() {
@@ -61,6 +85,8 @@ pub(crate) fn check_calls(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnosti
                     found.push(Diagnostic::at(at, format!("unknown namespace `{}`", call.namespace)));
                 } else if let Some(message) = check_one(registry, call.namespace.root(), &call.name, call.args.len()) {
                     found.push(Diagnostic::at(at, message));
+                } else if let Some(spec) = registry.get(call.namespace.root()).and_then(|p| p.action(&call.name)) {
+                    found.extend(check_literal_args(call.namespace.root(), spec, &call.args, false));
                 }
             } else if call.name == "invoke"
                 && !call.args.is_empty()
@@ -76,7 +102,9 @@ pub(crate) fn check_calls(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnosti
                             spec.signature()
                         ),
                     )),
-                    Ok(_) => {}
+                    Ok((provider, spec)) => {
+                        found.extend(check_literal_args(provider.namespace(), spec, &call.args[1..], true));
+                    }
                 }
             }
         }
@@ -88,10 +116,19 @@ pub(crate) fn check_calls(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnosti
 fn check_one(registry: &Registry, namespace: &str, name: &str, given: usize) -> Option<String> {
     if let Some((_, functions)) = BUILTIN.iter().find(|(ns, _)| *ns == namespace) {
         return match functions.iter().find(|(f, _)| *f == name) {
-            None => Some(format!("unknown function {namespace}::{name}")),
-            Some((_, arity)) if *arity != given => {
-                Some(format!("{namespace}::{name} takes {arity} argument(s), got {given}"))
+            None => {
+                let names: Vec<&str> = functions.iter().map(|(f, _)| *f).collect();
+                Some(format!(
+                    "unknown function {namespace}::{name}; {namespace} has: {}",
+                    names.join(", ")
+                ))
             }
+            Some((_, args)) if args.len() != given => Some(format!(
+                "{namespace}::{name} takes {} argument{} ({}), got {given}",
+                args.len(),
+                if args.len() == 1 { "" } else { "s" },
+                args.join(", ")
+            )),
             Some(_) => None,
         };
     }
@@ -106,15 +143,8 @@ fn check_one(registry: &Registry, namespace: &str, name: &str, given: usize) -> 
     let Some(spec) = provider.action(name) else {
         return Some(unknown_action(provider, name));
     };
-    let arities = spec.arities();
-    if arities.contains(&given) {
+    if spec.arities().contains(&given) {
         return None;
     }
-    let accepted: Vec<String> = arities.iter().map(ToString::to_string).collect();
-    Some(format!(
-        "{namespace}::{} takes {} argument(s), got {given}: {namespace}::{}",
-        spec.name,
-        accepted.join(" or "),
-        spec.signature()
-    ))
+    Some(arity_message(&format!("{namespace}::{}", spec.name), spec, given))
 }

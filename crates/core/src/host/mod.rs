@@ -3,25 +3,30 @@
 mod bind;
 mod check;
 mod convert;
+mod explain;
+mod literal_args;
+mod loops;
 mod modules;
 mod parallel;
+mod params;
 mod run;
 
 use std::sync::Arc;
 
 use rhai::packages::{Package, StandardPackage};
-use rhai::{Dynamic, EvalAltResult, OptimizationLevel, Position, Scope, Shared};
+use rhai::{Dynamic, OptimizationLevel, Scope, Shared};
 use serde::Serialize;
 
 pub use check::Diagnostic;
 pub(crate) use convert::{dynamic_to_json, json_to_dynamic};
+pub(crate) use explain::explain;
 pub(crate) use modules::SharedModules;
 pub(crate) use parallel::Slots;
+pub use params::{ScriptParam, ScriptParamType};
 pub(crate) use run::{RunHandle, RunState};
 
-use crate::pipeline::Abort;
 use crate::registry::Registry;
-use crate::run::{RunErrorKind, SettingNames};
+use crate::run::SettingNames;
 
 /// The sandbox's limits. The same values apply in debug and release builds (Rhai's own defaults
 /// differ between the two).
@@ -145,7 +150,16 @@ impl ScriptHost {
                 rhai::ParseErrorType::ModuleUndefined(name) => {
                     let mut known: Vec<&str> = self.modules.providers.iter().map(|(ns, _)| ns.as_str()).collect();
                     known.push("state");
-                    format!("unknown namespace `{name}`; known namespaces: {}", known.join(", "))
+                    let hint = crate::registry::closest(name, known.iter().copied())
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default();
+                    format!(
+                        "unknown namespace `{name}`{hint}; known namespaces: {}",
+                        known.join(", ")
+                    )
+                }
+                rhai::ParseErrorType::VariableUndefined(name) => {
+                    format!("unknown variable `{name}`: give it a value with `let {name} = ...` before it is used")
                 }
                 other => other.to_string(),
             };
@@ -157,87 +171,52 @@ impl ScriptHost {
     pub fn check(&self, source: &str, registry: &Registry) -> Vec<Diagnostic> {
         match self.compile(source) {
             Err(d) => vec![d],
-            Ok(ast) => check::check_calls(&ast, registry),
+            Ok(ast) => check::check_script(&ast, registry),
         }
     }
-}
 
-/// A failed evaluation, explained.
-pub(crate) struct Failure {
-    pub kind: RunErrorKind,
-    pub message: String,
-    pub position: Option<(usize, usize)>,
-}
-
-/// Explains a Rhai error, using the run's abort reason for terminations.
-pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &SettingNames) -> Failure {
-    let mut chain = Vec::new();
-    let inner = unwrap_calls(error, &mut chain);
-    let position = position_of(inner.position()).or_else(|| position_of(error.position()));
-    let (kind, mut message) = match inner {
-        EvalAltResult::ErrorTerminated(..) => match abort {
-            Some(Abort::Guard(m)) => (RunErrorKind::Guard, m),
-            Some(Abort::Params(m)) => (RunErrorKind::Params, m),
-            Some(Abort::InvalidArgs(m)) => (RunErrorKind::InvalidArgs, m),
-            Some(Abort::Audit(m)) => (RunErrorKind::Audit, m),
-            Some(Abort::Timeout(d)) => (
-                RunErrorKind::Timeout,
-                format!(
-                    "the run was stopped after its timeout of {} (raise {})",
-                    humantime::format_duration(d),
-                    names.timeout
-                ),
-            ),
-            Some(Abort::NotConfigured(m)) => (RunErrorKind::NotConfigured, m),
-            Some(Abort::Cancelled) | None => (RunErrorKind::Cancelled, "the run was interrupted".to_owned()),
-        },
-        EvalAltResult::ErrorRuntime(value, _) if value.is_map() => {
-            let map = value.read_lock::<rhai::Map>().map(|m| m.clone()).unwrap_or_default();
-            let field = |k: &str| map.get(k).filter(|v| !v.is_unit()).map(ToString::to_string);
-            match (field("action"), field("message")) {
-                (Some(action), Some(msg)) => (RunErrorKind::Action, format!("{action}: {msg}")),
-                _ => (RunErrorKind::Script, format!("script error: {value}")),
-            }
+    /// The parameters a script declares, or why they cannot be read.
+    pub fn params(&self, source: &str) -> Result<Vec<ScriptParam>, Vec<Diagnostic>> {
+        let ast = self.compile(source).map_err(|d| vec![d])?;
+        let declared = params::declared(&ast);
+        if declared.problems.is_empty() {
+            Ok(declared.params)
+        } else {
+            Err(declared.problems)
         }
-        EvalAltResult::ErrorRuntime(value, _) => (RunErrorKind::Script, format!("script error: {value}")),
-        other => (RunErrorKind::Script, strip_position(&other.to_string())),
-    };
-    if !chain.is_empty() {
-        message.push_str(&format!(" (in {})", chain.join(" ← ")));
     }
-    Failure {
-        kind,
-        message: crate::secret::redact(&message).into_owned(),
-        position,
-    }
-}
 
-fn unwrap_calls<'a>(error: &'a EvalAltResult, chain: &mut Vec<String>) -> &'a EvalAltResult {
-    match error {
-        EvalAltResult::ErrorInFunctionCall(name, _, inner, pos) => {
-            let at = position_of(*pos)
-                .map(|(l, _)| format!(" called at line {l}"))
-                .unwrap_or_default();
-            let name = if name.starts_with("anon$") {
-                "closure"
-            } else {
-                name.as_str()
-            };
-            chain.push(format!("{name}{at}"));
-            unwrap_calls(inner, chain)
+    /// Everything a run checks before it starts: the script (as [`ScriptHost::check`]), then the
+    /// values given for its parameters against its declarations. The compiled script when sound.
+    pub fn check_run(
+        &self,
+        source: &str,
+        registry: &Registry,
+        given: &serde_json::Map<String, serde_json::Value>,
+        names: &SettingNames,
+    ) -> Result<rhai::AST, Refusal> {
+        let ast = self.compile(source).map_err(|d| Refusal::Script(vec![d]))?;
+        let problems = check::check_script(&ast, registry);
+        if !problems.is_empty() {
+            return Err(Refusal::Script(problems));
         }
-        other => other,
+        let problems = params::validate(&params::declared(&ast), given, &|name| names.param(name));
+        if !problems.is_empty() {
+            return Err(Refusal::Params(problems));
+        }
+        Ok(ast)
+    }
+
+    /// The sandbox's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 }
 
-fn position_of(pos: Position) -> Option<(usize, usize)> {
-    pos.line().map(|l| (l, pos.position().unwrap_or(1)))
-}
-
-/// Rhai appends ` (line L, position C)` to its messages; the run error carries the position itself.
-fn strip_position(text: &str) -> String {
-    match text.rfind(" (line ") {
-        Some(i) if text.ends_with(')') => text[..i].to_owned(),
-        _ => text.to_owned(),
-    }
+/// Why a run was refused before it started.
+pub(crate) enum Refusal {
+    /// The script has problems `check` finds.
+    Script(Vec<Diagnostic>),
+    /// The values given for its parameters do not fit its declarations.
+    Params(Vec<String>),
 }

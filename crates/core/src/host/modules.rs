@@ -13,6 +13,7 @@ use rhai::{Dynamic, EvalAltResult, FuncRegistration, INT, Module, NativeCallCont
 use super::bind::{bind_args, bind_named};
 use super::convert::dynamic_to_json;
 use super::parallel::parallel;
+use super::params::{PARAM, REQUIRED_PARAM};
 use super::run::RunHandle;
 use crate::pipeline::Abort;
 use crate::registry::RegisteredProvider;
@@ -107,18 +108,40 @@ pub(crate) fn helpers_module() -> Module {
         .set_into_module(&mut module, |ctx: NativeCallContext, name: &str, args: Dynamic| {
             invoke(&ctx, name, Some(&args))
         });
-    FuncRegistration::new("param")
+    // The declarations `check` and `run` read (see params.rs); the doc and type arguments are
+    // for them: values were checked against the declarations before the run started.
+    FuncRegistration::new(PARAM)
         .with_volatility(true)
         .with_purity(false)
         .set_into_module(&mut module, |ctx: NativeCallContext, name: &str| {
             param(&ctx, name, None)
         });
-    FuncRegistration::new("param")
+    FuncRegistration::new(PARAM)
         .with_volatility(true)
         .with_purity(false)
         .set_into_module(&mut module, |ctx: NativeCallContext, name: &str, default: Dynamic| {
             param(&ctx, name, Some(default))
         });
+    FuncRegistration::new(PARAM)
+        .with_volatility(true)
+        .with_purity(false)
+        .set_into_module(
+            &mut module,
+            |ctx: NativeCallContext, name: &str, default: Dynamic, _doc: &str| param(&ctx, name, Some(default)),
+        );
+    FuncRegistration::new(REQUIRED_PARAM)
+        .with_volatility(true)
+        .with_purity(false)
+        .set_into_module(&mut module, |ctx: NativeCallContext, name: &str, _ty: &str| {
+            param(&ctx, name, None)
+        });
+    FuncRegistration::new(REQUIRED_PARAM)
+        .with_volatility(true)
+        .with_purity(false)
+        .set_into_module(
+            &mut module,
+            |ctx: NativeCallContext, name: &str, _ty: &str, _doc: &str| param(&ctx, name, None),
+        );
     FuncRegistration::new("now")
         .with_volatility(true)
         .with_purity(false)
@@ -160,14 +183,15 @@ pub(crate) fn helpers_module() -> Module {
     module
 }
 
-/// `param(name)`: a required parameter; `param(name, default)`: an optional one whose value must
-/// have the default's type. A missing or mistyped parameter ends the run as a usage error (exit 2)
-/// naming it, before the script goes on with a wrong value.
+/// A parameter's value: the one given, else its default. Values were checked against the
+/// script's declarations before the run started, so only a required parameter that is missing
+/// can still fail here.
 fn param(ctx: &NativeCallContext, name: &str, default: Option<Dynamic>) -> RhaiResult {
     let pos = ctx.call_position();
     let run = RunHandle::from_ctx(ctx)?;
-    let given = run.run.params.get(name).filter(|v| !v.is_null()).cloned();
-    match (given, default) {
+    match (run.run.params.get(name).filter(|v| !v.is_null()), default) {
+        (Some(value), _) => Ok(super::convert::json_to_dynamic(value.clone())),
+        (None, Some(default)) => Ok(default),
         (None, None) => Err(run.abort(
             Abort::Params(format!(
                 "missing required parameter `{name}`: set it with {}",
@@ -175,25 +199,6 @@ fn param(ctx: &NativeCallContext, name: &str, default: Option<Dynamic>) -> RhaiR
             )),
             pos,
         )),
-        (None, Some(default)) => Ok(default),
-        (Some(value), default) => {
-            let value = super::convert::json_to_dynamic(value);
-            if let Some(default) = default.filter(|d| !d.is_unit()) {
-                let numeric = |d: &Dynamic| d.is_int() || d.is_float();
-                let fits = value.type_id() == default.type_id() || (numeric(&value) && numeric(&default));
-                if !fits {
-                    return Err(run.abort(
-                        Abort::Params(format!(
-                            "parameter `{name}` must be {} like its default {default}, got {} {value}",
-                            default.type_name(),
-                            value.type_name()
-                        )),
-                        pos,
-                    ));
-                }
-            }
-            Ok(value)
-        }
     }
 }
 

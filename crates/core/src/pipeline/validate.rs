@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use crate::action::ActionSpec;
+use crate::action::{ActionSpec, ParamSpec};
+use crate::registry::closest;
 
 /// Checks a call's arguments: an object holding every required parameter, no key the action
 /// does not take, every value of its parameter's type. The message names the action as scripts
@@ -13,7 +14,7 @@ pub(crate) fn validate(namespace: &str, spec: &ActionSpec, args: &Value) -> Resu
         return Err(format!("{name} takes a map of arguments, got {}", json_type(args)));
     };
     if let Some(key) = map.keys().find(|k| !spec.params.iter().any(|p| p.name == k.as_str())) {
-        return Err(format!("{name}: unknown option `{key}`; {}", takes(spec)));
+        return Err(unknown_option(&name, spec, key));
     }
     for param in spec.params {
         match map.get(param.name) {
@@ -25,18 +26,29 @@ pub(crate) fn validate(namespace: &str, spec: &ActionSpec, args: &Value) -> Resu
                 ));
             }
             None | Some(Value::Null) => {}
-            Some(value) if !param.ty.accepts(value) => {
-                return Err(format!(
-                    "{name}: `{}` must be {}, got {}",
-                    param.name,
-                    param.ty.as_str(),
-                    json_type(value)
-                ));
-            }
+            Some(value) if !param.ty.accepts(value) => return Err(wrong_type(&name, param, value)),
             Some(_) => {}
         }
     }
     Ok(())
+}
+
+/// `ns::action: unknown option `emial` (did you mean `email`?); valid keys: ...`.
+pub(crate) fn unknown_option(name: &str, spec: &ActionSpec, key: &str) -> String {
+    let hint = closest(key, spec.params.iter().map(|p| p.name))
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default();
+    format!("{name}: unknown option `{key}`{hint}; {}", takes(spec))
+}
+
+/// `ns::action: `user_id` must be string, got int`.
+pub(crate) fn wrong_type(name: &str, param: &ParamSpec, value: &Value) -> String {
+    format!(
+        "{name}: `{}` must be {}, got {}",
+        param.name,
+        param.ty.as_str(),
+        json_type(value)
+    )
 }
 
 /// "valid keys: a, b" or "it takes no arguments".
@@ -64,7 +76,7 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::{ParamSpec, ParamType};
+    use crate::action::ParamType;
     use serde_json::json;
 
     const PARAMS: &[ParamSpec] = &[
@@ -78,7 +90,7 @@ mod tests {
         assert_eq!(validate("dir", &spec, &json!({"user_id": "u1", "name": "A"})), Ok(()));
         assert_eq!(
             validate("dir", &spec, &json!({"user_id": "u1", "nmae": "A"})).unwrap_err(),
-            "dir::update_user: unknown option `nmae`; valid keys: user_id, name"
+            "dir::update_user: unknown option `nmae` (did you mean `name`?); valid keys: user_id, name"
         );
         assert_eq!(
             validate("dir", &spec, &json!({"user_id": 5})).unwrap_err(),

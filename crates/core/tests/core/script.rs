@@ -50,18 +50,26 @@ async fn errors_inside_functions_report_where_they_happened() {
 async fn bad_arguments_are_explained() {
     let (_dir, engine) = setup(1).await;
     // A mistake in the arguments is the script's, not the service's: no `catch` hides it.
-    let err = run(&engine, "try { dir::get_user(42) } catch (e) { 0 }", RunOptions::new())
-        .await
-        .unwrap_err();
+    let err = run(
+        &engine,
+        "let id = 42; try { dir::get_user(id) } catch (e) { 0 }",
+        RunOptions::new(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, RunErrorKind::InvalidArgs);
     assert_eq!(err.message, "dir::get_user: `id` must be string, got int");
-    let err = run(&engine, r#"dir::create_user("a@b.c", #{nope: 1})"#, RunOptions::new())
-        .await
-        .unwrap_err();
+    let err = run(
+        &engine,
+        r#"let options = #{nope: 1}; dir::create_user("a@b.c", options)"#,
+        RunOptions::new(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, RunErrorKind::InvalidArgs);
     assert!(
         err.message
-            .contains("dir::create_user: unknown option `nope`; valid keys: email, note"),
+            .contains("dir::create_user: unknown option `nope` (did you mean `note`?); valid keys: email, note"),
         "{}",
         err.message
     );
@@ -183,7 +191,7 @@ async fn a_busy_loop_is_stopped_by_the_timeout() {
     let (_dir, engine) = setup(1).await;
     let err = run(
         &engine,
-        "loop {}",
+        "let going = true; while going {}",
         RunOptions::new().timeout(Some(Duration::from_millis(300))),
     )
     .await
@@ -295,10 +303,70 @@ async fn param_names_a_missing_or_mistyped_parameter_as_a_usage_error() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, RunErrorKind::Params);
+    assert_eq!(
+        err.message,
+        "parameter `threshold` must be an int (like its default 3), got the string \"many\""
+    );
+}
+
+#[tokio::test]
+async fn a_failing_check_refuses_the_run_before_anything_is_sent() {
+    let (dir, engine) = setup(1).await;
+    let script = "let u = dir::get_user(\"u1\");\ndir::disable_user(u.id);\ndir::delet_users([u.id]);\n";
+    let err = run(&engine, script, RunOptions::new()).await.unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Compile);
+    assert_eq!(
+        err.message,
+        "unknown action dir::delet_users (did you mean dir::delete_users?)"
+    );
+    assert_eq!(err.position, Some((3, 1)));
+    assert!(dir.log().is_empty(), "sent: {:?}", dir.log());
+}
+
+#[tokio::test]
+async fn a_method_on_an_empty_value_says_the_value_is_empty() {
+    let (_dir, engine) = setup(1).await;
+    let script = "let u = #{};\nlet e = u.email;\ne.to_lower()\n";
+    let err = run(&engine, script, RunOptions::new()).await.unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Script);
     assert!(
         err.message
-            .starts_with("parameter `threshold` must be i64 like its default 3, got string many"),
+            .starts_with("`to_lower` was called on (): the value is empty (())"),
         "{}",
         err.message
     );
+    assert_eq!(err.position.map(|p| p.0), Some(3));
+    for leak in ["Function not found", "ImmutableString", "i64", "(line"] {
+        assert!(!err.message.contains(leak), "{}", err.message);
+    }
+}
+
+#[tokio::test]
+async fn a_runaway_loop_at_the_operation_limit_says_so() {
+    let dir = crate::server::Directory::start(crate::TOKEN, 1).await;
+    let mut limits = runbook_core::Limits::default();
+    limits.max_operations = 10_000;
+    let engine = Engine::builder()
+        .provider(Dir::new(&dir.url, crate::TOKEN))
+        .limits(limits)
+        .build()
+        .unwrap();
+    let err = run(&engine, "let n = 0; while n >= 0 { n += 1; }", RunOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Script);
+    assert_eq!(
+        err.message,
+        "the script was stopped after 10,000 operations, the most one run may perform: does a loop never end? \
+         (to stop a long run sooner, set the run's timeout)"
+    );
+}
+
+#[tokio::test]
+async fn wrong_types_are_named_in_the_scripts_words() {
+    let (_dir, engine) = setup(1).await;
+    let err = run(&engine, "let n = 3; n.pad(\"x\")", RunOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.message, "no function `pad` takes (int, string)");
 }
