@@ -131,6 +131,10 @@ fn action_text(namespace: &str, spec: &ActionSpec) -> String {
     );
     let _ = writeln!(out, "  targets:     {}", targets_text(spec));
     let _ = writeln!(out, "  returns:     {}", spec.returns);
+    if let Some(records) = spec.records {
+        let record = records.record();
+        let _ = writeln!(out, "  record:      {} {{{}}}", record.name, record.fields.join(", "));
+    }
     if spec.params.is_empty() {
         let _ = writeln!(out, "  parameters:  none");
     } else {

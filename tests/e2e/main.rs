@@ -10,6 +10,7 @@ mod engine;
 mod fixtures;
 mod mistakes;
 mod privx;
+mod records;
 mod runs;
 mod scripts;
 mod serve;

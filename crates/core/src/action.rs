@@ -156,6 +156,55 @@ pub enum Targets {
     CountOf(&'static str),
 }
 
+/// A record an action returns: a named object with known fields. Scripts see every field (one the
+/// service left out reads `()`), and reading a field the record does not have is an error naming
+/// the closest one, at run time and in `runbook check`. Fields the service returns beyond these
+/// stay readable. Nested objects are plain maps.
+///
+/// At run time a map is taken for a record when it holds every field of that record, so a record
+/// of one or two common field names would catch maps a script builds itself: give a record its
+/// full field list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Record {
+    /// The name scripts' error messages use (`User`).
+    pub name: &'static str,
+    /// Every field, as the service names it.
+    pub fields: &'static [&'static str],
+}
+
+impl Record {
+    /// A record and its fields.
+    pub const fn new(name: &'static str, fields: &'static [&'static str]) -> Self {
+        Record { name, fields }
+    }
+
+    /// Whether the record has this field.
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.contains(&field)
+    }
+}
+
+/// How an action's result holds its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "shape", content = "record")]
+pub enum Records {
+    /// One record.
+    One(&'static Record),
+    /// One record, or `()` when there is none.
+    Optional(&'static Record),
+    /// An array of records.
+    List(&'static Record),
+}
+
+impl Records {
+    /// The record.
+    pub fn record(self) -> &'static Record {
+        match self {
+            Records::One(r) | Records::Optional(r) | Records::List(r) => r,
+        }
+    }
+}
+
 /// Everything the engine knows about one action.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[non_exhaustive]
@@ -168,6 +217,8 @@ pub struct ActionSpec {
     pub params: &'static [ParamSpec],
     /// What the action returns, in words (`array of User (all pages)`).
     pub returns: &'static str,
+    /// The record the result holds, when it holds one.
+    pub records: Option<Records>,
     /// What a call does to the service.
     pub effect: Effect,
     /// Whether sending the call twice has the same effect as sending it once. Only idempotent
@@ -187,6 +238,7 @@ impl ActionSpec {
             summary,
             params: &[],
             returns: "()",
+            records: None,
             effect: Effect::Read,
             idempotent: true,
             targets: Targets::None,
@@ -201,6 +253,7 @@ impl ActionSpec {
             summary,
             params: &[],
             returns: "()",
+            records: None,
             effect: Effect::Write,
             idempotent: true,
             targets: Targets::One,
@@ -215,6 +268,7 @@ impl ActionSpec {
             summary,
             params: &[],
             returns: "()",
+            records: None,
             effect: Effect::Destructive,
             idempotent: true,
             targets: Targets::One,
@@ -231,6 +285,12 @@ impl ActionSpec {
     /// Describes the result.
     pub const fn returns(mut self, returns: &'static str) -> Self {
         self.returns = returns;
+        self
+    }
+
+    /// Declares the record the result holds: its fields become strict in scripts.
+    pub const fn records(mut self, records: Records) -> Self {
+        self.records = Some(records);
         self
     }
 

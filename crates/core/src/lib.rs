@@ -67,7 +67,7 @@ mod run;
 mod secret;
 mod state;
 
-pub use action::{Action, ActionSpec, Effect, ParamSpec, ParamType, Targets};
+pub use action::{Action, ActionSpec, Effect, ParamSpec, ParamType, Record, Records, Targets};
 pub use audit::{AuditError, AuditRecord, AuditSink, CallOutcome, JsonlAuditSink};
 pub use config::{ProviderConfig, parse_duration};
 pub use context::CallContext;

@@ -1,6 +1,6 @@
 //! The `cloudflare` actions: each one's arguments as a type, next to its spec.
 
-use runbook_core::{Action, ActionSpec, ParamSpec, ParamType, Targets};
+use runbook_core::{Action, ActionSpec, ParamSpec, ParamType, Record, Records, Targets};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -20,6 +20,69 @@ const GROUP_MEMBER: &[ParamSpec] = &[
     ),
 ];
 const GROUP: &str = "Group {id, name, include, exclude, require}";
+
+// The records scripts see, with the fields of `models.rs` (which follow the API docs).
+const USER: Record = Record::new(
+    "User",
+    &[
+        "id",
+        "email",
+        "name",
+        "access_seat",
+        "gateway_seat",
+        "active_device_count",
+        "last_successful_login",
+        "seat_uid",
+        "uid",
+        "created_at",
+        "updated_at",
+    ],
+);
+const SESSION: Record = Record::new("Session", &["expiration", "name", "metadata"]);
+const FAILED_LOGIN: Record = Record::new("FailedLogin", &["expiration", "metadata"]);
+const IDENTITY: Record = Record::new(
+    "Identity",
+    &[
+        "account_id",
+        "auth_status",
+        "common_name",
+        "device_id",
+        "device_sessions",
+        "devicePosture",
+        "email",
+        "geo",
+        "iat",
+        "idp",
+        "ip",
+        "isActive",
+        "is_gateway",
+        "is_warp",
+        "mtls_auth",
+        "service_token_id",
+        "service_token_status",
+        "user_uuid",
+        "version",
+    ],
+);
+const ACCESS_REQUEST: Record = Record::new(
+    "AccessRequest",
+    &[
+        "user_email",
+        "created_at",
+        "allowed",
+        "action",
+        "ray_id",
+        "ip_address",
+        "app_uid",
+        "app_domain",
+        "connection",
+    ],
+);
+const SEAT: Record = Record::new(
+    "Seat",
+    &["seat_uid", "access_seat", "gateway_seat", "created_at", "updated_at"],
+);
+const GROUP_RECORD: Record = Record::new("Group", &["id", "name", "include", "exclude", "require", "is_default"]);
 
 /// `list_users(#{email, name, search})`.
 #[derive(Debug, Deserialize)]
@@ -45,6 +108,7 @@ impl Action for ListUsers {
             ),
         ])
         .returns("array of User {id, email, name, access_seat, gateway_seat, active_device_count, last_successful_login, seat_uid, uid, created_at, updated_at}")
+        .records(Records::List(&USER))
         .example(r#"let users = cloudflare::list_users(#{search: "example.com"});"#);
 }
 
@@ -60,6 +124,7 @@ impl Action for GetUser {
     const SPEC: ActionSpec = ActionSpec::read("get_user", "Get one user")
         .params(ONE_USER)
         .returns("User")
+        .records(Records::One(&USER))
         .example(r#"let u = cloudflare::get_user("2c8a3b7e-...");"#);
 }
 
@@ -81,6 +146,7 @@ impl Action for CreateUser {
         ])
         .idempotent(false)
         .returns("User (in plan mode: the would-be user with id \"(planned)\")")
+        .records(Records::One(&USER))
         .example(r#"cloudflare::create_user(#{email: "ann@example.com", name: "Ann"})"#);
 }
 
@@ -108,6 +174,7 @@ impl Action for UpdateUser {
             ),
         ])
         .returns("User")
+        .records(Records::One(&USER))
         .example(r#"cloudflare::update_user(u.id, #{name: "Ann Example"})"#);
 }
 
@@ -139,6 +206,7 @@ impl Action for ActiveSessions {
     const SPEC: ActionSpec = ActionSpec::read("active_sessions", "A user's active sessions")
         .params(ONE_USER)
         .returns("array of Session {expiration, name, metadata {apps, expires, iat, nonce, ttl}}")
+        .records(Records::List(&SESSION))
         .example("let sessions = cloudflare::active_sessions(u.id);");
 }
 
@@ -163,6 +231,7 @@ impl Action for ActiveSession {
             ),
         ])
         .returns("Identity with isActive")
+        .records(Records::One(&IDENTITY))
         .example("cloudflare::active_session(u.id, sessions[0].metadata.nonce)");
 }
 
@@ -178,6 +247,7 @@ impl Action for FailedLogins {
     const SPEC: ActionSpec = ActionSpec::read("failed_logins", "A user's failed login attempts")
         .params(ONE_USER)
         .returns("array of FailedLogin {expiration, metadata {app_name, datetime, ray_id, user_email, ...}}")
+        .records(Records::List(&FAILED_LOGIN))
         .example("let failures = cloudflare::failed_logins(u.id);");
 }
 
@@ -193,6 +263,7 @@ impl Action for LastSeenIdentity {
     const SPEC: ActionSpec = ActionSpec::read("last_seen_identity", "The identity a user last presented")
         .params(ONE_USER)
         .returns("Identity {email, ip, geo {country}, idp, devicePosture, device_sessions, mtls_auth, ...}")
+        .records(Records::One(&IDENTITY))
         .example("cloudflare::last_seen_identity(u.id).geo.country");
 }
 
@@ -234,7 +305,8 @@ impl Action for AccessRequests {
     .returns(
         "array of AccessRequest {user_email, created_at, allowed, action, ray_id, ip_address, app_uid, app_domain, connection}",
     )
-    .example(r#"let logins = cloudflare::access_requests(#{since: now() - 3600, allowed: true});"#);
+    .records(Records::List(&ACCESS_REQUEST))
+        .example(r#"let logins = cloudflare::access_requests(#{since: now() - 3600, allowed: true});"#);
 }
 
 /// `failed_logins_since(since)`.
@@ -256,7 +328,8 @@ impl Action for FailedLoginsSince {
         "oldest failure: unix seconds or RFC 3339",
     )])
     .returns("array of AccessRequest with allowed false, oldest first")
-    .example("let failures = cloudflare::failed_logins_since(now() - 24 * 3600);");
+    .records(Records::List(&ACCESS_REQUEST))
+        .example("let failures = cloudflare::failed_logins_since(now() - 24 * 3600);");
 }
 
 /// `revoke_user(email, #{devices, warp_session_reauth})`.
@@ -309,6 +382,7 @@ impl Action for UpdateSeats {
     )])
     .targets(Targets::CountOf("seats"))
     .returns("array of Seat {seat_uid, access_seat, gateway_seat, created_at, updated_at}")
+    .records(Records::List(&SEAT))
     .example(r#"cloudflare::update_seats([#{seat_uid: u.seat_uid, access_seat: false, gateway_seat: false}])"#);
 }
 
@@ -327,6 +401,7 @@ impl Action for FreeSeats {
     )
     .params(ONE_USER)
     .returns("Seat {seat_uid, access_seat: false, gateway_seat: false, created_at, updated_at}")
+    .records(Records::One(&SEAT))
     .example("cloudflare::free_seats(u.id)");
 }
 
@@ -347,6 +422,7 @@ impl Action for ListGroups {
             ParamSpec::optional("search", ParamType::String, "only groups whose name contains this"),
         ])
         .returns("array of Group {id, name, include, exclude, require}")
+        .records(Records::List(&GROUP_RECORD))
         .example(r#"let groups = cloudflare::list_groups(#{search: "contractors"});"#);
 }
 
@@ -362,6 +438,7 @@ impl Action for GetGroup {
     const SPEC: ActionSpec = ActionSpec::read("get_group", "Get one Access group")
         .params(ONE_GROUP)
         .returns(GROUP)
+        .records(Records::One(&GROUP_RECORD))
         .example("let g = cloudflare::get_group(a);");
 }
 
@@ -391,6 +468,7 @@ impl Action for CreateGroup {
         ])
         .idempotent(false)
         .returns("Group (in plan mode: the would-be group with id \"(planned)\")")
+        .records(Records::One(&GROUP_RECORD))
         .example(r#"cloudflare::create_group(#{name: "Contractors", include: [#{email_domain: #{domain: "partner.example"}}]})"#);
 }
 
@@ -423,6 +501,7 @@ impl Action for UpdateGroup {
         ParamSpec::optional("require", ParamType::Array, "the new require rules"),
     ])
     .returns(GROUP)
+    .records(Records::One(&GROUP_RECORD))
     .example(r#"cloudflare::update_group(a, #{name: "Contractors (2027)"})"#);
 }
 
@@ -458,6 +537,7 @@ impl Action for AddToGroup {
     )
     .params(GROUP_MEMBER)
     .returns(GROUP)
+    .records(Records::One(&GROUP_RECORD))
     .example(r#"cloudflare::add_to_group(a, "ann@example.com")"#);
 }
 
@@ -478,5 +558,6 @@ impl Action for RemoveFromGroup {
     )
     .params(GROUP_MEMBER)
     .returns(GROUP)
+    .records(Records::One(&GROUP_RECORD))
     .example(r#"cloudflare::remove_from_group(a, u.email)"#);
 }

@@ -1,17 +1,139 @@
 //! The `privx` actions: each one's arguments as a type, next to its spec.
 
-use runbook_core::{Action, ActionSpec, ParamSpec, ParamType, Targets};
+use runbook_core::{Action, ActionSpec, ParamSpec, ParamType, Record, Records, Targets};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 const USER_ID: ParamSpec = ParamSpec::required("user_id", ParamType::String, "the user's id (a UUID)");
 const ONE_USER: &[ParamSpec] = &[USER_ID];
-const ROLE: ParamSpec = ParamSpec::required("role", ParamType::String, "a role id, or a role's exact name");
+const ROLE_PARAM: ParamSpec = ParamSpec::required("role", ParamType::String, "a role id, or a role's exact name");
 const IDS: &[ParamSpec] = &[ParamSpec::required(
     "ids",
     ParamType::StringOrArray,
     "one user id or an array of them",
 )];
+
+// The records scripts see, with the fields the API documents (`models.rs` types the few the
+// provider reads itself).
+const USER: Record = Record::new(
+    "User",
+    &[
+        "id",
+        "source_user_id",
+        "principal",
+        "source",
+        "source_type",
+        "email",
+        "full_name",
+        "given_name",
+        "first_name",
+        "last_name",
+        "distinguished_name",
+        "created",
+        "updated",
+        "updated_by",
+        "author",
+        "comment",
+        "tags",
+        "attributes",
+        "roles",
+        "permissions",
+        "mfa",
+        "authorized_keys",
+        "webauthn_credentials",
+        "stale_access_token",
+    ],
+);
+const ROLE: Record = Record::new(
+    "Role",
+    &[
+        "id",
+        "name",
+        "comment",
+        "explicit",
+        "implicit",
+        "system",
+        "grant_type",
+        "floating_length",
+        "grant_validity_periods",
+        "grant_start",
+        "grant_end",
+        "permissions",
+        "access_group_id",
+        "context",
+        "source_rules",
+        "type",
+        "arn",
+        "source",
+        "tags",
+        "member_count",
+        "explicit_count",
+        "created",
+        "updated",
+        "author",
+        "updated_by",
+    ],
+);
+const ROLE_CHANGE: Record = Record::new("RoleChange", &["changed", "role", "roles"]);
+const SESSION: Record = Record::new(
+    "Session",
+    &[
+        "id",
+        "user_id",
+        "source_id",
+        "parent_session_id",
+        "domain",
+        "username",
+        "remote_addr",
+        "user_agent",
+        "type",
+        "created",
+        "updated",
+        "expires",
+        "token_expires",
+        "logged_out",
+        "current",
+    ],
+);
+const AUTHORIZED_KEY: Record = Record::new(
+    "AuthorizedKey",
+    &[
+        "id",
+        "user_id",
+        "username",
+        "source",
+        "name",
+        "comment",
+        "public_key",
+        "not_before",
+        "not_after",
+        "expires_in",
+        "source_address",
+        "fingerprints",
+        "created",
+        "updated",
+        "author",
+    ],
+);
+const SOURCE: Record = Record::new(
+    "Source",
+    &[
+        "id",
+        "name",
+        "enabled",
+        "status_code",
+        "status_text",
+        "ttl",
+        "comment",
+        "tags",
+        "username_pattern",
+        "external_user_mapping",
+        "connection",
+        "created",
+        "updated",
+        "author",
+    ],
+);
 
 /// One id, or several.
 #[derive(Debug, Deserialize)]
@@ -54,6 +176,7 @@ one_user_action!(
     GetUser,
     ActionSpec::read("get_user", "Get one user with roles")
         .returns("User {id, principal, email, full_name, source, roles, mfa {status}, ...}")
+        .records(Records::One(&USER))
         .example(r#"let u = privx::get_user("eef4aefc-d64e-4c2c-aba4-4914c86ce059");"#)
 );
 
@@ -81,6 +204,7 @@ impl Action for SearchUsers {
             ParamSpec::optional("user_id", ParamType::StringOrArray, "only these user ids"),
         ])
         .returns("array of User")
+        .records(Records::List(&USER))
         .example(r#"let admins = privx::search_users(#{keywords: "admin"});"#);
 }
 
@@ -100,6 +224,7 @@ impl Action for FindUser {
             "an email, a principal or a user id",
         )])
         .returns("User, or () when none matches; an error naming the candidates when several do")
+        .records(Records::Optional(&USER))
         .example(r#"let u = privx::find_user("ann@example.com");"#);
 }
 
@@ -108,6 +233,7 @@ one_user_action!(
     ResolveUser,
     ActionSpec::read("resolve_user", "A user with effective roles and permissions")
         .returns("User with effective roles")
+        .records(Records::One(&USER))
         .example("privx::resolve_user(u.id).permissions")
 );
 
@@ -136,6 +262,7 @@ impl Action for SetUserSettings {
             ParamSpec::required("settings", ParamType::Map, "the whole settings object"),
         ])
         .returns("User")
+        .records(Records::One(&USER))
         .example("privx::set_user_settings(u.id, #{locale: \"fi_FI\"})");
 }
 
@@ -144,6 +271,7 @@ one_user_action!(
     GetUserRoles,
     ActionSpec::read("get_user_roles", "A user's roles, explicit and mapped")
         .returns("array of Role {id, name, explicit, implicit, grant_type, ...}")
+        .records(Records::List(&ROLE))
         .example("privx::get_user_roles(u.id).filter(|r| r.explicit)")
 );
 
@@ -215,6 +343,7 @@ impl Action for GrantRole {
         ),
     ])
     .returns("#{changed, role {id, name}, roles}")
+    .records(Records::One(&ROLE_CHANGE))
     .example(r#"privx::grant_role(u.id, "auditors", #{from: now(), to: now() + 8 * 3600})"#);
 }
 
@@ -233,8 +362,9 @@ impl Action for RevokeRole {
         "revoke_role",
         "Revoke an explicit role (read-modify-write; nothing sent when not held)",
     )
-    .params(&[USER_ID, ROLE])
+    .params(&[USER_ID, ROLE_PARAM])
     .returns("#{changed, role {id, name}, roles}")
+    .records(Records::One(&ROLE_CHANGE))
     .example(r#"privx::revoke_role(u.id, "admins")"#);
 }
 
@@ -281,6 +411,7 @@ pub struct ListRoles {}
 impl Action for ListRoles {
     const SPEC: ActionSpec = ActionSpec::read("list_roles", "Every role in the role store (every page)")
         .returns("array of Role {id, name, comment, permissions, member_count, ...}")
+        .records(Records::List(&ROLE))
         .example("privx::list_roles().map(|r| r.name)");
 }
 
@@ -296,6 +427,7 @@ impl Action for GetRole {
     const SPEC: ActionSpec = ActionSpec::read("get_role", "Get one role by id")
         .params(&[ParamSpec::required("role_id", ParamType::String, "the role's id")])
         .returns("Role {id, name, comment, permissions, ...}")
+        .records(Records::One(&ROLE))
         .example(r#"privx::get_role("7c1f0000-0000-4000-8000-000000000001").name"#);
 }
 
@@ -315,6 +447,7 @@ impl Action for ResolveRoles {
             "one role name or an array of them",
         )])
         .returns("array of Role (names PrivX does not know are left out)")
+        .records(Records::List(&ROLE))
         .example(r#"privx::resolve_roles(["admins", "auditors"]).map(|r| r.id)"#);
 }
 
@@ -328,8 +461,9 @@ pub struct RoleMembers {
 
 impl Action for RoleMembers {
     const SPEC: ActionSpec = ActionSpec::read("role_members", "Every user holding a role (every page)")
-        .params(&[ROLE])
+        .params(&[ROLE_PARAM])
         .returns("array of User")
+        .records(Records::List(&USER))
         .example(r#"privx::role_members("admins").map(|u| u.principal)"#);
 }
 
@@ -338,6 +472,7 @@ one_user_action!(
     UserSessions,
     ActionSpec::read("user_sessions", "A user's sessions (every page)")
         .returns("array of Session {id, user_id, type, remote_addr, created, expires, ...}")
+        .records(Records::List(&SESSION))
         .example("privx::user_sessions(u.id).len()")
 );
 
@@ -363,6 +498,7 @@ one_user_action!(
     ListAuthorizedKeys,
     ActionSpec::read("authorized_keys", "A user's SSH authorized keys")
         .returns("array of AuthorizedKey {id, name, public_key, fingerprints, not_after, ...}")
+        .records(Records::List(&AUTHORIZED_KEY))
         .example("privx::authorized_keys(u.id).map(|k| k.id)")
 );
 
@@ -395,6 +531,7 @@ pub struct ListSources {}
 impl Action for ListSources {
     const SPEC: ActionSpec = ActionSpec::read("list_sources", "The user and host directories")
         .returns("array of Source {id, name, enabled, status_code, status_text, ...}")
+        .records(Records::List(&SOURCE))
         .example("privx::list_sources().filter(|s| s.enabled)");
 }
 

@@ -24,10 +24,14 @@ use std::sync::Arc;
 use runbook_core::http::{HttpClient, HttpRequest, HttpResponse};
 use runbook_core::{
     Action, ActionError, ActionSpec, CallContext, ConfigError, ParamSpec, ParamType, Provider, ProviderConfig,
-    ProviderDescriptor, Secret, async_trait,
+    ProviderDescriptor, Record, Records, Secret, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+
+/// What scripts see of a ticket: every field below (`()` when the service leaves one out), and
+/// reading any other field is an error naming the closest one.
+const TICKET: Record = Record::new("Ticket", &["id", "title", "status", "assignee"]);
 
 /// `list_tickets(#{status})`.
 #[derive(Debug, Deserialize)]
@@ -45,6 +49,7 @@ impl Action for ListTickets {
             "only tickets in this status (open, closed)",
         )])
         .returns("array of Ticket {id, title, status, assignee}")
+        .records(Records::List(&TICKET))
         .example(r#"tickets::list_tickets(#{status: "open"})"#);
 }
 
@@ -72,6 +77,7 @@ impl Action for OpenTicket {
         ])
         .idempotent(false)
         .returns("Ticket")
+        .records(Records::One(&TICKET))
         .example(r#"tickets::open_ticket("Revoke MFA for ann", #{assignee: "secops"})"#);
 }
 

@@ -110,6 +110,7 @@ fn check_calls(ast: &rhai::AST, registry: &Registry) -> Vec<Diagnostic> {
         }
         true
     });
+    found.extend(super::records::check_fields(ast, registry));
     found
 }
 

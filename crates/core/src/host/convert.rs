@@ -7,6 +7,8 @@
 use rhai::{Array, Dynamic, ImmutableString, Map};
 use serde_json::{Number, Value};
 
+use crate::action::{Record, Records};
+
 /// Converts JSON into a script value.
 pub fn json_to_dynamic(value: Value) -> Dynamic {
     match value {
@@ -23,6 +25,40 @@ pub fn json_to_dynamic(value: Value) -> Dynamic {
             Dynamic::from_map(map)
         }
     }
+}
+
+/// Converts an action's result into a script value: each record it holds gets every field of its
+/// spec, an absent one as `()`, so that the script can tell a record from any other map
+/// (see `records.rs`).
+pub fn result_to_dynamic(records: Option<Records>, value: Value) -> Dynamic {
+    match (records, value) {
+        (Some(Records::One(record) | Records::Optional(record)), Value::Object(entries)) => {
+            record_to_dynamic(record, entries)
+        }
+        (Some(Records::List(record)), Value::Array(items)) => Dynamic::from_array(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(entries) => record_to_dynamic(record, entries),
+                    other => json_to_dynamic(other),
+                })
+                .collect(),
+        ),
+        (_, value) => json_to_dynamic(value),
+    }
+}
+
+fn record_to_dynamic(record: &Record, entries: serde_json::Map<String, Value>) -> Dynamic {
+    let mut map = Map::new();
+    for (k, v) in entries {
+        map.insert(k.into(), json_to_dynamic(v));
+    }
+    for field in record.fields {
+        if !map.contains_key(*field) {
+            map.insert((*field).into(), Dynamic::UNIT);
+        }
+    }
+    Dynamic::from_map(map)
 }
 
 fn number_to_dynamic(n: &Number) -> Dynamic {
@@ -68,7 +104,8 @@ pub fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
     }
     if let Some(map) = value.read_lock::<Map>() {
         let mut out = serde_json::Map::with_capacity(map.len());
-        for (k, v) in map.iter() {
+        // A read's placeholder is not a value the script stored.
+        for (k, v) in map.iter().filter(|(_, v)| !super::records::is_placeholder(v)) {
             out.insert(k.to_string(), dynamic_to_json(v)?);
         }
         return Ok(Value::Object(out));

@@ -9,6 +9,7 @@ mod loops;
 mod modules;
 mod parallel;
 mod params;
+mod records;
 mod run;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ impl Default for Limits {
 pub(crate) struct ScriptHost {
     std: Shared<rhai::Module>,
     modules: Arc<SharedModules>,
+    records: Arc<records::KnownRecords>,
     limits: Limits,
 }
 
@@ -85,6 +87,7 @@ impl ScriptHost {
         ScriptHost {
             std: StandardPackage::new().as_shared_module(),
             modules: SharedModules::build(registry.providers()),
+            records: records::KnownRecords::new(registry),
             limits,
         }
     }
@@ -114,6 +117,7 @@ impl ScriptHost {
         engine.disable_symbol("eval");
         engine.disable_symbol("import");
         engine.disable_symbol("export");
+        self.records.install(&mut engine, run.map(|r| &*r.run.ast));
         match run {
             Some(run) => {
                 engine.set_default_tag(Dynamic::from(run.clone()));

@@ -9,7 +9,7 @@ use rhai::{Dynamic, EvalAltResult, Map as RhaiMap, NativeCallContext, Position};
 use serde_json::Value;
 
 use super::ScriptHost;
-use super::convert::json_to_dynamic;
+use super::convert::{json_to_dynamic, result_to_dynamic};
 use super::parallel::Slots;
 use crate::action::ActionSpec;
 use crate::error::ActionError;
@@ -91,7 +91,7 @@ impl RunHandle {
         }
         let call = self.run.pipeline.call(provider, spec, args, self.lane.io());
         match self.lane.block_on(call) {
-            Ok(value) => Ok(json_to_dynamic(value)),
+            Ok(value) => Ok(result_to_dynamic(spec.records, value)),
             Err(CallFailure::Stopped) => Err(terminated(pos)),
             Err(CallFailure::Action(error)) => Err(action_error(
                 &format!("{}.{}", provider.namespace(), spec.name),

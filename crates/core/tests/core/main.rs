@@ -6,6 +6,7 @@
 mod bounds;
 mod check;
 mod provider;
+mod records;
 mod runs;
 mod script;
 mod server;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use runbook_core::http::{HttpClient, HttpRequest, HttpResponse, RetryPolicy, path};
 use runbook_core::{
-    ActionError, ActionSpec, CallContext, ParamSpec, ParamType, Provider, Secret, Targets, async_trait,
+    ActionError, ActionSpec, CallContext, ParamSpec, ParamType, Provider, Record, Records, Secret, Targets, async_trait,
 };
 use serde_json::{Value, json};
 
@@ -15,21 +15,30 @@ const CREATE: &[ParamSpec] = &[
     ParamSpec::required("email", ParamType::String, "email"),
     ParamSpec::optional("note", ParamType::String, "a note"),
 ];
+/// A user: the directory never sends `last_login` or `manager`, and sends `big`, which is not declared.
+const USER: Record = Record::new("User", &["id", "email", "disabled", "last_login", "manager"]);
 const SLOW: &[ParamSpec] = &[ParamSpec::required("ms", ParamType::Integer, "milliseconds")];
 
 pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec::read("list_users", "List users").returns("array of User"),
-    ActionSpec::read("get_user", "Get a user").params(ID).returns("User"),
+    ActionSpec::read("list_users", "List users")
+        .returns("array of User")
+        .records(Records::List(&USER)),
+    ActionSpec::read("get_user", "Get a user")
+        .params(ID)
+        .returns("User")
+        .records(Records::One(&USER)),
     ActionSpec::write("disable_user", "Disable a user")
         .params(ID)
-        .returns("User"),
+        .returns("User")
+        .records(Records::One(&USER)),
     ActionSpec::destructive("delete_users", "Delete users")
         .params(IDS)
         .targets(Targets::CountOf("ids")),
     ActionSpec::write("create_user", "Create a user")
         .params(CREATE)
         .idempotent(false)
-        .returns("User"),
+        .returns("User")
+        .records(Records::One(&USER)),
     ActionSpec::read("slow", "Answer after a delay").params(SLOW),
     // The same PUT as disable_user, declared not idempotent (say, it also sends a notice).
     ActionSpec::write("disable_user_and_notify", "Disable a user and notify them")
