@@ -416,6 +416,26 @@ async fn sessions_outside_countries_reports_and_revokes_only_when_asked() {
 }
 
 #[tokio::test]
+async fn the_readmes_first_runbook_plans_on_the_demo_tenant() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = readme
+        .split("```rhai\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a rhai example");
+    let ws = Workspace::new();
+    ws.file("first.rhai", example);
+    let plan = ws.run(&["plan", "first.rhai", "--simulate"]).await;
+    assert_eq!(plan.code, Some(0), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 1 change(s) touching 3 target(s). Nothing was sent."),
+        "{}",
+        plan.stdout
+    );
+}
+
+#[tokio::test]
 async fn the_quick_start_runs_on_the_built_in_demo_tenant() {
     let ws = Workspace::new();
     let revoke = script("revoke_mfa_for_failed_logins.rhai");

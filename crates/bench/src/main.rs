@@ -123,9 +123,6 @@ async fn main() -> Result<()> {
     if all || args.which == Which::Memory {
         memory(&runbook, args.runs, fanout_rss).await?;
     }
-    if all || args.which == Which::RealScale {
-        real_scale(&runbook, args.runs).await?;
-    }
     if all || args.which == Which::Peer {
         match &args.python {
             Some(python) => peer(&runbook, &std::path::absolute(python)?, args.runs).await?,
@@ -133,6 +130,9 @@ async fn main() -> Result<()> {
                 "\n## 6. The Python peer\n\nskipped: pass --python PATH (a Python with `pip install cloudflare httpx`)\n"
             ),
         }
+    }
+    if all || args.which == Which::RealScale {
+        real_scale(&runbook, args.runs).await?;
     }
     if all || args.which == Which::Webhooks {
         webhooks(&runbook, args.runs).await?;
