@@ -573,6 +573,13 @@ async fn real_scale(runbook: &Path, runs: usize) -> Result<()> {
     let budget = RateLimit::CLOUDFLARE_ACCOUNT;
     let fixture = tenant::with_successful_logins(tenant::tenant(USERS, 100), PER_DAY);
     let log_rows = fixture["cloudflare"]["access_requests"].as_array().map_or(0, Vec::len);
+    // Cloudflare's budget as a service that says nothing of it until it answers 429.
+    let options = SimOptions {
+        latency: Duration::from_millis(LATENCY_MS),
+        rate_limit: Some(budget),
+        rate_limit_mode: RateLimitMode::SlidingWindowSilent,
+        ..SimOptions::default()
+    };
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     for (label, ignores_allowed) in [
@@ -585,16 +592,7 @@ async fn real_scale(runbook: &Path, runs: usize) -> Result<()> {
         let mut flagged = 0;
         for _ in 0..runs {
             // A fresh simulator each run: its sliding window starts empty, as the client's does.
-            let sims = sims(
-                fixture.clone(),
-                SimOptions {
-                    latency: Duration::from_millis(LATENCY_MS),
-                    rate_limit: Some(budget),
-                    rate_limit_mode: RateLimitMode::SlidingWindowSilent,
-                    ..SimOptions::default()
-                },
-            )
-            .await?;
+            let sims = sims(fixture.clone(), options.clone()).await?;
             sims.cloudflare.set_access_log_ignores_allowed(ignores_allowed);
             let env = provider_env(&sims, "1200/300s");
             let script = scripts_dir().join("revoke_mfa_for_failed_logins.rhai");
@@ -617,16 +615,7 @@ async fn real_scale(runbook: &Path, runs: usize) -> Result<()> {
         rows.push((label, requests, Spread::of_durations(&walls), throttled, flagged));
     }
     // One poll of the watch automation on the same tenant: its first poll reads the whole window.
-    let sims = sims(
-        fixture.clone(),
-        SimOptions {
-            latency: Duration::from_millis(LATENCY_MS),
-            rate_limit: Some(budget),
-            rate_limit_mode: RateLimitMode::SlidingWindowSilent,
-            ..SimOptions::default()
-        },
-    )
-    .await?;
+    let sims = sims(fixture.clone(), options).await?;
     let env = provider_env(&sims, "1200/300s");
     let watch = scripts_dir().join("watch_failed_logins.rhai");
     let child = run_child(
