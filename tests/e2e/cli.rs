@@ -94,6 +94,36 @@ async fn an_unconfigured_provider_names_the_variables_to_set() {
 }
 
 #[tokio::test]
+async fn a_text_param_given_digits_or_true_gets_the_text() {
+    let ws = Workspace::new();
+    ws.file(
+        "ids.rhai",
+        r#"
+        let id = required_param("employee_id", "string", "the employee's id");
+        let tag = param("tag", "none", "a tag");
+        [id, type_of(id), tag, type_of(tag)]
+        "#,
+    );
+    let out = ws
+        .run(&[
+            "run",
+            "ids.rhai",
+            "-p",
+            "employee_id=12345",
+            "-p",
+            "tag=true",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.json()["result"],
+        serde_json::json!(["12345", "string", "true", "string"])
+    );
+}
+
+#[tokio::test]
 async fn bad_params_are_usage_errors() {
     let ws = Workspace::new();
     ws.file("p.rhai", "params");

@@ -828,3 +828,29 @@ async fn a_plan_of_the_new_writes_sends_nothing_and_gives_results_a_script_can_r
     );
     sims.shutdown().await;
 }
+
+#[tokio::test]
+async fn roles_read_back_and_written_again_carry_no_field_privx_did_not_give() {
+    // Ann holds two explicit roles; the records filled in for the fields PrivX left out must not
+    // travel back to it as nulls.
+    let sims = Sims::start(crate::fixtures::scripted_tenant()).await;
+    let engine = sims.engine();
+    let ann = "eef4aefc-0000-4000-8000-000000000001";
+    let script = format!(r#"privx::set_user_roles("{ann}", privx::get_user_roles("{ann}").filter(|r| r.explicit))"#);
+    eval(&engine, &script).await;
+    let put = sims
+        .px()
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PUT")
+        .expect("the roles were written");
+    let body = put.body.expect("a JSON body");
+    for role in body.as_array().unwrap() {
+        for (key, value) in role.as_object().unwrap() {
+            assert!(!value.is_null(), "{key} sent as null: {role}");
+        }
+        assert_eq!(role["explicit"], true, "{role}");
+    }
+    assert_eq!(put.status, 200);
+    sims.shutdown().await;
+}

@@ -176,7 +176,7 @@ impl Engine {
     /// is refused before anything is sent. Must be called within a Tokio runtime: the script runs on a blocking
     /// thread, and every action call on this runtime. Dropping the returned future stops the
     /// run: the script ends at its next step and calls in flight are abandoned.
-    pub async fn run(&self, source: &str, options: RunOptions) -> Result<RunOutcome, RunError> {
+    pub async fn run(&self, source: &str, mut options: RunOptions) -> Result<RunOutcome, RunError> {
         let run_id = options
             .run_id
             .clone()
@@ -185,7 +185,10 @@ impl Engine {
             .host
             .check_run(source, &self.registry, &options.params, &options.names)
         {
-            Ok(ast) => Arc::new(ast),
+            Ok(ast) => {
+                self.host.params_as_declared(&ast, &mut options.params);
+                Arc::new(ast)
+            }
             Err(refusal) => {
                 let (kind, first, more) = match refusal {
                     Refusal::Script(problems) => {

@@ -55,7 +55,7 @@ fn record_to_dynamic(record: &Record, entries: serde_json::Map<String, Value>) -
     }
     for field in record.fields {
         if !map.contains_key(*field) {
-            map.insert((*field).into(), Dynamic::UNIT);
+            map.insert((*field).into(), super::records::absent_field());
         }
     }
     Dynamic::from_map(map)

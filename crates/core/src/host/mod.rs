@@ -211,6 +211,12 @@ impl ScriptHost {
         Ok(ast)
     }
 
+    /// The values given for a script's parameters as its declarations take them (a text
+    /// parameter given `12345` gets the text).
+    pub fn params_as_declared(&self, ast: &rhai::AST, given: &mut serde_json::Map<String, serde_json::Value>) {
+        params::as_declared(&params::declared(ast), given);
+    }
+
     /// The sandbox's limits.
     pub fn limits(&self) -> &Limits {
         &self.limits

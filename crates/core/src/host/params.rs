@@ -305,6 +305,8 @@ pub(crate) fn validate(
         match by_name.get(name.as_str()) {
             None if declared.reads_params_map => {}
             None => problems.push(unknown(name, &declared.params)),
+            // A command line's `--param id=12345` is text that happened to parse as a number.
+            Some(param) if param.ty == ScriptParamType::String && (value.is_number() || value.is_boolean()) => {}
             Some(param) if !param.ty.accepts(value) => {
                 let like = param
                     .default
@@ -336,6 +338,18 @@ pub(crate) fn validate(
         }
     }
     problems
+}
+
+/// Gives the script a text parameter as text when the value given looked like a number or a
+/// boolean (`--param employee_id=12345`, `--param tag=true`).
+pub(crate) fn as_declared(declared: &Declared, given: &mut Map<String, Value>) {
+    for param in declared.params.iter().filter(|p| p.ty == ScriptParamType::String) {
+        if let Some(value) = given.get_mut(&param.name)
+            && (value.is_number() || value.is_boolean())
+        {
+            *value = Value::String(value.to_string());
+        }
+    }
 }
 
 fn unknown(name: &str, params: &[ScriptParam]) -> String {

@@ -28,44 +28,54 @@ pub(crate) struct KnownRecords(Vec<&'static Record>, Shared<Module>);
 
 /// The tag of the `()` a read of a missing key leaves in a map: a placeholder only a later write
 /// replaces. Nothing a script can see shows it.
-const PLACEHOLDER: i32 = 0x0005_EED0;
+const READ_SLOT: i32 = 0x0005_EED0;
 
-/// Whether a map entry is a read's placeholder rather than a value the script stored.
+/// The tag of the `()` a record holds for a declared field the service left out: it reads `()`
+/// and makes the map recognisable as its record, but is not a value — `keys`, `in`, and the JSON
+/// a record becomes when it is sent back to a service or kept as a result leave it out.
+const ABSENT_FIELD: i32 = 0x0005_EED1;
+
+/// A declared field the service left out, as a record holds it.
+pub(crate) fn absent_field() -> Dynamic {
+    let mut value = Dynamic::UNIT;
+    value.set_tag(ABSENT_FIELD);
+    value
+}
+
+/// Whether a map entry stands for nothing the script or the service gave: a read's slot or a
+/// record's absent field.
 pub(crate) fn is_placeholder(value: &Dynamic) -> bool {
-    value.is_unit() && value.tag() == PLACEHOLDER
+    value.is_unit() && matches!(value.tag(), READ_SLOT | ABSENT_FIELD)
 }
 
-fn without_placeholders(map: &mut Map) {
-    map.retain(|_, v| !is_placeholder(v));
+fn is_read_slot(value: &Dynamic) -> bool {
+    value.is_unit() && value.tag() == READ_SLOT
 }
 
-/// `keys`, `values`, `len`, `is_empty`, `in` and printing on maps, first dropping the
-/// placeholders reads left: registered after the standard package, they take its place.
+fn shown(map: &Map) -> impl Iterator<Item = (&rhai::Identifier, &Dynamic)> {
+    map.iter().filter(|(_, v)| !is_placeholder(v))
+}
+
+/// `keys`, `values`, `len`, `is_empty`, `in` and printing on maps, leaving placeholders out:
+/// registered after the standard package, they take its place.
 fn map_views() -> Module {
     let mut module = Module::new();
     module.set_native_fn("keys", |map: &mut Map| {
-        without_placeholders(map);
-        Ok(map
-            .keys()
-            .map(|k| Dynamic::from(rhai::ImmutableString::from(k.as_str())))
+        Ok(shown(map)
+            .map(|(k, _)| Dynamic::from(rhai::ImmutableString::from(k.as_str())))
             .collect::<rhai::Array>())
     });
     module.set_native_fn("values", |map: &mut Map| {
-        without_placeholders(map);
-        Ok(map.values().cloned().collect::<rhai::Array>())
+        Ok(shown(map).map(|(_, v)| v.clone()).collect::<rhai::Array>())
     });
     module.set_native_fn("len", |map: &mut Map| {
-        without_placeholders(map);
-        Ok(rhai::INT::try_from(map.len()).unwrap_or(rhai::INT::MAX))
+        Ok(rhai::INT::try_from(shown(map).count()).unwrap_or(rhai::INT::MAX))
     });
-    module.set_native_fn("is_empty", |map: &mut Map| {
-        without_placeholders(map);
-        Ok(map.is_empty())
-    });
+    module.set_native_fn("is_empty", |map: &mut Map| Ok(shown(map).next().is_none()));
     for name in ["to_string", "to_debug"] {
         module.set_native_fn(name, |map: &mut Map| {
-            without_placeholders(map);
-            Ok(format!("{:?}", Dynamic::from_map(map.clone())))
+            let visible: Map = shown(map).map(|(k, v)| (k.clone(), v.clone())).collect();
+            Ok(format!("{:?}", Dynamic::from_map(visible)))
         });
     }
     module.set_native_fn("contains", |map: &mut Map, key: rhai::ImmutableString| {
@@ -110,7 +120,7 @@ impl KnownRecords {
             if writes.as_ref().is_none_or(|w| w.may_write(prop)) {
                 let slot: &mut Dynamic = map.entry(rhai::Identifier::from(prop)).or_insert_with(|| {
                     let mut placeholder = Dynamic::UNIT;
-                    placeholder.set_tag(PLACEHOLDER);
+                    placeholder.set_tag(READ_SLOT);
                     placeholder
                 });
                 Ok(rhai::Target::RefMut(slot))
@@ -125,7 +135,9 @@ impl KnownRecords {
         self.0
             .iter()
             .copied()
-            .filter(|r| r.fields.iter().all(|f| map.contains_key(*f)))
+            // A read's slot is not a field: a script's own map does not become a record by
+            // being read.
+            .filter(|r| r.fields.iter().all(|f| map.get(*f).is_some_and(|v| !is_read_slot(v))))
             .max_by_key(|r| r.fields.len())
     }
 }

@@ -587,9 +587,11 @@ impl HttpClient {
                 {
                     inner.limiter.pause_for(wait);
                 }
-                // The service's own word on whether to try again wins over the status, as in the
-                // services' official SDKs.
-                if !should_retry(&response.headers).unwrap_or_else(|| is_retryable_status(response.status)) {
+                // The service's own word on whether to try again wins over the status of a failure,
+                // as in the services' official SDKs; a success is never sent again.
+                if response.is_success()
+                    || !should_retry(&response.headers).unwrap_or_else(|| is_retryable_status(response.status))
+                {
                     return Ok(response);
                 }
                 Err(Failure::Status { response, retry_after })

@@ -51,10 +51,12 @@ async fn absent_fields_read_unit_and_optional_access_keeps_working() {
     "#;
     let outcome = run(&engine, script, RunOptions::new()).await.unwrap();
     // `big` is not declared: what the service returns beyond the record stays readable by index
-    // (`u.big` is a check error, since the check only knows the declared fields).
+    // (`u.big` is a check error, since the check only knows the declared fields). A declared field
+    // the service left out reads `()` but is not "in" the record: sent back to a service, the
+    // record carries no field the service did not give.
     assert_eq!(
         outcome.result,
-        json!([true, null, "never", true, true, "user1@example.com"])
+        json!([true, null, "never", true, false, "user1@example.com"])
     );
 }
 
