@@ -463,6 +463,30 @@ async fn access_requests_steps_down_to_a_page_size_the_log_takes_and_remembers_i
     sims.shutdown().await;
 }
 
+#[tokio::test]
+async fn access_requests_reads_on_when_the_log_answers_smaller_pages_without_a_word() {
+    let sims = Sims::start(logged_tenant(3, 250)).await;
+    sims.cf().set_access_log_max_per_page(100);
+    sims.cf().set_access_log_caps_silently(true);
+    let engine = sims.engine();
+    let outcome = engine
+        .run("cloudflare::access_requests().len()", RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.result, json!(250), "rows past the first capped page were lost");
+    assert_eq!(log_requests(&sims).len(), 3, "pages of 100: 100, 100, 50");
+    assert!(
+        outcome
+            .records
+            .logs
+            .iter()
+            .any(|l| l.level == "warn" && l.message.contains("answered 100 rows when asked for pages of 1000")),
+        "{:?}",
+        outcome.records.logs
+    );
+    sims.shutdown().await;
+}
+
 /// A tenant whose log holds allowed logins and, from the fixture's failed logins, refusals.
 fn failures_tenant() -> serde_json::Value {
     let mut tenant = logged_tenant(6, 40);
@@ -497,8 +521,9 @@ async fn failed_logins_since_returns_only_failures_even_when_the_log_ignores_all
     assert!(rows.iter().all(|r| r[2] == json!(false)));
     assert_eq!(rows[0][0], "user3@example.com");
     let log = log_requests(&sims);
-    assert_eq!(log.len(), 1, "{log:#?}");
-    assert!(query_has(&log[0], "allowed=false"), "{:?}", log[0]);
+    // A short first page, then the second, empty: the log ended (and was not capped silently).
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert!(log.iter().all(|r| query_has(r, "allowed=false")), "{log:?}");
     assert!(sims.cf().requests().iter().all(|r| !r.path.ends_with("/failed_logins")));
     sims.shutdown().await;
 }
@@ -622,6 +647,46 @@ async fn seats_are_set_and_freed_by_seat_uid() {
     )
     .await;
     assert!(err.message.contains("Cloudflare answered 400"), "{}", err.message);
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn membership_edits_keep_the_default_flag_and_lose_no_member_when_run_in_parallel() {
+    let mut fixture = tenant(1, 0);
+    fixture["cloudflare"]["groups"] = json!([
+        {"id": "g-all", "name": "Everyone", "include": [{"email": {"email": "ann@example.com"}}], "is_default": true},
+    ]);
+    let sims = Sims::start(fixture).await;
+    let engine = sims.engine();
+    let script = r#"
+        let emails = ["b@example.com", "c@example.com", "d@example.com", "e@example.com", "f@example.com"];
+        parallel(emails, |e| cloudflare::add_to_group("g-all", e).id).len()
+    "#;
+    assert_eq!(eval(&engine, script).await, json!(5));
+    let group = sims.cf().groups().into_iter().find(|g| g["id"] == "g-all").unwrap();
+    let mut members: Vec<&str> = group["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["email"]["email"].as_str().unwrap())
+        .collect();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        vec![
+            "ann@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+            "e@example.com",
+            "f@example.com"
+        ],
+        "a concurrent read-modify-write dropped a member"
+    );
+    assert_eq!(
+        group["is_default"], true,
+        "the full replace cleared the default flag: {group}"
+    );
     sims.shutdown().await;
 }
 

@@ -35,6 +35,7 @@ mod failed_logins;
 mod groups;
 pub mod models;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use runbook_core::http::{HttpRequest, Method};
@@ -107,6 +108,10 @@ fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ConfigError> {
 pub struct Cloudflare {
     api: Api,
     log: AccessLog,
+    /// One lock per Access group: a read-modify-write of a group waits for another one in flight
+    /// on the same group (two `add_to_group` calls in a `parallel` would otherwise both read the
+    /// same members and the second write would drop the first one's).
+    group_edits: std::sync::Mutex<HashMap<String, Arc<futures::lock::Mutex<()>>>>,
 }
 
 impl Cloudflare {
@@ -115,8 +120,16 @@ impl Cloudflare {
         Ok(Cloudflare {
             api: config::api_from_config(config)?,
             log: AccessLog::default(),
+            group_edits: std::sync::Mutex::new(HashMap::new()),
         })
     }
+}
+
+/// Whether a group read from the API is the default one, when it says so as a boolean (the
+/// request field is a boolean; the SDKs type the response's field oddly, so anything else is
+/// left unsaid rather than guessed).
+fn is_default(group: &Group) -> Option<bool> {
+    group.extra.get("is_default").and_then(Value::as_bool)
 }
 
 fn required<T>(value: Option<T>, what: &str) -> Result<T, ActionError> {
@@ -393,6 +406,7 @@ impl Cloudflare {
             include: &args.include,
             exclude: args.exclude.as_deref(),
             require: args.require.as_deref(),
+            is_default: None,
         };
         let request = HttpRequest::post(api.access_path(&["groups"])).json(&body)?;
         let (group, _) = api.call::<Group>(ctx, request, Subject::Groups).await?;
@@ -401,42 +415,38 @@ impl Cloudflare {
 
     async fn update_group(&self, ctx: &CallContext, args: UpdateGroup) -> Result<Group, ActionError> {
         let id = non_empty(&args.group_id, "group_id")?;
-        // The API replaces the whole group: what the script leaves out is sent back as it is.
-        let current = match (&args.name, &args.include, &args.exclude, &args.require) {
-            (Some(_), Some(_), Some(_), Some(_)) => None,
-            _ => Some(self.fetch_group(ctx, id).await?),
-        };
-        let pick = |given: Option<Vec<Value>>, kept: fn(&Group) -> Option<Vec<Value>>| {
-            given.or_else(|| current.as_ref().and_then(kept))
-        };
+        let edit = self.group_edit(id);
+        let _edit = edit.lock().await;
+        // The API replaces the whole group: what the script leaves out (and whether the group is
+        // the default one) is sent back as it is.
+        let current = self.fetch_group(ctx, id).await?;
         let name = args
             .name
             .clone()
-            .or_else(|| current.as_ref().and_then(|g| g.name.clone()))
+            .or_else(|| current.name.clone())
             .ok_or_else(|| ActionError::invalid_response(format!("Access group {id} has no name to send back")))?;
-        let include = pick(args.include, |g| g.include.clone()).unwrap_or_default();
-        let exclude = pick(args.exclude, |g| g.exclude.clone());
-        let require = pick(args.require, |g| g.require.clone());
-        self.put_group(ctx, id, &name, &include, exclude.as_deref(), require.as_deref())
-            .await
+        let include = args.include.or_else(|| current.include.clone()).unwrap_or_default();
+        let exclude = args.exclude.or_else(|| current.exclude.clone());
+        let require = args.require.or_else(|| current.require.clone());
+        let kept = models::GroupBody {
+            name: &name,
+            include: &include,
+            exclude: exclude.as_deref(),
+            require: require.as_deref(),
+            is_default: is_default(&current),
+        };
+        self.put_group(ctx, id, kept).await
     }
 
-    async fn put_group(
-        &self,
-        ctx: &CallContext,
-        id: &str,
-        name: &str,
-        include: &[Value],
-        exclude: Option<&[Value]>,
-        require: Option<&[Value]>,
-    ) -> Result<Group, ActionError> {
+    /// The lock of one group's read-modify-writes.
+    fn group_edit(&self, id: &str) -> Arc<futures::lock::Mutex<()>> {
+        let mut edits = self.group_edits.lock().unwrap_or_else(|p| p.into_inner());
+        edits.entry(id.to_owned()).or_default().clone()
+    }
+
+    async fn put_group(&self, ctx: &CallContext, id: &str, body: models::GroupBody<'_>) -> Result<Group, ActionError> {
         let api = &self.api;
-        let body = models::GroupBody {
-            name: non_empty(name, "name")?,
-            include,
-            exclude,
-            require,
-        };
+        non_empty(body.name, "name")?;
         let request = HttpRequest::put(api.access_path(&["groups", id])).json(&body)?;
         let (group, _) = api.call::<Group>(ctx, request, Subject::Group(id)).await?;
         required(group, "group")
@@ -475,6 +485,8 @@ impl Cloudflare {
         edit: impl FnOnce(&[Value]) -> Option<Vec<Value>>,
     ) -> Result<Group, ActionError> {
         let id = non_empty(group_id, "group_id")?;
+        let lock = self.group_edit(id);
+        let _edit = lock.lock().await;
         let group = self.fetch_group(ctx, id).await?;
         let Some(include) = edit(group.include.as_deref().unwrap_or_default()) else {
             return Ok(group);
@@ -483,15 +495,14 @@ impl Cloudflare {
             .name
             .as_deref()
             .ok_or_else(|| ActionError::invalid_response(format!("Access group {id} has no name to send back")))?;
-        self.put_group(
-            ctx,
-            id,
+        let body = models::GroupBody {
             name,
-            &include,
-            group.exclude.as_deref(),
-            group.require.as_deref(),
-        )
-        .await
+            include: &include,
+            exclude: group.exclude.as_deref(),
+            require: group.require.as_deref(),
+            is_default: is_default(&group),
+        };
+        self.put_group(ctx, id, body).await
     }
 }
 

@@ -390,6 +390,9 @@ pub struct GroupBody<'a> {
     /// Require rules.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub require: Option<&'a [Value]>,
+    /// Whether the group is the default one: sent back as read, since the PUT replaces the group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
 }
 
 /// The body of `POST .../access/organizations/revoke_user`.

@@ -39,6 +39,7 @@ impl LogQuery {
     pub(crate) fn parse(
         pairs: &[(String, String)],
         max_per_page: u64,
+        caps_silently: bool,
         honour_allowed: bool,
     ) -> Result<LogQuery, CfError> {
         let mut query = LogQuery {
@@ -76,6 +77,9 @@ impl LogQuery {
                 }
                 "limit" => query.limit = Some(super::routes::positive(key, value, u64::MAX)?),
                 "page" => query.page = super::routes::positive(key, value, u64::MAX)?,
+                "per_page" if caps_silently => {
+                    query.per_page = super::routes::positive(key, value, u64::MAX)?.min(max_per_page);
+                }
                 "per_page" => query.per_page = super::routes::positive(key, value, max_per_page)?,
                 _ => {}
             }

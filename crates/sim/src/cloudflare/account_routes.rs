@@ -28,7 +28,7 @@ pub(super) async fn access_requests(
     state.check_account(&account_id)?;
     let Query(pairs) = query.map_err(|e| CfError::invalid(format!("invalid query: {e}")))?;
     let log = &state.knobs;
-    let query = LogQuery::parse(&pairs, log.max_per_page(), !log.ignores_allowed())?;
+    let query = LogQuery::parse(&pairs, log.max_per_page(), log.caps_silently(), !log.ignores_allowed())?;
     let rows = lock(&state.tenant).access_log();
     Ok(envelope::success(StatusCode::OK, Value::Array(query.page_of(rows))))
 }

@@ -18,6 +18,9 @@ pub(crate) struct GroupBody {
     include: Vec<Value>,
     exclude: Vec<Value>,
     require: Vec<Value>,
+    /// The request field is a boolean, false when absent: a full replace that leaves it out
+    /// makes the group no longer the default one.
+    is_default: bool,
 }
 
 impl GroupBody {
@@ -32,11 +35,17 @@ impl GroupBody {
         };
         let include =
             rules(body, "include")?.ok_or_else(|| CfError::invalid_field("include", "include is required"))?;
+        let is_default = match body.get("is_default") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(CfError::invalid_field("is_default", "is_default must be a boolean")),
+        };
         Ok(GroupBody {
             name,
             include,
             exclude: rules(body, "exclude")?.unwrap_or_default(),
             require: rules(body, "require")?.unwrap_or_default(),
+            is_default,
         })
     }
 }
@@ -103,6 +112,7 @@ fn fill(group: &mut Map<String, Value>, body: GroupBody, now: &str) {
     group.insert("include".to_owned(), Value::Array(body.include));
     group.insert("exclude".to_owned(), Value::Array(body.exclude));
     group.insert("require".to_owned(), Value::Array(body.require));
+    group.insert("is_default".to_owned(), Value::Bool(body.is_default));
     group.insert("updated_at".to_owned(), Value::from(now));
 }
 

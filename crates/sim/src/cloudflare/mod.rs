@@ -65,6 +65,7 @@ pub(crate) struct CloudflareState {
 #[derive(Debug)]
 struct LogKnobs {
     max_per_page: AtomicU64,
+    caps_silently: AtomicBool,
     ignores_allowed: AtomicBool,
     refuses_tokens: AtomicBool,
 }
@@ -72,6 +73,10 @@ struct LogKnobs {
 impl LogKnobs {
     fn max_per_page(&self) -> u64 {
         self.max_per_page.load(Ordering::SeqCst)
+    }
+
+    fn caps_silently(&self) -> bool {
+        self.caps_silently.load(Ordering::SeqCst)
     }
 
     fn ignores_allowed(&self) -> bool {
@@ -107,6 +112,7 @@ impl CloudflareSim {
             tenant: Mutex::new(Tenant::new(&fixture)),
             knobs: LogKnobs {
                 max_per_page: AtomicU64::new(1000),
+                caps_silently: AtomicBool::new(false),
                 ignores_allowed: AtomicBool::new(false),
                 refuses_tokens: AtomicBool::new(false),
             },
@@ -216,6 +222,12 @@ impl CloudflareSim {
     /// maximum is undocumented). A larger one is answered 400 naming `per_page`.
     pub fn set_access_log_max_per_page(&self, max: u64) {
         self.state.knobs.max_per_page.store(max.max(1), Ordering::SeqCst);
+    }
+
+    /// Makes the authentication log answer a `per_page` above its largest with pages of its
+    /// largest, without a word, instead of a 400 (the real behaviour is undocumented).
+    pub fn set_access_log_caps_silently(&self, caps: bool) {
+        self.state.knobs.caps_silently.store(caps, Ordering::SeqCst);
     }
 
     /// Makes the authentication log ignore its `allowed` filter (only `allowedOp` is
