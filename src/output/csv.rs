@@ -59,6 +59,11 @@ fn line(fields: impl Iterator<Item = String>) -> String {
 }
 
 fn field(text: &str) -> String {
+    // A spreadsheet runs a cell that starts with one of these as a formula: a name a service
+    // returned (`=HYPERLINK(...)`) must stay text. Numbers (`-5`) are left as they are.
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) && text.parse::<f64>().is_err() {
+        return field(&format!("'{text}"));
+    }
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
@@ -78,6 +83,15 @@ mod tests {
         assert_eq!(
             csv(&rows).unwrap(),
             "id,name,note,gone\r\n1,\"Doe, Jane\",\"say \"\"hi\"\"\",\r\n"
+        );
+    }
+
+    #[test]
+    fn a_cell_a_spreadsheet_would_run_as_a_formula_stays_text() {
+        let rows = json!([{"name": "=HYPERLINK(\"http://x\")", "id": "@sum", "delta": -5}]);
+        assert_eq!(
+            csv(&rows).unwrap(),
+            "id,name,delta\r\n'@sum,\"'=HYPERLINK(\"\"http://x\"\")\",-5\r\n"
         );
     }
 
