@@ -20,7 +20,7 @@ use rhai::{ASTNode, Dynamic, EvalAltResult, Expr, FnPtr, Map, Module, Position, 
 
 use super::check::Diagnostic;
 use crate::action::{Record, Records};
-use crate::registry::{Registry, edit_distance};
+use crate::registry::{Registry, closest};
 
 /// Every record the engine's actions declare, and the map functions that hide the keys a read
 /// had to add (see [`KnownRecords::install`]).
@@ -185,12 +185,8 @@ pub(crate) fn unknown_field<'a>(record: &Record, field: &str, fields: impl Itera
     } else {
         "a"
     };
-    let closest = fields
-        .map(|f| (edit_distance(f, field), f))
-        .filter(|(d, _)| *d <= 3)
-        .min();
-    match closest {
-        Some((_, f)) => format!("{article} {} has no field {field} (did you mean {f}?)", record.name),
+    match closest(field, fields) {
+        Some(f) => format!("{article} {} has no field {field} (did you mean {f}?)", record.name),
         None => format!(
             "{article} {} has no field {field}; its fields: {}",
             record.name,

@@ -46,11 +46,6 @@ impl RateLimit {
     pub fn new(requests: u32, per: Duration) -> Self {
         RateLimit { requests, per }
     }
-
-    /// The average gap between requests at this budget.
-    pub fn interval(&self) -> Duration {
-        self.per / self.requests.max(1)
-    }
 }
 
 impl std::fmt::Display for RateLimit {
