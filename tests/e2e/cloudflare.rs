@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use runbook_core::RunOptions;
-use runbook_sim::{AuthUsed, Fault, RateLimit, SimOptions};
+use runbook_sim::{AuthUsed, Fault, RateLimit, RateLimitMode, SimOptions};
 use serde_json::json;
 
 use crate::fixtures::{cf_id, tenant};
@@ -284,8 +284,9 @@ async fn create_user_is_never_resent_after_a_503() {
 
 #[tokio::test]
 async fn a_429_is_waited_out_and_the_calls_succeed() {
-    // A window long enough that all twelve arrive inside it even on a loaded machine: a request
-    // arriving after the window reopened would succeed without waiting for anything.
+    // A service that says nothing of its budget until it answers 429 (with the `Ratelimit`
+    // header, the listing's answer would let the client hold back and draw no 429 at all); a
+    // window long enough that all twelve arrive inside it even on a loaded machine.
     let limit = RateLimit {
         requests: 4,
         window: Duration::from_secs(2),
@@ -294,6 +295,7 @@ async fn a_429_is_waited_out_and_the_calls_succeed() {
         tenant(12, 0),
         SimOptions {
             rate_limit: Some(limit),
+            rate_limit_mode: RateLimitMode::SlidingWindowSilent,
             ..SimOptions::default()
         },
     )
