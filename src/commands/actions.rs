@@ -129,6 +129,16 @@ fn action_text(namespace: &str, spec: &ActionSpec) -> String {
             "no (never resent after an ambiguous failure)"
         }
     );
+    if !spec.idempotent && spec.effect.is_mutating() {
+        let _ = writeln!(
+            out,
+            "  in doubt:    {}",
+            match spec.probe {
+                Some(probe) => format!("probed on resume: {probe}"),
+                None => "no probe: a resumed run waits for `runbook runs resolve`".to_owned(),
+            }
+        );
+    }
     let _ = writeln!(out, "  targets:     {}", targets_text(spec));
     let _ = writeln!(out, "  returns:     {}", spec.returns);
     if let Some(records) = spec.records {
@@ -182,6 +192,16 @@ pub fn markdown(registry: &Registry) -> String {
                 targets_text(spec)
             );
             let _ = writeln!(out, "- returns: {}", spec.returns);
+            if !spec.idempotent && spec.effect.is_mutating() {
+                let _ = writeln!(
+                    out,
+                    "- in doubt (sent, never answered) on resume: {}",
+                    match spec.probe {
+                        Some(probe) => format!("probed — {probe}"),
+                        None => "no probe; the run waits as `needs_attention` for `runbook runs resolve`".to_owned(),
+                    }
+                );
+            }
             if !spec.params.is_empty() {
                 let _ = writeln!(out, "\n| parameter | type | | |\n|---|---|---|---|");
                 for p in spec.params {

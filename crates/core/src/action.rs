@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::ActionError;
 
 /// What a call does to the service it talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Only reads. Runs for real in plan mode and touches no target.
@@ -228,6 +228,10 @@ pub struct ActionSpec {
     pub targets: Targets,
     /// A script line showing a typical call.
     pub example: &'static str,
+    /// For a non-idempotent write: the read that tells whether a call in doubt (sent, never
+    /// answered) took effect, in words (`a user with that email`). The provider answers it in
+    /// [`crate::Provider::probe`]. Without one, a call in doubt waits for a person.
+    pub probe: Option<&'static str>,
 }
 
 impl ActionSpec {
@@ -243,6 +247,7 @@ impl ActionSpec {
             idempotent: true,
             targets: Targets::None,
             example: "",
+            probe: None,
         }
     }
 
@@ -258,6 +263,7 @@ impl ActionSpec {
             idempotent: true,
             targets: Targets::One,
             example: "",
+            probe: None,
         }
     }
 
@@ -273,6 +279,7 @@ impl ActionSpec {
             idempotent: true,
             targets: Targets::One,
             example: "",
+            probe: None,
         }
     }
 
@@ -309,6 +316,13 @@ impl ActionSpec {
     /// A script line showing a typical call.
     pub const fn example(mut self, example: &'static str) -> Self {
         self.example = example;
+        self
+    }
+
+    /// Declares the probe of a non-idempotent write, in words; the provider answers it in
+    /// [`crate::Provider::probe`].
+    pub const fn probe(mut self, probe: &'static str) -> Self {
+        self.probe = Some(probe);
         self
     }
 

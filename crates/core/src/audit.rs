@@ -24,6 +24,8 @@ pub enum CallOutcome {
     Refused,
     /// The run was cancelled while the call was in flight.
     Cancelled,
+    /// A resumed run took the answer its journal recorded: nothing was sent.
+    Replayed,
 }
 
 /// One action call, as the audit trail keeps it. Arguments have secrets redacted.

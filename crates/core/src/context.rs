@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::journal::Fence;
 use crate::lane::LaneIo;
 
 /// One action call, as the provider sees it: which run, whether it is a plan, and the token that
@@ -20,6 +21,8 @@ pub struct CallContext {
     lane: Option<Arc<LaneIo>>,
     stop: Option<CancellationToken>,
     warnings: Mutex<Vec<String>>,
+    fence: Option<Arc<Fence>>,
+    step: Option<String>,
 }
 
 impl CallContext {
@@ -35,7 +38,26 @@ impl CallContext {
             lane: None,
             stop: None,
             warnings: Mutex::new(Vec::new()),
+            fence: None,
+            step: None,
         }
+    }
+
+    /// The run's lease: once it may have lapsed, no change is sent.
+    pub(crate) fn on_fence(mut self, fence: Option<Arc<Fence>>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// The call is the run's step `key`.
+    pub(crate) fn at_step(mut self, key: &str) -> Self {
+        self.step = Some(key.to_owned());
+        self
+    }
+
+    /// The run's step this call is (`3`, `9/0/1`), when the engine made it.
+    pub fn step(&self) -> Option<&str> {
+        self.step.as_deref()
     }
 
     /// Cancelled when the run stops taking new changes (a guard refusal, a lost audit trail):
@@ -49,6 +71,7 @@ impl CallContext {
     /// be sent. ([`crate::http::HttpClient`] checks this before every attempt.)
     pub fn is_stopping(&self) -> bool {
         self.stop.as_ref().is_some_and(CancellationToken::is_cancelled)
+            || self.fence.as_ref().is_some_and(|f| !f.may_send())
     }
 
     /// The call runs on this lane (its thread's runtime and connections).

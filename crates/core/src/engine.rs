@@ -11,7 +11,7 @@ use crate::host::{
     Diagnostic, Limits, Refusal, RunState, ScriptHost, ScriptParam, Slots, dynamic_to_json, explain, json_to_dynamic,
 };
 use crate::lane::Lanes;
-use crate::pipeline::{Abort, Pipeline, PipelineSetup};
+use crate::pipeline::{Abort, Durable, Pipeline, PipelineSetup};
 use crate::provider::{Provider, ProviderDescriptor};
 use crate::registry::{EngineError, RegisteredProvider, Registry};
 use crate::run::{RunError, RunErrorKind, RunOptions, RunOutcome, RunRecords, SettingNames};
@@ -224,6 +224,24 @@ impl Engine {
                 });
             }
         };
+        // A durable run reads what earlier attempts recorded before it takes a step.
+        let durable = match (&options.journal, options.plan) {
+            (Some(journal), false) => {
+                match Durable::open(journal.clone(), options.journal_limits, options.fence.clone()).await {
+                    Ok(durable) => Some(durable),
+                    Err(error) => {
+                        return Err(RunError {
+                            run_id,
+                            kind: RunErrorKind::Journal,
+                            message: format!("{error}; nothing was sent"),
+                            position: None,
+                            records: RunRecords::default(),
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
         let pipeline = Pipeline::new(PipelineSetup {
             run_id: run_id.clone(),
             plan: options.plan,
@@ -233,6 +251,8 @@ impl Engine {
             cancel: options.cancel.clone(),
             sink: options.audit.clone(),
             state: options.state.clone().unwrap_or_else(|| Arc::new(MemoryState::new())),
+            durable,
+            fence: options.fence.clone(),
         });
         let lanes = self.lanes.clone();
         let run = Arc::new(RunState {
@@ -296,6 +316,24 @@ impl Engine {
                     None,
                 )
             }),
+        };
+        // A resumed run that ended without reaching every step its journal recorded took
+        // another way than the attempt before it.
+        let value = match value {
+            Ok(result) => match run.pipeline.unreached_steps().first() {
+                None => Ok(result),
+                Some(missed) => Err((
+                    RunErrorKind::Diverged,
+                    format!(
+                        "the run diverged from its journal: it ended without reaching {} (and {} more recorded step(s) \
+                         after it), which an earlier attempt took",
+                        missed.describe(),
+                        run.pipeline.unreached_steps().len() - 1
+                    ),
+                    None,
+                )),
+            },
+            Err(e) => Err(e),
         };
         match value {
             Ok(result) => Ok(RunOutcome {

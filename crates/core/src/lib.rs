@@ -57,8 +57,10 @@ mod config;
 mod context;
 mod engine;
 mod error;
+mod fault;
 mod host;
 pub mod http;
+pub mod journal;
 mod lane;
 mod pipeline;
 mod provider;
@@ -74,7 +76,10 @@ pub use context::CallContext;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{ActionError, ActionErrorKind, ConfigError};
 pub use host::{Diagnostic, Limits, ScriptParam, ScriptParamType};
-pub use provider::{Provider, ProviderDescriptor, registered_providers};
+pub use journal::{
+    Fence, Journal, JournalEntry, JournalError, JournalLimits, MemoryJournal, Resolution, StepKind, StepStatus,
+};
+pub use provider::{Probed, Provider, ProviderDescriptor, registered_providers};
 pub use registry::{EngineError, RegisteredProvider, Registry};
 pub use run::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_CHANGES, LogLine, PlannedChange, RunError, RunErrorKind, RunObserver, RunOptions,

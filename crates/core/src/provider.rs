@@ -36,6 +36,28 @@ pub trait Provider: Send + Sync {
         let _ = (action, args);
         Value::Null
     }
+
+    /// For an action whose spec declares a [`ActionSpec::probe`]: whether a call with these
+    /// arguments, sent but never answered, took effect — by reading the service (a user with that
+    /// email exists). `Found` carries what the call would have returned. Called only on resume,
+    /// for a call in doubt; the default finds nothing to say.
+    async fn probe(&self, ctx: &CallContext, action: &ActionSpec, args: &Value) -> Result<Probed, ActionError> {
+        let _ = (ctx, args);
+        Err(ActionError::invalid_args(format!(
+            "{}.{} declares a probe the provider does not answer; this is a mistake in the provider",
+            self.namespace(),
+            action.name
+        )))
+    }
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probed {
+    /// The call took effect: this is its result.
+    Found(Value),
+    /// The call did not take effect: it may be sent.
+    NotFound,
 }
 
 /// A provider crate's registration, collected with [`inventory`]:

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::action::Effect;
 use crate::audit::{AuditRecord, AuditSink};
+use crate::journal::{Fence, Journal, JournalLimits};
 use crate::state::StateStore;
 
 /// The guard's default: at most this many targets changed by one run.
@@ -44,6 +45,14 @@ pub struct RunOptions {
     pub state: Option<Arc<dyn StateStore>>,
     /// How the caller names its settings, so that messages point at what the user can change.
     pub names: SettingNames,
+    /// Where the run's steps are journaled, so that it can be resumed without repeating a
+    /// change; an earlier attempt's entries are replayed. `None`: the run is not durable.
+    /// Plan mode never journals.
+    pub journal: Option<Arc<dyn Journal>>,
+    /// How big the journal may grow.
+    pub journal_limits: JournalLimits,
+    /// The lease the run is held under: no change is sent once it may have lapsed.
+    pub fence: Option<Arc<Fence>>,
 }
 
 /// How the program running the engine names the settings a message may point the user at:
@@ -100,6 +109,9 @@ impl Default for RunOptions {
             observer: None,
             state: None,
             names: SettingNames::default(),
+            journal: None,
+            journal_limits: JournalLimits::default(),
+            fence: None,
         }
     }
 }
@@ -191,6 +203,26 @@ impl RunOptions {
     /// Keeps `state::` values in this store.
     pub fn state(mut self, state: Arc<dyn StateStore>) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// Journals every step here (and replays what an earlier attempt recorded). With a journal,
+    /// `state::set` stores its value through [`Journal::write_with_state`], together with the
+    /// step's entry; `state::get` still reads the state store.
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Caps the journal.
+    pub fn journal_limits(mut self, limits: JournalLimits) -> Self {
+        self.journal_limits = limits;
+        self
+    }
+
+    /// Sends no change once this fence closes (the run's lease may have passed to another worker).
+    pub fn fence(mut self, fence: Arc<Fence>) -> Self {
+        self.fence = Some(fence);
         self
     }
 }
@@ -288,6 +320,17 @@ pub enum RunErrorKind {
     Params,
     /// The audit trail could not be written, so the run stopped.
     Audit,
+    /// A resumed run took a different step than its journal recorded (both are named); nothing
+    /// was sent after the point where they differ.
+    Diverged,
+    /// A change was sent and never answered, and nothing can tell whether it took effect: a
+    /// person decides (`runbook runs resolve RUN STEP --sent|--not-sent`).
+    NeedsAttention,
+    /// The journal could not be used (its store unreachable, damaged, from a newer runbook, or
+    /// full): the run stopped with no change sent whose intent was not recorded.
+    Journal,
+    /// The run's lease lapsed or passed to another worker: it stopped sending.
+    Fenced,
 }
 
 /// A run that failed, with what it did before it failed.

@@ -145,6 +145,7 @@ impl Action for CreateUser {
             ParamSpec::optional("name", ParamType::String, "the new user's name"),
         ])
         .idempotent(false)
+        .probe("a user with that email (list_users with the email filter)")
         .returns("User (in plan mode: the would-be user with id \"(planned)\")")
         .records(Records::One(&USER))
         .example(r#"cloudflare::create_user(#{email: "ann@example.com", name: "Ann"})"#);

@@ -40,7 +40,8 @@ use std::sync::Arc;
 
 use runbook_core::http::{HttpRequest, Method};
 use runbook_core::{
-    ActionError, ActionSpec, CallContext, ConfigError, Provider, ProviderConfig, ProviderDescriptor, async_trait,
+    ActionError, ActionSpec, CallContext, ConfigError, Probed, Provider, ProviderConfig, ProviderDescriptor,
+    async_trait,
 };
 use serde_json::{Value, json};
 
@@ -518,6 +519,36 @@ impl Provider for Cloudflare {
 
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError> {
         self.dispatch(ctx, action, args).await
+    }
+
+    /// `create_user` in doubt: the user with that email, if the account has one (emails are
+    /// unique among an account's Zero Trust users).
+    async fn probe(&self, ctx: &CallContext, action: &ActionSpec, args: &Value) -> Result<Probed, ActionError> {
+        if action.name != "create_user" {
+            return Err(ActionError::invalid_args(format!(
+                "cloudflare.{} has no probe",
+                action.name
+            )));
+        }
+        let email = args.get("email").and_then(Value::as_str).unwrap_or_default();
+        let found = self
+            .list_users(
+                ctx,
+                ListUsers {
+                    email: Some(email.to_owned()),
+                    name: None,
+                    search: None,
+                },
+            )
+            .await?
+            .into_iter()
+            .find(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)));
+        match found {
+            Some(user) => Ok(Probed::Found(serde_json::to_value(user).map_err(|e| {
+                ActionError::invalid_response(format!("the user found cannot be shown: {e}"))
+            })?)),
+            None => Ok(Probed::NotFound),
+        }
     }
 
     fn planned_result(&self, action: &ActionSpec, args: &Value) -> Value {

@@ -26,6 +26,10 @@ pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &Setti
             Some(Abort::Params(m)) => (RunErrorKind::Params, m),
             Some(Abort::InvalidArgs(m)) => (RunErrorKind::InvalidArgs, m),
             Some(Abort::Audit(m)) => (RunErrorKind::Audit, m),
+            Some(Abort::Diverged(m)) => (RunErrorKind::Diverged, m),
+            Some(Abort::NeedsAttention(m)) => (RunErrorKind::NeedsAttention, m),
+            Some(Abort::Journal(m)) => (RunErrorKind::Journal, m),
+            Some(Abort::Fenced(m)) => (RunErrorKind::Fenced, m),
             Some(Abort::Timeout(d)) => (
                 RunErrorKind::Timeout,
                 format!(

@@ -145,7 +145,16 @@ pub(crate) fn helpers_module() -> Module {
     FuncRegistration::new("now")
         .with_volatility(true)
         .with_purity(false)
-        .set_into_module(&mut module, || -> INT { jiff::Timestamp::now().as_second() });
+        .set_into_module(
+            &mut module,
+            |ctx: NativeCallContext| -> Result<Dynamic, Box<EvalAltResult>> {
+                match RunHandle::from_ctx(&ctx) {
+                    Ok(run) => run.now(ctx.call_position()),
+                    // Outside a run (a constant folded by a check): the clock.
+                    Err(_) => Ok(Dynamic::from_int(jiff::Timestamp::now().as_second())),
+                }
+            },
+        );
     FuncRegistration::new("parse_time")
         .with_volatility(true)
         .with_purity(false)

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rhai::{Array, Dynamic, EvalAltResult, FnPtr, INT, NativeCallContext, Position};
 
-use super::run::RunHandle;
+use super::run::{Cursor, RunHandle};
 
 type RhaiResult = Result<Dynamic, Box<EvalAltResult>>;
 
@@ -79,6 +79,24 @@ pub(crate) fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr) -> Result
     if total == 0 {
         return Ok(Array::new());
     }
+    // The `parallel` is a step: which items it was given.
+    let key = run.next_step();
+    let shown: Vec<serde_json::Value> = items
+        .iter()
+        .map(|item| {
+            super::convert::dynamic_to_json(item).unwrap_or_else(|_| serde_json::Value::String(format!("{item:?}")))
+        })
+        .collect();
+    let digest = crate::journal::digest(&serde_json::Value::Array(shown));
+    let count = total as u64;
+    run.step_at(
+        &key,
+        crate::journal::StepKind::Parallel,
+        "",
+        serde_json::json!({ "items": count, "digest": digest }),
+        async move { Ok(serde_json::json!({ "items": count })) },
+        pos,
+    )?;
     let engine = ctx.engine();
     let ast = run.run.ast.clone();
     let observer = run.run.observer.clone();
@@ -113,18 +131,18 @@ pub(crate) fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr) -> Result
                     break;
                 };
                 work.helpers.fetch_add(1, Ordering::Relaxed);
-                let (work, one, state) = (&work, &one, &run.run);
+                let (work, one, state, key) = (&work, &one, &run.run, key.as_str());
                 scope.spawn(move || {
                     let _slot = slot;
                     let here = state.on_this_thread();
                     let engine = state.host.engine(Some(&here));
                     while let Some(i) = work.take() {
-                        one(&engine, i);
+                        here.within(Cursor::item(key, i), || one(&engine, i));
                     }
                     work.helpers.fetch_sub(1, Ordering::Relaxed);
                 });
             }
-            one(engine, i);
+            run.within(Cursor::item(&key, i), || one(engine, i));
         }
     });
     if let Some(o) = &observer {

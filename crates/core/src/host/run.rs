@@ -3,7 +3,7 @@
 //! Each script thread has its own Rhai engine whose tag is its [`RunHandle`]: the run, shared,
 //! and the thread's lane, its own — handed to every call explicitly.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, EvalAltResult, Map as RhaiMap, NativeCallContext, Position};
 use serde_json::Value;
@@ -13,6 +13,7 @@ use super::convert::{json_to_dynamic, result_to_dynamic};
 use super::parallel::Slots;
 use crate::action::ActionSpec;
 use crate::error::ActionError;
+use crate::journal::StepKind;
 use crate::lane::{LaneGuard, Lanes};
 use crate::pipeline::{Abort, CallFailure, Pipeline};
 use crate::provider::Provider;
@@ -42,6 +43,25 @@ impl RunState {
         RunHandle {
             run: self.clone(),
             lane: Arc::new(self.lanes.take(self.engine.clone())),
+            cursor: Arc::new(Mutex::new(Cursor::default())),
+        }
+    }
+}
+
+/// Where a script thread is in the run's steps: the n-th step of the script is `n`; inside the
+/// `parallel` at step 9, item i's m-th step is `9/i/m`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Cursor {
+    prefix: String,
+    taken: u64,
+}
+
+impl Cursor {
+    /// The cursor of item `index` of the `parallel` at step `key`.
+    pub fn item(key: &str, index: usize) -> Cursor {
+        Cursor {
+            prefix: format!("{key}/{index}/"),
+            taken: 0,
         }
     }
 }
@@ -51,12 +71,58 @@ impl RunState {
 pub(crate) struct RunHandle {
     pub run: Arc<RunState>,
     lane: Arc<LaneGuard>,
+    cursor: Arc<Mutex<Cursor>>,
 }
 
 impl RunHandle {
     /// The run's pipeline.
     pub fn pipeline(&self) -> &Pipeline {
         &self.run.pipeline
+    }
+
+    /// The key of this thread's next step.
+    pub fn next_step(&self) -> String {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        cursor.taken += 1;
+        format!("{}{}", cursor.prefix, cursor.taken)
+    }
+
+    /// Runs `f` with this thread's steps counted under `cursor`, then restores the thread's own.
+    pub fn within<T>(&self, cursor: Cursor, f: impl FnOnce() -> T) -> T {
+        let saved = std::mem::replace(&mut *self.cursor.lock().unwrap_or_else(|p| p.into_inner()), cursor);
+        let out = f();
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+        out
+    }
+
+    /// A step that is not an action call, on the engine's runtime.
+    pub fn step(
+        &self,
+        kind: StepKind,
+        name: &str,
+        args: Value,
+        take: impl Future<Output = Result<Value, String>>,
+        pos: Position,
+    ) -> Result<Value, Box<EvalAltResult>> {
+        let key = self.next_step();
+        self.step_at(&key, kind, name, args, take, pos)
+    }
+
+    /// A step that is not an action call at `key`, on the engine's runtime.
+    pub fn step_at(
+        &self,
+        key: &str,
+        kind: StepKind,
+        name: &str,
+        args: Value,
+        take: impl Future<Output = Result<Value, String>>,
+        pos: Position,
+    ) -> Result<Value, Box<EvalAltResult>> {
+        match self.on_engine(self.run.pipeline.step(key, kind, name, args, take)) {
+            None | Some(Err(None)) => Err(terminated(pos)),
+            Some(Err(Some(message))) => Err(EvalAltResult::ErrorRuntime(message.into(), pos).into()),
+            Some(Ok(value)) => Ok(value),
+        }
     }
 
     /// The run behind a native call.
@@ -89,7 +155,8 @@ impl RunHandle {
         if let Some(observer) = &self.run.observer {
             observer.call_started(&format!("{}.{}", provider.namespace(), spec.name));
         }
-        let call = self.run.pipeline.call(provider, spec, args, self.lane.io());
+        let key = self.next_step();
+        let call = self.run.pipeline.call(provider, spec, args, self.lane.io(), &key);
         match self.lane.block_on(call) {
             Ok(value) => Ok(result_to_dynamic(spec.records, value)),
             Err(CallFailure::Stopped) => Err(terminated(pos)),
@@ -106,11 +173,24 @@ impl RunHandle {
         if self.run.pipeline.is_stopped() {
             return Err(terminated(pos));
         }
-        match self.on_engine(self.run.pipeline.state_get(key)) {
-            None => Err(terminated(pos)),
-            Some(Ok(v)) => Ok(v.map(json_to_dynamic).unwrap_or(Dynamic::UNIT)),
-            Some(Err(message)) => Err(EvalAltResult::ErrorRuntime(message.into(), pos).into()),
+        let pipeline = &self.run.pipeline;
+        let read = async move { pipeline.state_get(key).await.map(|v| v.unwrap_or(Value::Null)) };
+        let value = self.step(StepKind::StateGet, key, serde_json::json!({ "key": key }), read, pos)?;
+        Ok(if value.is_null() {
+            Dynamic::UNIT
+        } else {
+            json_to_dynamic(value)
+        })
+    }
+
+    /// `now()`: the recorded time on resume.
+    pub fn now(&self, pos: Position) -> Result<Dynamic, Box<EvalAltResult>> {
+        if self.run.pipeline.is_stopped() {
+            return Err(terminated(pos));
         }
+        let read = async { Ok(Value::from(jiff::Timestamp::now().as_second())) };
+        let value = self.step(StepKind::Now, "", Value::Null, read, pos)?;
+        Ok(Dynamic::from_int(value.as_i64().unwrap_or_default()))
     }
 
     /// `state::set`, on the engine's runtime.
@@ -118,9 +198,11 @@ impl RunHandle {
         if self.run.pipeline.is_stopped() {
             return Err(terminated(pos));
         }
-        match self.on_engine(self.run.pipeline.state_set(key, value)) {
-            None => Err(terminated(pos)),
-            Some(result) => result.map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos).into()),
+        let step = self.next_step();
+        match self.on_engine(self.run.pipeline.state_set(&step, key, value)) {
+            None | Some(Err(None)) => Err(terminated(pos)),
+            Some(Ok(())) => Ok(()),
+            Some(Err(Some(message))) => Err(EvalAltResult::ErrorRuntime(message.into(), pos).into()),
         }
     }
 

@@ -562,8 +562,12 @@ impl HttpClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(bytes.clone()),
         };
+        let step = request.mutating.then(|| ctx.step()).flatten();
         let exchange = async {
             let response = builder.send().await?;
+            if let Some(step) = step {
+                crate::fault::point("after-send", step);
+            }
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = response.bytes().await?;

@@ -28,6 +28,12 @@ impl Guard {
         }
     }
 
+    /// Counts targets earlier attempts of the run changed (or may have).
+    pub fn preload(&self, targets: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_add(targets);
+    }
+
     /// Takes `targets` from the budget, or refuses without taking anything.
     pub fn reserve(&self, targets: u64) -> Result<(), Refusal> {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,6 +8,7 @@
 //! Nothing here knows about Rhai: the guard, plan mode and the audit trail are tested on their
 //! own, and the script host is one caller among others.
 
+mod durable;
 pub(crate) mod guard;
 pub(crate) mod validate;
 
@@ -24,11 +25,14 @@ use crate::action::ActionSpec;
 use crate::audit::{AuditRecord, AuditSink, CallOutcome};
 use crate::context::CallContext;
 use crate::error::{ActionError, ActionErrorKind};
+use crate::journal::{Fence, JournalEntry, StepError, StepKind, StepStatus, digest};
 use crate::lane::LaneIo;
-use crate::provider::Provider;
+use crate::provider::{Probed, Provider};
 use crate::run::{LogLine, PlannedChange, RunRecords, SettingNames};
 use crate::secret::{REDACTED, redact};
 use crate::state::StateStore;
+pub(crate) use durable::Durable;
+use durable::{Replay, leaves_doubt, settle};
 use guard::Guard;
 pub(crate) use validate::validate as validate_args;
 
@@ -49,6 +53,14 @@ pub(crate) enum Abort {
     NotConfigured(String),
     /// The audit trail cannot be written: nothing more may change.
     Audit(String),
+    /// A resumed run took another step than its journal recorded.
+    Diverged(String),
+    /// A change is in doubt and nothing can tell whether it took effect.
+    NeedsAttention(String),
+    /// The journal cannot be used.
+    Journal(String),
+    /// The run's lease lapsed: nothing more may be sent, in flight included.
+    Fenced(String),
 }
 
 impl Abort {
@@ -56,7 +68,7 @@ impl Abort {
     /// a lost audit trail only stop new calls: a write already sent finishes and is reported as
     /// it ended, since the service may well have applied it.
     fn abandons_calls_in_flight(&self) -> bool {
-        matches!(self, Abort::Timeout(_) | Abort::Cancelled)
+        matches!(self, Abort::Timeout(_) | Abort::Cancelled | Abort::Fenced(_))
     }
 }
 
@@ -94,6 +106,10 @@ pub(crate) struct Pipeline {
     state: Arc<dyn StateStore>,
     /// What a plan wrote with `state::set`: visible to the plan's own reads, never stored.
     plan_state: Mutex<HashMap<String, Value>>,
+    /// The run's journal, when it is durable.
+    durable: Option<Durable>,
+    /// The run's lease: no change is sent once it may have lapsed.
+    fence: Option<Arc<Fence>>,
 }
 
 /// What a [`Pipeline`] needs.
@@ -107,6 +123,8 @@ pub(crate) struct PipelineSetup {
     pub cancel: CancellationToken,
     pub sink: Option<Arc<dyn AuditSink>>,
     pub state: Arc<dyn StateStore>,
+    pub durable: Option<Durable>,
+    pub fence: Option<Arc<Fence>>,
 }
 
 /// Why a change that was waiting to be sent was not.
@@ -121,11 +139,15 @@ impl Pipeline {
     pub fn new(setup: PipelineSetup) -> Self {
         let cancel = setup.cancel.child_token();
         let stop = cancel.child_token();
+        let guard = Guard::new(setup.max_changes);
+        if let Some(durable) = &setup.durable {
+            guard.preload(durable.targets_used());
+        }
         Pipeline {
             run_id: setup.run_id,
             plan: setup.plan,
             names: setup.names,
-            guard: Guard::new(setup.max_changes),
+            guard,
             control: Control {
                 cancel,
                 stop,
@@ -137,6 +159,56 @@ impl Pipeline {
             sink: setup.sink,
             state: setup.state,
             plan_state: Mutex::new(HashMap::new()),
+            durable: setup.durable,
+            fence: setup.fence,
+        }
+    }
+
+    /// Recorded steps this attempt never reached (a resumed run that ended early diverged).
+    pub fn unreached_steps(&self) -> Vec<JournalEntry> {
+        self.durable.as_ref().map(Durable::unreached).unwrap_or_default()
+    }
+
+    /// The journal, unless the run is a plan or is not durable.
+    fn journal(&self) -> Option<&Durable> {
+        if self.plan { None } else { self.durable.as_ref() }
+    }
+
+    /// Whether a change may still be sent under the run's lease; stops the run when not.
+    fn within_lease(&self, key: &str) -> bool {
+        match &self.fence {
+            Some(fence) if !fence.may_send() => {
+                self.stop(Abort::Fenced(format!(
+                    "the run's lease may have passed to another worker (its last renewal is too old): step {key}                      and everything after it were not sent"
+                )));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Commits a journal record, or stops the run.
+    async fn commit(
+        &self,
+        durable: &Durable,
+        entry: &JournalEntry,
+        state: Option<(&str, &Value)>,
+    ) -> Result<(), CallFailure> {
+        let what = if entry.status == StepStatus::Intent {
+            "intent"
+        } else {
+            "record"
+        };
+        crate::fault::point(&format!("before-{what}"), &entry.key);
+        match durable.write(entry, state).await {
+            Ok(()) => {
+                crate::fault::point(&format!("after-{what}"), &entry.key);
+                Ok(())
+            }
+            Err(abort) => {
+                self.stop(abort);
+                Err(CallFailure::Stopped)
+            }
         }
     }
 
@@ -199,13 +271,14 @@ impl Pipeline {
         records
     }
 
-    /// One action call, on `lane` when the calling thread has one.
+    /// One action call, on `lane` when the calling thread has one; `key` is its step's key.
     pub async fn call(
         &self,
         provider: &Arc<dyn Provider>,
         spec: &ActionSpec,
         args: Value,
         lane: Option<&Arc<LaneIo>>,
+        key: &str,
     ) -> Result<Value, CallFailure> {
         if self.is_stopped() {
             return Err(CallFailure::Stopped);
@@ -231,9 +304,50 @@ impl Pipeline {
             attempts: 0,
             duration_ms: 0.0,
         };
+        let mutating = spec.effect.is_mutating();
 
-        if spec.effect.is_mutating() {
-            if let Err(refusal) = self.guard.reserve(targets) {
+        // What an earlier attempt recorded at this step.
+        let durable = self.journal();
+        let args_digest = durable.map(|_| digest(&args)).unwrap_or_default();
+        // A change recorded as sent and never answered: the guard counted it already.
+        let mut in_doubt = false;
+        // A read whose answer was too large to keep: it must answer the same again.
+        let mut expect_digest = None;
+        if let Some(durable) = durable {
+            match durable.lookup(key, StepKind::Call, &action, &args_digest, &record.args) {
+                Replay::Fresh => {}
+                Replay::Diverged(message) => {
+                    self.stop(Abort::Diverged(message));
+                    return Err(CallFailure::Stopped);
+                }
+                Replay::Recorded(entry) => match entry.status {
+                    StepStatus::Ok if entry.result.is_some() || mutating => {
+                        record.outcome = CallOutcome::Replayed;
+                        self.audit(record)?;
+                        return Ok(entry.result.unwrap_or(Value::Null));
+                    }
+                    StepStatus::Ok => expect_digest = entry.result_digest,
+                    // The service said no: the step is taken again.
+                    StepStatus::Err => {}
+                    StepStatus::Intent => {
+                        in_doubt = true;
+                        if let Some(value) = self
+                            .settle_doubt(provider, spec, &args, &entry, durable, &mut record)
+                            .await?
+                        {
+                            return Ok(value);
+                        }
+                    }
+                },
+            }
+            if let Err(abort) = durable.admit(key) {
+                self.stop(abort);
+                return Err(CallFailure::Stopped);
+            }
+        }
+
+        if mutating {
+            if !in_doubt && let Err(refusal) = self.guard.reserve(targets) {
                 let message = format!(
                     "the blast-radius guard refused {action}: it would touch {} more target(s) after {} already \
                      changed, and the cap for this run is {} (raise {} if this is intended)",
@@ -258,10 +372,30 @@ impl Pipeline {
             }
         }
 
+        // A change's intent is committed before it may leave.
+        let mut entry = durable.map(|d| {
+            let mut entry = d.entry(key, StepKind::Call, &action, spec.effect);
+            entry.idempotent = spec.idempotent;
+            entry.args_digest = args_digest.clone();
+            entry.args = record.args.clone();
+            entry.targets = targets;
+            entry
+        });
+        if mutating {
+            if let (Some(durable), Some(entry)) = (durable, &entry) {
+                self.commit(durable, entry, None).await?;
+            }
+            if !self.within_lease(key) {
+                return Err(CallFailure::Stopped);
+            }
+        }
+
         let ctx = CallContext::new(self.run_id.clone(), action, self.plan, self.control.cancel.clone())
             .idempotent(spec.idempotent)
             .on_lane(lane.cloned())
-            .on_stop(self.control.stop.clone());
+            .on_stop(self.control.stop.clone())
+            .on_fence(self.fence.clone())
+            .at_step(key);
         let started = Instant::now();
         let result = tokio::select! {
             biased;
@@ -270,7 +404,7 @@ impl Pipeline {
                 // Closed only if the run is torn down, which cancels it first.
                 let _permit = self.permits.acquire().await;
                 // The run may have stopped while this call waited for its turn.
-                if spec.effect.is_mutating() && self.is_stopped() {
+                if mutating && self.is_stopped() {
                     return Err(ActionError::new(ActionErrorKind::Refused, NOT_SENT));
                 }
                 match lane {
@@ -279,32 +413,219 @@ impl Pipeline {
                 }
             } => result,
         };
+        if mutating {
+            crate::fault::point("after-answer", key);
+        }
         record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         record.attempts = ctx.attempts();
         for warning in ctx.take_warnings() {
             self.log("warn", &format!("{}: {warning}", record.action));
         }
         let result = match result {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                if let Some(expected) = expect_digest {
+                    let now = crate::journal::digest(&value);
+                    if now != expected {
+                        self.stop(Abort::Diverged(format!(
+                            "the run diverged from its journal at step {key}: {} answered differently than when this \
+                             run first read it (its answer was too large to keep, so it was read again); nothing \
+                             was sent from that step on",
+                            record.action
+                        )));
+                        self.audit(record)?;
+                        return Err(CallFailure::Stopped);
+                    }
+                }
+                if let (Some(durable), Some(entry)) = (durable, &mut entry) {
+                    settle(entry, &value, durable.limits().max_result_bytes);
+                    // The change was made; if its record cannot be kept the run stops here.
+                    self.commit(durable, entry, None).await?;
+                }
+                Ok(value)
+            }
             Err(error) if error.kind == ActionErrorKind::Cancelled || self.control.cancel.is_cancelled() => {
+                // A change in flight stays recorded as an intent: in doubt on resume.
                 record.outcome = CallOutcome::Cancelled;
                 self.stop(Abort::Cancelled);
                 Err(CallFailure::Stopped)
             }
-            Err(error) if error.kind == ActionErrorKind::Refused && self.is_stopped() => {
+            Err(error) if error.kind == ActionErrorKind::Refused && (self.is_stopped() || !self.within_lease(key)) => {
                 record.outcome = CallOutcome::Refused;
                 record.error = Some(redact(&error.message).into_owned());
+                if let (Some(durable), Some(entry)) = (durable, &mut entry) {
+                    // Never sent: the step is taken again on resume.
+                    self.fail_entry(entry, &error);
+                    let _ = durable.write(entry, None).await;
+                }
                 Err(CallFailure::Stopped)
             }
             Err(error) => {
                 record.outcome = CallOutcome::Error;
                 record.status = error.status;
                 record.error = Some(redact(&error.message).into_owned());
+                if let (Some(durable), Some(entry)) = (durable, &mut entry) {
+                    // A change that may have been applied stays in doubt; anything else failed.
+                    if !(mutating && leaves_doubt(&error)) {
+                        self.fail_entry(entry, &error);
+                        self.commit(durable, entry, None).await?;
+                    }
+                }
                 Err(CallFailure::Action(error))
             }
         };
         self.audit(record)?;
         result
+    }
+
+    fn fail_entry(&self, entry: &mut JournalEntry, error: &ActionError) {
+        entry.status = StepStatus::Err;
+        entry.error = Some(StepError {
+            kind: error.kind.as_str().to_owned(),
+            message: redact(&error.message).into_owned(),
+            status: error.status,
+        });
+        entry.finished_at = Some(jiff::Timestamp::now().as_millisecond());
+    }
+
+    /// A change an earlier attempt sent and never heard back about. `Some(value)` settles the
+    /// step (a person said it was sent, or the probe found it); `None` sends it (idempotent, a
+    /// person said it was not sent, or the probe found nothing).
+    async fn settle_doubt(
+        &self,
+        provider: &Arc<dyn Provider>,
+        spec: &ActionSpec,
+        args: &Value,
+        recorded: &JournalEntry,
+        durable: &Durable,
+        record: &mut AuditRecord,
+    ) -> Result<Option<Value>, CallFailure> {
+        let key = recorded.key.as_str();
+        let done = |value: Value| {
+            let mut entry = recorded.clone();
+            entry.attempt = durable.entry(key, StepKind::Call, "", spec.effect).attempt;
+            entry.epoch = durable.entry(key, StepKind::Call, "", spec.effect).epoch;
+            settle(&mut entry, &value, durable.limits().max_result_bytes);
+            entry
+        };
+        match recorded.resolution {
+            Some(crate::journal::Resolution::Sent) => {
+                let entry = done(Value::Null);
+                self.commit(durable, &entry, None).await?;
+                record.outcome = CallOutcome::Replayed;
+                self.log(
+                    "info",
+                    &format!(
+                        "{}: a person said the change took effect; it was not sent again",
+                        recorded.describe()
+                    ),
+                );
+                self.audit(record.clone())?;
+                return Ok(Some(Value::Null));
+            }
+            Some(crate::journal::Resolution::NotSent) => return Ok(None),
+            None => {}
+        }
+        if spec.idempotent || !spec.effect.is_mutating() {
+            return Ok(None);
+        }
+        if spec.probe.is_none() {
+            self.stop(Abort::NeedsAttention(format!(
+                "needs_attention: {} was sent by an earlier attempt and never answered, and nothing can tell whether it                  took effect; it was not sent again. Check the service, then say what happened: runbook runs resolve                  {} {key} --sent (or --not-sent)",
+                recorded.describe(),
+                self.run_id
+            )));
+            return Err(CallFailure::Stopped);
+        }
+        let action = format!("{}.{}", provider.namespace(), spec.name);
+        let ctx = CallContext::new(self.run_id.clone(), action, false, self.control.cancel.clone())
+            .on_stop(self.control.stop.clone())
+            .at_step(key);
+        let probed = tokio::select! {
+            biased;
+            () = self.control.cancel.cancelled() => return Err(CallFailure::Stopped),
+            probed = provider.probe(&ctx, spec, args) => probed,
+        };
+        match probed {
+            Ok(Probed::Found(value)) => {
+                let entry = done(value.clone());
+                self.commit(durable, &entry, None).await?;
+                record.outcome = CallOutcome::Replayed;
+                self.log(
+                    "info",
+                    &format!(
+                        "{}: in doubt after an earlier attempt; its probe ({}) found it took effect, so it was not sent again",
+                        recorded.describe(),
+                        spec.probe.unwrap_or_default()
+                    ),
+                );
+                self.audit(record.clone())?;
+                Ok(Some(value))
+            }
+            Ok(Probed::NotFound) => {
+                self.log(
+                    "info",
+                    &format!(
+                        "{}: in doubt after an earlier attempt; its probe ({}) found it did not take effect, so it is sent once",
+                        recorded.describe(),
+                        spec.probe.unwrap_or_default()
+                    ),
+                );
+                Ok(None)
+            }
+            Err(error) => Err(CallFailure::Action(ActionError {
+                message: format!(
+                    "{} is in doubt and its probe failed ({}); it was not sent again — run again to probe once more",
+                    recorded.describe(),
+                    error.message
+                ),
+                ..error
+            })),
+        }
+    }
+
+    /// A step that is not an action call (`now()`, `state::get`, `parallel`): replays what the
+    /// journal recorded at `key`, or takes it with `take` and records its result. `Err(None)`:
+    /// the run stopped; `Err(Some(message))`: the step failed.
+    pub async fn step<F>(
+        &self,
+        key: &str,
+        kind: StepKind,
+        name: &str,
+        args: Value,
+        take: F,
+    ) -> Result<Value, Option<String>>
+    where
+        F: Future<Output = Result<Value, String>>,
+    {
+        if self.is_stopped() {
+            return Err(None);
+        }
+        let Some(durable) = self.journal() else {
+            return take.await.map_err(Some);
+        };
+        let args_digest = digest(&args);
+        match durable.lookup(key, kind, name, &args_digest, &args) {
+            Replay::Diverged(message) => {
+                self.stop(Abort::Diverged(message));
+                return Err(None);
+            }
+            Replay::Recorded(entry) if entry.status == StepStatus::Ok && entry.result.is_some() => {
+                return Ok(entry.result.unwrap_or(Value::Null));
+            }
+            Replay::Recorded(_) | Replay::Fresh => {}
+        }
+        if let Err(abort) = durable.admit(key) {
+            self.stop(abort);
+            return Err(None);
+        }
+        let value = take.await.map_err(Some)?;
+        let mut entry = durable.entry(key, kind, name, crate::action::Effect::Read);
+        entry.args_digest = args_digest;
+        entry.args = args;
+        // `now()` and `state::` values are kept whole: a resume must see them again.
+        settle(&mut entry, &value, usize::MAX);
+        self.commit(durable, &entry, None).await.map_err(|_| None)?;
+        Ok(value)
     }
 
     /// Keeps the record and hands it to the sink. A sink that fails stops the run, since no
@@ -338,16 +659,42 @@ impl Pipeline {
             .map_err(|e| format!("state::get(\"{key}\"): {e}"))
     }
 
-    /// `state::set`: in plan mode the value is kept for this run only.
-    pub async fn state_set(&self, key: &str, value: Value) -> Result<(), String> {
+    /// `state::set` at step `step`: in plan mode the value is kept for this run only; in a
+    /// durable run the value and the step's record are committed together. `Err(None)`: the run
+    /// stopped.
+    pub async fn state_set(&self, step: &str, key: &str, value: Value) -> Result<(), Option<String>> {
         if self.plan {
             lock(&self.plan_state).insert(key.to_owned(), value);
             return Ok(());
         }
-        self.state
-            .set(key, value)
+        let Some(durable) = self.journal() else {
+            return self
+                .state
+                .set(key, value)
+                .await
+                .map_err(|e| Some(format!("state::set(\"{key}\"): {e}")));
+        };
+        let args = serde_json::json!({ "key": key, "value": value });
+        let args_digest = digest(&args);
+        match durable.lookup(step, StepKind::StateSet, key, &args_digest, &args) {
+            Replay::Diverged(message) => {
+                self.stop(Abort::Diverged(message));
+                return Err(None);
+            }
+            Replay::Recorded(entry) if entry.status == StepStatus::Ok => return Ok(()),
+            Replay::Recorded(_) | Replay::Fresh => {}
+        }
+        if let Err(abort) = durable.admit(step) {
+            self.stop(abort);
+            return Err(None);
+        }
+        let mut entry = durable.entry(step, StepKind::StateSet, key, crate::action::Effect::Read);
+        entry.args_digest = args_digest;
+        entry.args = serde_json::json!({ "key": key });
+        settle(&mut entry, &Value::Null, 0);
+        self.commit(durable, &entry, Some((key, &value)))
             .await
-            .map_err(|e| format!("state::set(\"{key}\"): {e}"))
+            .map_err(|_| None)
     }
 }
 

@@ -90,6 +90,8 @@ fn pipeline(plan: bool, max_changes: u64, concurrency: usize, sink: Option<Arc<d
         cancel: CancellationToken::new(),
         sink,
         state: Arc::new(MemoryState::new()),
+        durable: None,
+        fence: None,
     }))
 }
 
@@ -103,9 +105,9 @@ async fn the_guard_refuses_the_call_past_the_cap_before_it_is_sent() {
     let (recorder, provider) = provider();
     let run = pipeline(false, 2, 4, None);
     for id in ["a", "b"] {
-        run.call(&provider, &WRITE, json!({"id": id}), None).await.unwrap();
+        run.call(&provider, &WRITE, json!({"id": id}), None, "1").await.unwrap();
     }
-    let refused = run.call(&provider, &WRITE, json!({"id": "c"}), None).await;
+    let refused = run.call(&provider, &WRITE, json!({"id": "c"}), None, "1").await;
     assert!(matches!(refused, Err(CallFailure::Stopped)));
     assert_eq!(
         recorder.seen(),
@@ -121,7 +123,7 @@ async fn the_guard_refuses_the_call_past_the_cap_before_it_is_sent() {
     );
     // Reads still count nothing, but the run has stopped: nothing more is sent.
     assert!(matches!(
-        run.call(&provider, &READ, json!({"id": "a"}), None).await,
+        run.call(&provider, &READ, json!({"id": "a"}), None, "1").await,
         Err(CallFailure::Stopped)
     ));
     let records = run.take_records();
@@ -133,13 +135,14 @@ async fn the_guard_refuses_the_call_past_the_cap_before_it_is_sent() {
 async fn plan_mode_records_changes_and_sends_only_reads() {
     let (recorder, provider) = provider();
     let run = pipeline(true, 100, 4, None);
-    run.call(&provider, &READ, json!({"id": "a"}), None).await.unwrap();
+    run.call(&provider, &READ, json!({"id": "a"}), None, "1").await.unwrap();
     let planned = run
         .call(
             &provider,
             &SET_PASSWORD,
             json!({"user": "ann", "password": "hunter2-secret"}),
             None,
+            "2",
         )
         .await
         .unwrap();
@@ -160,9 +163,11 @@ async fn plan_mode_records_changes_and_sends_only_reads() {
 async fn a_plan_counts_targets_like_a_real_run() {
     let (_recorder, provider) = provider();
     let run = pipeline(true, 1, 4, None);
-    run.call(&provider, &WRITE, json!({"id": "a"}), None).await.unwrap();
+    run.call(&provider, &WRITE, json!({"id": "a"}), None, "1")
+        .await
+        .unwrap();
     assert!(matches!(
-        run.call(&provider, &WRITE, json!({"id": "b"}), None).await,
+        run.call(&provider, &WRITE, json!({"id": "b"}), None, "1").await,
         Err(CallFailure::Stopped)
     ));
     assert!(matches!(run.abort_reason(), Some(Abort::Guard(_))));
@@ -176,13 +181,15 @@ async fn a_failing_audit_trail_stops_the_run_after_the_call_it_could_not_record(
         fail_from: 2,
     });
     let run = pipeline(false, 100, 4, Some(sink.clone()));
-    run.call(&provider, &WRITE, json!({"id": "a"}), None).await.unwrap();
-    let second = run.call(&provider, &WRITE, json!({"id": "b"}), None).await;
+    run.call(&provider, &WRITE, json!({"id": "a"}), None, "1")
+        .await
+        .unwrap();
+    let second = run.call(&provider, &WRITE, json!({"id": "b"}), None, "1").await;
     assert!(
         matches!(second, Err(CallFailure::Stopped)),
         "the unrecorded call's value is not handed on"
     );
-    let third = run.call(&provider, &WRITE, json!({"id": "c"}), None).await;
+    let third = run.call(&provider, &WRITE, json!({"id": "c"}), None, "1").await;
     assert!(matches!(third, Err(CallFailure::Stopped)));
     assert_eq!(
         recorder.seen(),
@@ -207,7 +214,10 @@ async fn calls_in_flight_are_bounded_for_the_whole_run() {
     let calls: Vec<_> = (0..20)
         .map(|i| {
             let (run, provider) = (run.clone(), provider.clone());
-            tokio::spawn(async move { run.call(&provider, &READ, json!({"id": i.to_string()}), None).await })
+            tokio::spawn(async move {
+                run.call(&provider, &READ, json!({"id": i.to_string()}), None, "1")
+                    .await
+            })
         })
         .collect();
     for call in calls {
@@ -223,11 +233,11 @@ async fn a_refusal_lets_a_write_in_flight_finish_and_reports_it() {
     let run = pipeline(false, 1, 4, None);
     let slow = {
         let (run, provider) = (run.clone(), provider.clone());
-        tokio::spawn(async move { run.call(&provider, &SLOW_WRITE, json!({"id": "a"}), None).await })
+        tokio::spawn(async move { run.call(&provider, &SLOW_WRITE, json!({"id": "a"}), None, "1").await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The cap is taken by the slow write: this one is refused while the first is in flight.
-    let refused = run.call(&provider, &WRITE, json!({"id": "b"}), None).await;
+    let refused = run.call(&provider, &WRITE, json!({"id": "b"}), None, "1").await;
     assert!(matches!(refused, Err(CallFailure::Stopped)));
     let slow = slow.await.unwrap();
     assert!(slow.is_ok(), "the write in flight finished: {slow:?}");
@@ -244,7 +254,7 @@ async fn a_change_still_waiting_for_its_turn_is_not_sent_once_the_run_stops() {
     let run = pipeline(false, 2, 1, None);
     let spawn = |spec: &'static ActionSpec, id: &'static str| {
         let (run, provider) = (run.clone(), provider.clone());
-        tokio::spawn(async move { run.call(&provider, spec, json!({"id": id}), None).await })
+        tokio::spawn(async move { run.call(&provider, spec, json!({"id": id}), None, "1").await })
     };
     let slow = spawn(&SLOW_WRITE, "a");
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -252,7 +262,7 @@ async fn a_change_still_waiting_for_its_turn_is_not_sent_once_the_run_stops() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     // A third write passes the cap: the run stops while "b" still waits for the permit.
     assert!(matches!(
-        run.call(&provider, &WRITE, json!({"id": "c"}), None).await,
+        run.call(&provider, &WRITE, json!({"id": "c"}), None, "1").await,
         Err(CallFailure::Stopped)
     ));
     assert!(slow.await.unwrap().is_ok(), "the write in flight finishes");
@@ -276,7 +286,7 @@ async fn a_cancellation_abandons_calls_in_flight() {
     let run = pipeline(false, 10, 4, None);
     let slow = {
         let (run, provider) = (run.clone(), provider.clone());
-        tokio::spawn(async move { run.call(&provider, &SLOW_WRITE, json!({"id": "a"}), None).await })
+        tokio::spawn(async move { run.call(&provider, &SLOW_WRITE, json!({"id": "a"}), None, "1").await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     run.stop(Abort::Cancelled);
@@ -290,7 +300,7 @@ async fn arguments_the_action_does_not_take_stop_the_run_before_sending() {
     let (recorder, provider) = provider();
     let run = pipeline(false, 10, 4, None);
     let wrong = run
-        .call(&provider, &WRITE, json!({"id": "a", "reason": "x"}), None)
+        .call(&provider, &WRITE, json!({"id": "a", "reason": "x"}), None, "1")
         .await;
     assert!(matches!(wrong, Err(CallFailure::Stopped)));
     assert_eq!(
@@ -314,12 +324,14 @@ async fn a_plans_state_writes_stay_with_the_plan() {
         cancel: CancellationToken::new(),
         sink: None,
         state: state.clone(),
+        durable: None,
+        fence: None,
     };
     let plan = Pipeline::new(setup(true));
-    plan.state_set("cursor", json!(5)).await.unwrap();
+    plan.state_set("1", "cursor", json!(5)).await.unwrap();
     assert_eq!(plan.state_get("cursor").await.unwrap(), Some(json!(5)));
     assert_eq!(state.get("cursor").await.unwrap(), None, "a plan stores nothing");
     let real = Pipeline::new(setup(false));
-    real.state_set("cursor", json!(6)).await.unwrap();
+    real.state_set("1", "cursor", json!(6)).await.unwrap();
     assert_eq!(state.get("cursor").await.unwrap(), Some(json!(6)));
 }

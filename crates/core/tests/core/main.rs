@@ -5,6 +5,7 @@
 
 mod bounds;
 mod check;
+mod journal;
 mod provider;
 mod records;
 mod runs;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use runbook_core::http::{HttpClient, HttpRequest, HttpResponse, RetryPolicy, path};
 use runbook_core::{
-    ActionError, ActionSpec, CallContext, ParamSpec, ParamType, Provider, Record, Records, Secret, Targets, async_trait,
+    ActionError, ActionSpec, CallContext, ParamSpec, ParamType, Probed, Provider, Record, Records, Secret, Targets,
+    async_trait,
 };
 use serde_json::{Value, json};
 
@@ -37,6 +38,7 @@ pub const ACTIONS: &[ActionSpec] = &[
     ActionSpec::write("create_user", "Create a user")
         .params(CREATE)
         .idempotent(false)
+        .probe("a user with that email")
         .returns("User")
         .records(Records::One(&USER)),
     ActionSpec::read("slow", "Answer after a delay").params(SLOW),
@@ -125,6 +127,17 @@ impl Provider for Dir {
             ),
             other => Err(ActionError::invalid_args(format!("no action {other}"))),
         }
+    }
+
+    async fn probe(&self, ctx: &CallContext, _: &ActionSpec, args: &Value) -> Result<Probed, ActionError> {
+        let users = json_of(&self.send(ctx, HttpRequest::get("/users")).await?)?["users"].clone();
+        let found = users
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["email"] == args["email"])
+            .cloned();
+        Ok(found.map_or(Probed::NotFound, Probed::Found))
     }
 
     fn planned_result(&self, action: &ActionSpec, args: &Value) -> Value {
