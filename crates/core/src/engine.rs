@@ -298,6 +298,7 @@ impl Engine {
         }
 
         let pipeline = &run.pipeline;
+        pipeline.flush_journal().await;
         let records = pipeline.take_records();
         let value = match evaluated {
             Err(join) => Err((

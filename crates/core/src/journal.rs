@@ -323,6 +323,24 @@ pub trait Journal: Send + Sync {
     /// Writes the entry of a `state::set` and stores the value, in one transaction: both or neither.
     async fn write_with_state(&self, entry: &JournalEntry, key: &str, value: &Value) -> Result<(), JournalError>;
 
+    /// Writes several entries in order — records of reads held back since the last commit, then
+    /// the step that needs them kept (a change's intent) — and, with `state`, stores that value
+    /// together with the last entry. A backend that can should do it in one transaction; this
+    /// default writes them one by one, which keeps the order that matters: every entry before
+    /// the last is committed before the last is.
+    async fn write_batch(&self, entries: &[JournalEntry], state: Option<(&str, &Value)>) -> Result<(), JournalError> {
+        let Some((last, before)) = entries.split_last() else {
+            return Ok(());
+        };
+        for entry in before {
+            self.write(entry).await?;
+        }
+        match state {
+            Some((key, value)) => self.write_with_state(last, key, value).await,
+            None => self.write(last).await,
+        }
+    }
+
     /// This attempt's number, from 1.
     fn attempt(&self) -> u32;
 

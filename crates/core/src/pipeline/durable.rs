@@ -38,7 +38,14 @@ pub(crate) struct Durable {
     attempt: u32,
     epoch: u64,
     fence: Option<Arc<Fence>>,
+    /// Records of reads (and `now()`, `state::get`, `parallel`) not committed yet: they go with
+    /// the next commit — at the latest a change's intent — so a change never leaves before the
+    /// reads it may depend on are kept, and a run of reads pays no commit per read.
+    pending: Mutex<Vec<JournalEntry>>,
 }
+
+/// Held-back records past this many are committed without waiting for a change.
+const PENDING_CAP: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -71,6 +78,7 @@ impl Durable {
             recorded,
             visited: Mutex::new(HashSet::new()),
             fence,
+            pending: Mutex::new(Vec::new()),
         })
     }
 
@@ -145,18 +153,46 @@ impl Durable {
         Ok(())
     }
 
-    /// Commits `entry` (and, for `state::set`, the value): returns once the store has it. A store
-    /// that does not answer is tried again for a while, never past the run's lease.
+    /// Holds back the record of a step nothing depends on yet; `true` when enough are held back
+    /// that they should be committed now.
+    pub fn defer(&self, entry: JournalEntry) -> bool {
+        let mut pending = lock(&self.pending);
+        pending.push(entry);
+        pending.len() >= PENDING_CAP
+    }
+
+    /// Commits the held-back records.
+    pub async fn flush(&self) -> Result<(), Abort> {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.commit(batch, None).await
+    }
+
+    /// Commits the held-back records, then `entry` (and, for `state::set`, the value): returns
+    /// once the store has them. A store that does not answer is tried again for a while, never
+    /// past the run's lease.
     pub async fn write(&self, entry: &JournalEntry, state: Option<(&str, &Value)>) -> Result<(), Abort> {
+        let mut batch = std::mem::take(&mut *lock(&self.pending));
+        batch.push(entry.clone());
+        self.commit(batch, state).await
+    }
+
+    async fn commit(&self, batch: Vec<JournalEntry>, state: Option<(&str, &Value)>) -> Result<(), Abort> {
+        let Some(entry) = batch.last() else {
+            return Ok(());
+        };
         let mut delay = Duration::from_millis(50);
         let started = std::time::Instant::now();
         loop {
-            let written = match state {
-                None => self.journal.write(entry).await,
-                Some((key, value)) => self.journal.write_with_state(entry, key, value).await,
-            };
-            match written {
-                Ok(()) => return Ok(()),
+            match self.journal.write_batch(&batch, state).await {
+                Ok(()) => {
+                    for held in &batch[..batch.len() - 1] {
+                        crate::fault::point("after-record", &held.key);
+                    }
+                    return Ok(());
+                }
                 Err(JournalError::Fenced(reason)) => {
                     return Err(Abort::Fenced(format!(
                         "the run's lease passed to another attempt ({reason}); this attempt stopped at step {} and \

@@ -187,6 +187,27 @@ impl Pipeline {
         }
     }
 
+    /// Holds back the record of a read (committed with the next change, or when enough wait).
+    async fn hold(&self, durable: &Durable, entry: JournalEntry) -> Result<(), CallFailure> {
+        crate::fault::point("before-record", &entry.key);
+        if durable.defer(entry)
+            && let Err(abort) = durable.flush().await
+        {
+            self.stop(abort);
+            return Err(CallFailure::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Commits the records still held back (at the end of the run).
+    pub async fn flush_journal(&self) {
+        if let Some(durable) = self.journal()
+            && let Err(abort) = durable.flush().await
+        {
+            tracing::warn!(run_id = %self.run_id, "the last reads of the run could not be journaled: {abort:?}");
+        }
+    }
+
     /// Commits a journal record, or stops the run.
     async fn commit(
         &self,
@@ -438,8 +459,12 @@ impl Pipeline {
                 }
                 if let (Some(durable), Some(entry)) = (durable, &mut entry) {
                     settle(entry, &value, durable.limits().max_result_bytes);
-                    // The change was made; if its record cannot be kept the run stops here.
-                    self.commit(durable, entry, None).await?;
+                    if mutating {
+                        // The change was made; if its record cannot be kept the run stops here.
+                        self.commit(durable, entry, None).await?;
+                    } else {
+                        self.hold(durable, entry.clone()).await?;
+                    }
                 }
                 Ok(value)
             }
@@ -467,7 +492,11 @@ impl Pipeline {
                     // A change that may have been applied stays in doubt; anything else failed.
                     if !(mutating && leaves_doubt(&error)) {
                         self.fail_entry(entry, &error);
-                        self.commit(durable, entry, None).await?;
+                        if mutating {
+                            self.commit(durable, entry, None).await?;
+                        } else {
+                            self.hold(durable, entry.clone()).await?;
+                        }
                     }
                 }
                 Err(CallFailure::Action(error))
@@ -624,7 +653,7 @@ impl Pipeline {
         entry.args = args;
         // `now()` and `state::` values are kept whole: a resume must see them again.
         settle(&mut entry, &value, usize::MAX);
-        self.commit(durable, &entry, None).await.map_err(|_| None)?;
+        self.hold(durable, entry).await.map_err(|_| None)?;
         Ok(value)
     }
 

@@ -440,3 +440,65 @@ async fn a_plan_journals_nothing() {
         .unwrap();
     assert!(journal.entries().is_empty());
 }
+
+/// A journal that remembers each commit's keys.
+#[derive(Default)]
+struct Batches {
+    inner: MemoryJournal,
+    commits: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait]
+impl Journal for Batches {
+    async fn load(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        self.inner.load().await
+    }
+    async fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        self.write_batch(std::slice::from_ref(entry), None).await
+    }
+    async fn write_with_state(&self, entry: &JournalEntry, key: &str, value: &Value) -> Result<(), JournalError> {
+        self.write_batch(std::slice::from_ref(entry), Some((key, value))).await
+    }
+    async fn write_batch(&self, entries: &[JournalEntry], state: Option<(&str, &Value)>) -> Result<(), JournalError> {
+        self.commits.lock().unwrap().push(
+            entries
+                .iter()
+                .map(|e| format!("{}:{}", e.key, e.status.as_str()))
+                .collect(),
+        );
+        for (i, e) in entries.iter().enumerate() {
+            match state {
+                Some((k, v)) if i + 1 == entries.len() => self.inner.write_with_state(e, k, v).await?,
+                _ => self.inner.write(e).await?,
+            }
+        }
+        Ok(())
+    }
+    fn attempt(&self) -> u32 {
+        1
+    }
+    fn epoch(&self) -> u64 {
+        1
+    }
+}
+
+#[tokio::test]
+async fn reads_are_committed_with_the_next_change_and_at_the_end() {
+    let (_dir, engine) = setup(4).await;
+    let journal = Arc::new(Batches::default());
+    let script = r#"
+        dir::get_user("u1"); dir::get_user("u2"); let t = now();
+        dir::disable_user("u1");
+        dir::get_user("u3");
+        t
+    "#;
+    run(&engine, script, RunOptions::new().journal(journal.clone()))
+        .await
+        .unwrap();
+    let commits = journal.commits.lock().unwrap().clone();
+    assert_eq!(
+        commits,
+        vec![vec!["1:ok", "2:ok", "3:ok", "4:intent"], vec!["4:ok"], vec!["5:ok"],],
+        "the reads before the change go with its intent; the last read at the end"
+    );
+}
