@@ -280,6 +280,16 @@ impl Engine {
             })
         });
 
+        let interrupter = options.interrupt.clone().map(|interrupt| {
+            let run = run.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = interrupt.cancelled() => run.pipeline.stop(Abort::Interrupted),
+                    () = run.pipeline.cancel_token().cancelled() => {}
+                }
+            })
+        });
+
         let worker_run = run.clone();
         let params = Value::Object(options.params);
         let event = options.event;
@@ -295,6 +305,9 @@ impl Engine {
         on_drop.disarm();
         if let Some(timer) = timer {
             timer.abort();
+        }
+        if let Some(interrupter) = interrupter {
+            interrupter.abort();
         }
 
         let pipeline = &run.pipeline;

@@ -33,8 +33,11 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Wall-clock limit for the whole run.
     pub timeout: Option<Duration>,
-    /// Cancelled from outside (Ctrl-C, shutdown) to stop the run, in-flight calls included.
+    /// Cancelled from outside (shutdown) to stop the run, in-flight calls included.
     pub cancel: CancellationToken,
+    /// Cancelled from outside (Ctrl-C) to stop the run gently: no new step is taken, and calls
+    /// in flight finish and are recorded, so that a resumed run knows how each ended.
+    pub interrupt: Option<CancellationToken>,
     /// The run's id; a new time-ordered id (UUIDv7) when `None`.
     pub run_id: Option<String>,
     /// Receives each call's audit record as it completes.
@@ -104,6 +107,7 @@ impl Default for RunOptions {
             concurrency: DEFAULT_CONCURRENCY,
             timeout: None,
             cancel: CancellationToken::new(),
+            interrupt: None,
             run_id: None,
             audit: None,
             observer: None,
@@ -173,6 +177,12 @@ impl RunOptions {
     /// Sets the token that stops the run from outside.
     pub fn cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Sets the token that stops the run gently: no new step, calls in flight finish.
+    pub fn interrupt(mut self, interrupt: CancellationToken) -> Self {
+        self.interrupt = Some(interrupt);
         self
     }
 

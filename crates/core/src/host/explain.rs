@@ -40,6 +40,10 @@ pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &Setti
             ),
             Some(Abort::NotConfigured(m)) => (RunErrorKind::NotConfigured, m),
             Some(Abort::Cancelled) | None => (RunErrorKind::Cancelled, "the run was interrupted".to_owned()),
+            Some(Abort::Interrupted) => (
+                RunErrorKind::Cancelled,
+                "the run was interrupted; the calls in flight finished and no new one was started".to_owned(),
+            ),
         },
         EvalAltResult::ErrorRuntime(value, _) if value.is_map() => {
             let map = value.read_lock::<rhai::Map>().map(|m| m.clone()).unwrap_or_default();

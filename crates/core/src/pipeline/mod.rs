@@ -49,6 +49,8 @@ pub(crate) enum Abort {
     Timeout(Duration),
     /// Cancelled from outside (Ctrl-C, shutdown, the caller dropped the run).
     Cancelled,
+    /// Interrupted from outside (Ctrl-C): no new step; calls in flight finish.
+    Interrupted,
     /// The script called a provider that is not configured.
     NotConfigured(String),
     /// The audit trail cannot be written: nothing more may change.

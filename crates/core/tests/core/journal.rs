@@ -502,3 +502,43 @@ async fn reads_are_committed_with_the_next_change_and_at_the_end() {
         "the reads before the change go with its intent; the last read at the end"
     );
 }
+
+#[tokio::test]
+async fn an_interrupt_lets_the_change_in_flight_finish_and_be_recorded() {
+    let (dir, engine) = setup(4).await;
+    dir.delay_write_answers(Duration::from_millis(300));
+    let journal = Arc::new(MemoryJournal::new());
+    let interrupt = runbook_core::CancellationToken::new();
+    let script = r#"dir::disable_user("u1"); dir::disable_user("u2"); 1"#;
+    let (stop, watched) = (interrupt.clone(), dir.clone());
+    // Interrupted while the first change is at the service, its answer held back.
+    tokio::spawn(async move {
+        while watched.max_in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+    });
+    let err = run(
+        &engine,
+        script,
+        RunOptions::new().journal(journal.clone()).interrupt(interrupt),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Cancelled);
+    assert!(err.message.contains("calls in flight finished"), "{}", err.message);
+    assert_eq!(dir.mutating_requests(), 1, "the second change was never sent");
+    let entries = journal.entries();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].status,
+        StepStatus::Ok,
+        "the first change's answer was recorded, not left in doubt"
+    );
+
+    // Resumed, it sends only the second.
+    dir.delay_write_answers(Duration::ZERO);
+    journal.next_attempt();
+    run(&engine, script, RunOptions::new().journal(journal)).await.unwrap();
+    assert_eq!(dir.mutating_requests(), 2);
+}
