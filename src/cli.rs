@@ -57,7 +57,7 @@ pub enum Command {
     Sim(SimArgs),
     /// Run the automations of runbook.toml on webhooks, schedules and intervals, until SIGTERM.
     Serve(ServeArgs),
-    /// The history of serve's runs: list, show, retry.
+    /// The history of serve's runs: list, show, retry, resolve.
     #[command(subcommand)]
     Runs(RunsCommand),
     /// Print shell completions.
@@ -142,7 +142,7 @@ pub enum RunsCommand {
         /// Only this automation.
         #[arg(long)]
         automation: Option<String>,
-        /// Only runs in this state: queued, running, succeeded, failed, refused.
+        /// Only runs in this state: queued, running, succeeded, failed, refused, diverged, needs_attention.
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -152,7 +152,7 @@ pub enum RunsCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
         output: OutputFormat,
     },
-    /// One run: its result, error, log lines and the calls it made.
+    /// One run: its result, error, log lines, the steps its journal holds and the calls it made.
     Show {
         /// The run's id.
         id: String,
@@ -164,6 +164,21 @@ pub enum RunsCommand {
     Retry {
         /// The run's id.
         id: String,
+    },
+    /// Say whether a change in doubt took effect, for a run waiting as needs_attention; the run
+    /// is queued again and resumes. Through the server's API: RUNBOOK_API_URL, RUNBOOK_API_TOKEN.
+    #[command(group = clap::ArgGroup::new("outcome").required(true).args(["sent", "not_sent"]))]
+    Resolve {
+        /// The run's id.
+        id: String,
+        /// The step in doubt (its key, as `runbook runs show` lists it: `3`, `9/0/1`).
+        step: String,
+        /// The change took effect: the step counts as done.
+        #[arg(long)]
+        sent: bool,
+        /// The change did not take effect: it is sent once more when the run resumes.
+        #[arg(long)]
+        not_sent: bool,
     },
 }
 

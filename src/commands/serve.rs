@@ -98,9 +98,38 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
     opened.map_err(|e| CliError::failed(format!("{}: {e}", redact_url(&url))))
 }
 
-/// `runbook runs list|show|retry`.
+/// The script an `[[automation]]` of the configuration names, as it is now (for a retry, which
+/// runs the automation's current script).
+fn automation_script(config: &Config, automation: &str) -> Result<String, CliError> {
+    let path = config.path.as_deref().unwrap_or(std::path::Path::new("runbook.toml"));
+    let script = toml::from_str::<toml::Table>(&config.expanded)
+        .ok()
+        .and_then(|t| {
+            t.get("automation")?
+                .as_array()?
+                .iter()
+                .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(automation))?
+                .get("script")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "{}: no [[automation]] named \"{automation}\" with a script: a retry runs the automation's current script",
+                path.display()
+            ))
+        })?;
+    let file = path.parent().unwrap_or(std::path::Path::new("")).join(&script);
+    std::fs::read_to_string(&file).map_err(|e| {
+        CliError::usage(format!(
+            "automation \"{automation}\": cannot read the script {}: {e}",
+            file.display()
+        ))
+    })
+}
+
+/// `runbook runs list|show|retry|resolve`.
 pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError> {
-    let store = open_store(config).await?;
     match command {
         RunsCommand::List {
             automation,
@@ -108,6 +137,7 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             limit,
             output,
         } => {
+            let store = open_store(config).await?;
             let status = match status.as_deref().map(str::parse) {
                 None => None,
                 Some(Ok(s)) => Some(s),
@@ -132,6 +162,7 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             Ok(exit::OK)
         }
         RunsCommand::Show { id, output } => {
+            let store = open_store(config).await?;
             let Some(run) = store.get(id).await.map_err(|e| CliError::failed(e.to_string()))? else {
                 return Err(CliError::failed(format!("no run {id}")));
             };
@@ -146,8 +177,29 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             }
             Ok(exit::OK)
         }
+        RunsCommand::Resolve {
+            id,
+            step,
+            sent,
+            not_sent,
+        } => {
+            let sent = match (*sent, *not_sent) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => return Err(CliError::usage("say exactly one of --sent or --not-sent")),
+            };
+            resolve(&ApiClient::from_env()?, id, step, sent).await
+        }
         RunsCommand::Retry { id } => {
-            let queued = store.retry(id).await.map_err(|e| CliError::failed(e.to_string()))?;
+            let store = open_store(config).await?;
+            let Some(original) = store.get(id).await.map_err(|e| CliError::failed(e.to_string()))? else {
+                return Err(CliError::failed(format!("no run {id}")));
+            };
+            let script = automation_script(config, &original.automation)?;
+            let queued = store
+                .retry(id, script)
+                .await
+                .map_err(|e| CliError::failed(e.to_string()))?;
             println!("{}", queued.run_id);
             eprintln!(
                 "queued {} (a retry of {id}); a running runbook serve starts it",
@@ -202,6 +254,43 @@ fn show_text(run: &runbook_serve::store::RunRecord, width: usize) -> String {
             );
         }
     }
+    if !run.steps.is_empty() {
+        let rows: Vec<Value> = run
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "key": s.key, "kind": s.kind.as_str(), "action": s.action, "status": s.status.as_str(),
+                    "attempt": s.attempt, "targets": s.targets,
+                    "resolution": s.resolution.map(|r| match &s.resolved_by {
+                        Some(by) => format!("{} by {by}", r.as_str()),
+                        None => r.as_str().to_owned(),
+                    }),
+                })
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "\nsteps ({}):\n{}",
+            rows.len(),
+            value_text(&Value::Array(rows), width)
+        );
+        let in_doubt: Vec<&str> = run
+            .steps
+            .iter()
+            .filter(|s| s.status == runbook_core::StepStatus::Intent && s.resolution.is_none())
+            .map(|s| s.key.as_str())
+            .collect();
+        if run.status == runbook_serve::store::RunStatus::NeedsAttention && !in_doubt.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwaiting for a person: did step {} take effect? Check the service, then\n  runbook runs resolve {} {} --sent   (or --not-sent)",
+                in_doubt.join(", "),
+                run.id,
+                in_doubt[0]
+            );
+        }
+    }
     if let Some(calls) = run.calls.as_array().filter(|c| !c.is_empty()) {
         let rows: Vec<Value> = calls
             .iter()
@@ -221,4 +310,98 @@ fn show_text(run: &runbook_serve::store::RunRecord, width: usize) -> String {
         );
     }
     runbook_core::redact(&out).into_owned()
+}
+
+/// The variables `runbook runs` commands that go through the server's API read.
+const API_URL_VAR: &str = "RUNBOOK_API_URL";
+const API_TOKEN_VAR: &str = "RUNBOOK_API_TOKEN";
+
+/// The server's API, as the environment names it.
+struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    fn from_env() -> Result<ApiClient, CliError> {
+        let base = std::env::var(API_URL_VAR)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "{API_URL_VAR} is unset: set it to the address of a running runbook serve, e.g. \
+                     {API_URL_VAR}=http://127.0.0.1:8787 (and {API_TOKEN_VAR} to its api_token)"
+                ))
+            })?;
+        let token = std::env::var(API_TOKEN_VAR).ok().filter(|v| !v.is_empty());
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| CliError::failed(format!("cannot make an HTTP client: {e}")))?;
+        Ok(ApiClient {
+            base: base.trim().trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    /// POSTs `body` to `path`; the answer's JSON, or an error saying what to do.
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.post(&url).json(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            CliError::failed(format!(
+                "cannot reach runbook serve at {} ({API_URL_VAR}): {e}; is it running there?",
+                self.base
+            ))
+        })?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let message = answer["error"].as_str().unwrap_or("").to_owned();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let hint = if self.token.is_some() {
+                format!("{API_TOKEN_VAR} is not the server's api_token")
+            } else {
+                format!("set {API_TOKEN_VAR} to the server's api_token")
+            };
+            return Err(CliError::failed(format!("the server refused the request: {hint}")));
+        }
+        if !status.is_success() {
+            let message = if message.is_empty() {
+                format!("the server answered {status}")
+            } else {
+                message
+            };
+            return Err(CliError::failed(message));
+        }
+        Ok(answer)
+    }
+}
+
+/// `runbook runs resolve RUN STEP --sent|--not-sent`.
+async fn resolve(api: &ApiClient, id: &str, step: &str, sent: bool) -> Result<u8, CliError> {
+    let path = format!("/api/runs/{}/resolve", percent_segment(id));
+    let answer = api
+        .post(&path, &serde_json::json!({"step": step, "sent": sent}))
+        .await?;
+    let resolution = answer["resolution"]
+        .as_str()
+        .unwrap_or(if sent { "sent" } else { "not_sent" });
+    println!("{id}");
+    eprintln!("step {step} of run {id} resolved as {resolution}; the run is queued again and resumes from its journal");
+    Ok(exit::OK)
+}
+
+/// `text` safe as one URL path segment.
+fn percent_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }

@@ -405,6 +405,7 @@ async fn every_output_ends_with_a_newline() {
             event: None,
             max_retries: 0,
             retry_of: None,
+            script: String::new(),
         },
     )
     .await

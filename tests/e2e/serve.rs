@@ -739,3 +739,116 @@ async fn the_readme_webhook_offboards_the_person_the_body_names() {
     assert_eq!(server.stop().await, Some(0));
     sims.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_run_in_doubt_shows_its_steps_and_a_person_resolves_it_through_the_api() {
+    use runbook_core::{Effect, JournalEntry, StepKind, StepStatus};
+    const TOKEN: &str = "api-token-7d41c2";
+    let sims = Sims::start(tenant(1, 0)).await;
+    let config = HOOK_CONFIG.replace(
+        "grace = \"10s\"",
+        "grace = \"10s\"\napi_token = \"${RUNBOOK_API_TOKEN}\"",
+    );
+    let mut ws = workspace_with(&sims, &config, &[("hook.rhai", HOOK_SCRIPT)]);
+    ws.set_env("RUNBOOK_API_TOKEN", TOKEN);
+    // A run that stopped with a change in doubt, as the store keeps it.
+    let id = {
+        let store = SqliteStore::open(&ws.path().join("runbook.db")).await.unwrap();
+        let queued = store
+            .enqueue(runbook_serve::store::NewRun {
+                automation: "hook".into(),
+                trigger: "webhook".into(),
+                idem_key: Some("doubt-1".into()),
+                scheduled_for: None,
+                params: serde_json::Map::new(),
+                event: None,
+                max_retries: 0,
+                retry_of: None,
+                script: "1".into(),
+            })
+            .await
+            .unwrap();
+        let claimed = store
+            .claim("w", &[("hook".to_owned(), 1)].into(), 1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        let journal = store.journal(&claimed.id, claimed.attempt, claimed.epoch);
+        let mut read = JournalEntry::new("1", StepKind::Now, "", Effect::Read);
+        read.status = StepStatus::Ok;
+        journal.write(&read).await.unwrap();
+        let mut create = JournalEntry::new("2", StepKind::Call, "privx.create_user", Effect::Write);
+        create.targets = 1;
+        journal.write(&create).await.unwrap();
+        let stopped = runbook_serve::store::Completion {
+            status: RunStatus::NeedsAttention,
+            result: None,
+            error: Some("step 2 privx.create_user is in doubt".into()),
+            error_kind: Some("needs_attention".into()),
+            logs: json!([]),
+            calls: json!([]),
+            retry_at: None,
+        };
+        assert!(store.complete("w", &claimed.id, claimed.epoch, stopped).await.unwrap());
+        queued.run_id
+    };
+
+    let shown = ws.run(&["runs", "show", &id]).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    for expected in [
+        "status      needs_attention",
+        "steps (2):",
+        "privx.create_user",
+        "intent",
+        &format!("runbook runs resolve {id} 2 --sent"),
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "missing {expected:?}:\n{}",
+            shown.stdout
+        );
+    }
+    let listed = ws
+        .run(&["runs", "list", "--status", "needs_attention", "-o", "json"])
+        .await;
+    assert_eq!(listed.json().as_array().unwrap().len(), 1, "{listed:?}");
+
+    let unset = ws.run(&["runs", "resolve", &id, "2", "--sent"]).await;
+    assert_eq!(unset.code, Some(2), "{unset:?}");
+    assert!(unset.stderr.contains("RUNBOOK_API_URL is unset"), "{}", unset.stderr);
+    let neither = ws.run(&["runs", "resolve", &id, "2"]).await;
+    assert_eq!(neither.code, Some(2), "{neither:?}");
+
+    let server = Server::start(&ws).await;
+    ws.set_env("RUNBOOK_API_URL", &server.url);
+    ws.set_env("RUNBOOK_API_TOKEN", "not-the-token");
+    let refused = ws.run(&["runs", "resolve", &id, "2", "--sent"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("not the server's api_token"),
+        "{}",
+        refused.stderr
+    );
+    ws.set_env("RUNBOOK_API_TOKEN", TOKEN);
+    let no_step = ws.run(&["runs", "resolve", &id, "7", "--sent"]).await;
+    assert_eq!(no_step.code, Some(1), "{no_step:?}");
+    assert!(no_step.stderr.contains("has no step 7"), "{}", no_step.stderr);
+    let not_in_doubt = ws.run(&["runs", "resolve", &id, "1", "--not-sent"]).await;
+    assert!(not_in_doubt.stderr.contains("not in doubt"), "{}", not_in_doubt.stderr);
+
+    let resolved = ws.run(&["runs", "resolve", &id, "2", "--sent"]).await;
+    assert_eq!(resolved.code, Some(0), "{resolved:?}");
+    assert_eq!(resolved.stdout.trim(), id);
+    let run = store(&ws).await.get(&id).await.unwrap().unwrap();
+    assert_ne!(run.status, RunStatus::NeedsAttention, "the run was not queued again");
+    let step = &run.steps[1];
+    assert_eq!(
+        (step.resolution, step.resolved_by.as_deref()),
+        (Some(runbook_core::Resolution::Sent), Some("admin"))
+    );
+    let again = ws.run(&["runs", "resolve", &id, "2", "--sent"]).await;
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("not needs_attention"), "{}", again.stderr);
+    assert_eq!(server.stop().await, Some(0));
+    sims.shutdown().await;
+}

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod journal;
 mod stats;
 mod tenant;
 
@@ -70,6 +71,8 @@ enum Which {
     Peer,
     /// 7. A real tenant's budget: the log-based revoke job on 10,000 users at Cloudflare's budget.
     RealScale,
+    /// 8. What the journal costs: figure 1 journaled on SQLite, and the latency a journaled change adds.
+    Journal,
     /// runbook serve: webhook intake and acceptance-to-start latency.
     Webhooks,
     /// runbook serve: runs completed per second with 1, 2 and 3 instances on PostgreSQL, and SQLite.
@@ -133,6 +136,9 @@ async fn main() -> Result<()> {
     }
     if all || args.which == Which::RealScale {
         real_scale(&runbook, args.runs).await?;
+    }
+    if all || args.which == Which::Journal {
+        journal::journal_cost(&args.postgres, args.runs).await?;
     }
     if all || args.which == Which::Webhooks {
         webhooks(&runbook, args.runs).await?;
@@ -986,6 +992,7 @@ async fn drain(runbook: &Path, store_url: &str, instances: usize) -> Result<f64>
                     event: Some(serde_json::json!({"body": {"n": n}})),
                     max_retries: 0,
                     retry_of: None,
+                    script: "event.body.n".into(),
                 })
                 .await?;
         }

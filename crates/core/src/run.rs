@@ -336,9 +336,12 @@ pub enum RunErrorKind {
     /// A change was sent and never answered, and nothing can tell whether it took effect: a
     /// person decides (`runbook runs resolve RUN STEP --sent|--not-sent`).
     NeedsAttention,
-    /// The journal could not be used (its store unreachable, damaged, from a newer runbook, or
-    /// full): the run stopped with no change sent whose intent was not recorded.
+    /// The journal could not be used (damaged, from a newer runbook, or full): the run stopped
+    /// with no change sent whose intent was not recorded. Another attempt would meet the same.
     Journal,
+    /// The journal's store did not answer for a while: the run stopped with no change sent
+    /// whose intent was not recorded. Another attempt resumes from the journal.
+    StoreUnavailable,
     /// The run's lease lapsed or passed to another worker: it stopped sending.
     Fenced,
 }

@@ -39,6 +39,9 @@ pub struct ServeSettings {
     pub api_token: Option<Secret<String>>,
     /// How long finished runs are kept.
     pub keep: Duration,
+    /// How long the journals of finished runs keep their steps' arguments and results (they
+    /// hold personal data); after that only the list of steps remains.
+    pub journal_retention: Duration,
     /// How long a claimed run stays claimed without a heartbeat.
     pub lease: Duration,
     /// On shutdown, how long running runs may take to finish.
@@ -135,6 +138,7 @@ struct ServeRaw {
     workers: Option<usize>,
     api_token: Option<String>,
     keep: Option<String>,
+    journal_retention: Option<String>,
     lease: Option<String>,
     grace: Option<String>,
     poll_interval: Option<String>,
@@ -241,6 +245,11 @@ impl ServeConfig {
             workers,
             api_token,
             keep: duration(&serve.keep, "keep", Duration::from_secs(30 * 24 * 3600))?,
+            journal_retention: duration(
+                &serve.journal_retention,
+                "journal_retention",
+                Duration::from_secs(30 * 24 * 3600),
+            )?,
             lease: duration(&serve.lease, "lease", Duration::from_secs(30))?,
             grace: duration(&serve.grace, "grace", Duration::from_secs(30))?,
             poll_interval: duration(&serve.poll_interval, "poll_interval", Duration::from_millis(500))?,
@@ -461,6 +470,7 @@ mod tests {
 [serve]
 listen = "127.0.0.1:0"
 workers = 2
+journal_retention = "7d"
 
 [[automation]]
 name = "sweep"
@@ -476,6 +486,7 @@ trigger = { webhook = "/hooks/siem", secret = "s3cret-value", id_header = "X-Del
         )
         .unwrap();
         assert_eq!(config.automations.len(), 2);
+        assert_eq!(config.settings.journal_retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(config.automations[0].params["threshold"], 3);
         assert!(
             matches!(&config.automations[1].trigger, Trigger::Webhook(w) if w.id_header.as_deref() == Some("x-delivery-id"))

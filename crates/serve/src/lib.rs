@@ -13,10 +13,16 @@
 //! * **Nothing queued is lost.** Workers claim runs under a lease they renew; a run whose
 //!   process died goes back to the queue when its lease expires. A failed run is retried with
 //!   exponential backoff up to `retries`, and the retry is in the store, so it survives restarts.
-//!   Script side effects are at-least-once: a run interrupted by a crash runs again, which is why
-//!   actions such as `privx::reset_mfa` are idempotent.
+//!   An attempt after a crash resumes from the run's journal (the pinned script replayed,
+//!   recorded steps answered from the journal), so a change is not sent twice; one in doubt is
+//!   sent again only when idempotent, else probed or left to a person (`needs_attention`).
+//! * **A lost lease stops its attempt.** Heartbeats, completions and journal writes carry the
+//!   attempt's lease epoch; an attempt whose lease was not renewed is cancelled and its late
+//!   writes are refused.
 //! * **Every run can be inspected.** Each keeps its params, event, result, error, log lines and
-//!   audit calls (secrets redacted) until the retention (`keep`) expires.
+//!   audit calls (secrets redacted) and its journal's steps until the retention (`keep`)
+//!   expires; journals of finished runs lose their arguments and results after
+//!   `journal_retention`.
 //!
 //! ## Pieces
 //! [`ServeConfig`] parses `[serve]` and `[[automation]]`; [`store::Store`] is the durable queue

@@ -106,8 +106,8 @@ impl std::fmt::Display for Cadence {
     }
 }
 
-/// The run a tick becomes.
-pub fn tick_run(automation: &str, params: &Params, retries: u32, tick: i64) -> NewRun {
+/// The run a tick becomes, pinned to `script`.
+pub fn tick_run(automation: &str, params: &Params, retries: u32, script: &str, tick: i64) -> NewRun {
     NewRun {
         automation: automation.to_owned(),
         trigger: "schedule".to_owned(),
@@ -117,6 +117,7 @@ pub fn tick_run(automation: &str, params: &Params, retries: u32, tick: i64) -> N
         event: None,
         max_retries: retries,
         retry_of: None,
+        script: script.to_owned(),
     }
 }
 
@@ -126,12 +127,14 @@ fn now_ms() -> i64 {
 
 /// Offers `automation`'s ticks to the store until `stop`: first the catch-up (the most recent
 /// tick missed since the last one in the store, when the cadence catches up), then every tick as
-/// it falls. `wake` is told about each new run.
+/// it falls. Each run is pinned to `script`. `wake` is told about each new run.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_ticks(
     store: Arc<dyn Store>,
     automation: String,
     params: Params,
     retries: u32,
+    script: String,
     cadence: Cadence,
     wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
@@ -139,7 +142,7 @@ pub async fn run_ticks(
     let offer = |tick: i64| {
         let store = store.clone();
         let wake = wake.clone();
-        let run = tick_run(&automation, &params, retries, tick);
+        let run = tick_run(&automation, &params, retries, &script, tick);
         async move {
             match store.enqueue(run).await {
                 Ok(outcome) => {

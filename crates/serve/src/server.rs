@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use runbook_core::Engine;
+use runbook_core::{Engine, Resolution};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServeConfig, Trigger};
 use crate::metrics::Metrics;
-use crate::store::{NewRun, RunFilter, RunRecord, Store};
+use crate::store::{NewRun, ResolveError, RunFilter, RunRecord, Store};
 use crate::webhook;
 use crate::worker::{self, Pool};
 
@@ -146,6 +146,7 @@ pub async fn start(
                 automation.name.clone(),
                 automation.params.clone(),
                 automation.retries,
+                automation.source.clone(),
                 cadence.clone(),
                 wake.clone(),
                 ticks_stop.clone(),
@@ -192,7 +193,13 @@ pub async fn start(
     Ok(ServerHandle { addr, shutdown, done })
 }
 
-/// Re-queues runs whose lease expired (a crashed instance's) and prunes old runs.
+/// Unix ms `age` ago.
+fn ago(age: std::time::Duration) -> i64 {
+    jiff::Timestamp::now().as_millisecond() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// Re-queues runs whose lease expired (a crashed instance's), prunes old runs and compacts the
+/// journals of finished runs past `journal_retention`.
 async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>) {
     let settings = &config.settings;
     let mut last_prune: Option<std::time::Instant> = None;
@@ -201,12 +208,15 @@ async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>) {
             tracing::error!(error = %e, "could not re-queue expired runs");
         }
         if last_prune.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
-            let before = jiff::Timestamp::now().as_millisecond()
-                - i64::try_from(settings.keep.as_millis()).unwrap_or(i64::MAX / 2);
-            match store.prune(before).await {
+            match store.prune(ago(settings.keep)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(runs = n, "old runs pruned"),
                 Err(e) => tracing::error!(error = %e, "could not prune old runs"),
+            }
+            match store.compact_journals(ago(settings.journal_retention)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(steps = n, "journals past journal_retention compacted"),
+                Err(e) => tracing::error!(error = %e, "could not compact old journals"),
             }
             last_prune = Some(std::time::Instant::now());
         }
@@ -219,6 +229,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/runs", get(list_runs))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/retry", post(retry_run))
+        .route("/api/runs/{id}/resolve", post(resolve_run))
         .layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/hooks/{*path}", post(hook))
@@ -347,6 +358,7 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
         event: Some(event),
         max_retries: automation.retries,
         retry_of: None,
+        script: automation.source.clone(),
     };
     match app.store.enqueue(run).await {
         Ok(queued) if queued.created => {
@@ -412,6 +424,18 @@ async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next
     next.run(request).await
 }
 
+/// Who made a request that needs `scope`, or why it may not (answered 403). The `api_token`
+/// holds every scope and is named `admin`; without one (a server on loopback only), requests
+/// are made by `local`. The bearer token itself was checked by [`require_token`].
+fn require_scope(app: &App, _headers: &HeaderMap, scope: &str) -> Result<String, String> {
+    let _ = scope;
+    if app.config.settings.api_token.is_some() {
+        Ok("admin".to_owned())
+    } else {
+        Ok("local".to_owned())
+    }
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     automation: Option<String>,
@@ -467,12 +491,21 @@ async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respons
 }
 
 async fn retry_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.store.get(&id).await {
+    let original = match app.store.get(&id).await {
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Ok(Some(_)) => {}
-    }
-    match app.store.retry(&id).await {
+        Ok(Some(run)) => run,
+    };
+    let Some(automation) = app.config.automation(&original.automation) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "run {id}'s automation \"{}\" is not in this server's runbook.toml: it cannot be retried here",
+                original.automation
+            ),
+        );
+    };
+    match app.store.retry(&id, automation.source.clone()).await {
         Ok(queued) => {
             app.wake.notify_one();
             (
@@ -482,5 +515,62 @@ async fn retry_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respo
                 .into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    /// The step's key.
+    step: String,
+    /// Whether the change took effect.
+    sent: bool,
+}
+
+async fn resolve_run(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ResolveBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let by = match require_scope(&app, &headers, "approve") {
+        Ok(by) => by,
+        Err(refused) => return error(StatusCode::FORBIDDEN, refused),
+    };
+    let body = match body {
+        Ok(axum::Json(body)) => body,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{}; send JSON {{\"step\": \"3\", \"sent\": true}}", e.body_text()),
+            );
+        }
+    };
+    let resolution = if body.sent {
+        Resolution::Sent
+    } else {
+        Resolution::NotSent
+    };
+    match app.store.resolve(&id, &body.step, resolution, &by).await {
+        Ok(()) => {
+            tracing::info!(run_id = %id, step = %body.step, resolution = resolution.as_str(), by = %by, "step in doubt resolved; the run is queued again");
+            app.wake.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({
+                    "run_id": id,
+                    "step": body.step,
+                    "resolution": resolution.as_str(),
+                    "resolved_by": by,
+                    "status": "queued",
+                })),
+            )
+                .into_response()
+        }
+        Err(e @ (ResolveError::NoRun(_) | ResolveError::NoStep { .. })) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ (ResolveError::NotInDoubt { .. } | ResolveError::NotWaiting { .. })) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

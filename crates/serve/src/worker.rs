@@ -1,12 +1,18 @@
 //! Workers: claim queued runs under a lease, run them, keep their leases alive, record how
 //! they ended, and schedule retries.
+//!
+//! Each attempt runs its run's pinned script with the run's journal (so an attempt after a
+//! crash resumes instead of repeating changes) under a [`Fence`]: the attempt sends no change
+//! once its lease may have lapsed, and an attempt whose heartbeat was not renewed (the run was
+//! re-queued or claimed again) is cancelled at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use runbook_core::{Engine, RunErrorKind, RunOptions, SettingNames};
+use runbook_core::{Engine, Fence, RunErrorKind, RunOptions, SettingNames};
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -30,7 +36,17 @@ pub(crate) struct Pool {
     pub stop_claiming: CancellationToken,
     /// Cancelled when the grace period is over: running runs are stopped and re-queued.
     pub abort_runs: CancellationToken,
-    in_flight: Mutex<BTreeSet<String>>,
+    in_flight: Mutex<BTreeMap<String, Held>>,
+}
+
+/// An attempt this instance holds.
+struct Held {
+    epoch: u64,
+    fence: Arc<Fence>,
+    /// Cancels the attempt alone (a child of `abort_runs`).
+    cancel: CancellationToken,
+    /// Set when a heartbeat found the lease gone: the attempt records nothing.
+    lost: Arc<AtomicBool>,
 }
 
 impl Pool {
@@ -50,11 +66,11 @@ impl Pool {
             wake,
             stop_claiming: CancellationToken::new(),
             abort_runs: CancellationToken::new(),
-            in_flight: Mutex::new(BTreeSet::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
         })
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Held>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -74,6 +90,8 @@ pub(crate) async fn run(pool: Arc<Pool>) {
         let free = permits.available_permits();
         let mut claimed_any = false;
         if free > 0 {
+            // A lease runs from the claim's commit, which is after this: its fence counts from here.
+            let claim_sent = Instant::now();
             match pool.store.claim(&pool.owner, &concurrency, free, settings.lease).await {
                 Ok(runs) => {
                     claimed_any = !runs.is_empty();
@@ -81,10 +99,22 @@ pub(crate) async fn run(pool: Arc<Pool>) {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             break;
                         };
-                        pool.in_flight().insert(run.id.clone());
+                        let lease = settings.lease;
+                        let held = Held {
+                            epoch: run.epoch,
+                            fence: Arc::new(Fence::renewed_at(claim_sent, lease, lease / 4)),
+                            cancel: pool.abort_runs.child_token(),
+                            lost: Arc::new(AtomicBool::new(false)),
+                        };
+                        let attempt = Attempt {
+                            fence: held.fence.clone(),
+                            cancel: held.cancel.clone(),
+                            lost: held.lost.clone(),
+                        };
+                        pool.in_flight().insert(run.id.clone(), held);
                         let pool = pool.clone();
                         tasks.spawn(async move {
-                            execute(&pool, run).await;
+                            execute(&pool, run, attempt).await;
                             drop(permit);
                         });
                     }
@@ -106,28 +136,65 @@ pub(crate) async fn run(pool: Arc<Pool>) {
     heartbeat.abort();
 }
 
-/// Renews the leases of every run this instance holds, a few times per lease.
+/// What one attempt's task shares with the heartbeat loop.
+struct Attempt {
+    fence: Arc<Fence>,
+    cancel: CancellationToken,
+    lost: Arc<AtomicBool>,
+}
+
+/// Renews the leases of every run this instance holds, a few times per lease. A renewal moves
+/// the attempt's fence to the moment the heartbeat was sent; an attempt whose lease was not
+/// renewed has lost its run and is cancelled at once. A heartbeat that fails renews nothing:
+/// the fences close on their own when the lease may have lapsed.
 async fn heartbeats(pool: Arc<Pool>) {
     let lease = pool.config.settings.lease;
     loop {
         tokio::time::sleep(lease / 3).await;
-        let ids: Vec<String> = pool.in_flight().iter().cloned().collect();
-        if ids.is_empty() {
+        let held: Vec<(String, u64)> = pool.in_flight().iter().map(|(id, h)| (id.clone(), h.epoch)).collect();
+        if held.is_empty() {
             continue;
         }
-        if let Err(e) = pool.store.heartbeat(&pool.owner, &ids, lease).await {
-            tracing::error!(error = %e, "could not renew leases");
+        let sent = Instant::now();
+        match pool.store.heartbeat(&pool.owner, &held, lease).await {
+            Ok(renewed) => {
+                let in_flight = pool.in_flight();
+                for (id, epoch) in &held {
+                    let Some(h) = in_flight.get(id).filter(|h| h.epoch == *epoch) else {
+                        continue;
+                    };
+                    if renewed.contains(id) {
+                        h.fence.renew(sent);
+                    } else {
+                        tracing::warn!(run_id = %id, "the run's lease was lost (it was queued again or claimed by another attempt); stopping this attempt");
+                        h.lost.store(true, Ordering::SeqCst);
+                        h.cancel.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not renew leases"),
         }
     }
 }
 
 /// Whether another attempt might succeed: not for mistakes in the script or its configuration,
-/// not for the guard.
+/// not for the guard, not for a divergence or a change in doubt, not for a journal that is damaged
+/// or full. A journal whose store did not answer is: the next attempt resumes from it.
 fn retryable(kind: RunErrorKind) -> bool {
     matches!(
         kind,
-        RunErrorKind::Action | RunErrorKind::Script | RunErrorKind::Timeout
+        RunErrorKind::Action | RunErrorKind::Script | RunErrorKind::Timeout | RunErrorKind::StoreUnavailable
     )
+}
+
+/// The status of a run whose attempt ended with `kind` and is not retried.
+fn final_status(kind: RunErrorKind) -> RunStatus {
+    match kind {
+        RunErrorKind::Guard => RunStatus::Refused,
+        RunErrorKind::Diverged => RunStatus::Diverged,
+        RunErrorKind::NeedsAttention => RunStatus::NeedsAttention,
+        _ => RunStatus::Failed,
+    }
 }
 
 /// The delay before retry `attempt` (1-based): `base`, doubling, at most an hour, ±20 %.
@@ -144,7 +211,7 @@ fn kind_name(kind: RunErrorKind) -> String {
         .unwrap_or_else(|| "error".to_owned())
 }
 
-async fn execute(pool: &Pool, run: ClaimedRun) {
+async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
     let started = Instant::now();
     let owner = pool.owner.clone();
     let Some(automation) = pool.config.automation(&run.automation) else {
@@ -157,15 +224,24 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
             calls: Value::Array(Vec::new()),
             retry_at: None,
         };
-        finish(pool, &run, completion, started).await;
+        finish(pool, &run, &attempt, completion, started).await;
         return;
+    };
+    // A run queued by a runbook older than the journal has no pinned script: it runs the
+    // automation's script as it is now, as it would have then.
+    let script = if run.script.is_empty() {
+        &automation.source
+    } else {
+        &run.script
     };
     let mut options = RunOptions::new()
         .run_id(run.id.clone())
         .params(run.params.clone())
         .max_changes(automation.max_changes)
         .timeout(Some(automation.timeout))
-        .cancel(pool.abort_runs.child_token())
+        .cancel(attempt.cancel.clone())
+        .journal(pool.store.journal(&run.id, run.attempt, run.epoch))
+        .fence(attempt.fence.clone())
         .names(SettingNames::new(
             format!("max_changes of automation \"{}\" in runbook.toml", automation.name),
             format!("timeout of automation \"{}\" in runbook.toml", automation.name),
@@ -176,7 +252,7 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
         options = options.event(event);
     }
     tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "run started");
-    let outcome = pool.engine.run(&automation.source, options).await;
+    let outcome = pool.engine.run(script, options).await;
 
     let completion = match outcome {
         Ok(o) => {
@@ -193,24 +269,32 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
                 retry_at: None,
             }
         }
+        Err(e) if e.kind == RunErrorKind::Fenced || attempt.lost.load(Ordering::SeqCst) => {
+            // The lease is someone else's now (or may be): whatever this attempt says is not
+            // to be recorded; the attempt that holds the run resumes from the journal.
+            pool.in_flight().remove(&run.id);
+            tracing::warn!(run_id = %run.id, error = %e.describe(), "this attempt lost the run's lease; it recorded nothing more");
+            return;
+        }
         Err(e) if e.kind == RunErrorKind::Cancelled && pool.abort_runs.is_cancelled() => {
             // Stopped by shutdown, not by its own doing: it runs again after the restart.
             pool.in_flight().remove(&run.id);
-            if let Err(err) = pool.store.release(&owner, &run.id).await {
-                tracing::error!(error = %err, run_id = %run.id, "could not put an interrupted run back in the queue");
+            match pool.store.release(&owner, &run.id, run.epoch).await {
+                Ok(true) => tracing::warn!(run_id = %run.id, "run interrupted by shutdown; queued again"),
+                Ok(false) => {
+                    tracing::warn!(run_id = %run.id, "run interrupted by shutdown; its lease had already passed on")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, run_id = %run.id, "could not put an interrupted run back in the queue")
+                }
             }
-            tracing::warn!(run_id = %run.id, "run interrupted by shutdown; queued again");
             return;
         }
         Err(e) => {
             for call in &e.records.audit {
                 record_call(pool, &call.action, &format!("{:?}", call.outcome).to_lowercase());
             }
-            let status = if e.kind == RunErrorKind::Guard {
-                RunStatus::Refused
-            } else {
-                RunStatus::Failed
-            };
+            let status = final_status(e.kind);
             let retry_at = (retryable(e.kind) && run.attempt <= run.max_retries).then(|| {
                 let delay = backoff(automation.retry_delay, run.attempt);
                 jiff::Timestamp::now().as_millisecond() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2)
@@ -226,7 +310,7 @@ async fn execute(pool: &Pool, run: ClaimedRun) {
             }
         }
     };
-    finish(pool, &run, completion, started).await;
+    finish(pool, &run, &attempt, completion, started).await;
 }
 
 fn record_call(pool: &Pool, action: &str, outcome: &str) {
@@ -234,11 +318,31 @@ fn record_call(pool: &Pool, action: &str, outcome: &str) {
     pool.metrics.action_call(provider, outcome);
 }
 
-async fn finish(pool: &Pool, run: &ClaimedRun, completion: Completion, started: Instant) {
+/// Records how the attempt ended. A store that fails is tried again with backoff while the
+/// attempt's fence is open (the lease is surely still its own); once it closes, the run is left
+/// to lease recovery, which queues it again.
+async fn finish(pool: &Pool, run: &ClaimedRun, attempt: &Attempt, completion: Completion, started: Instant) {
     let retrying = completion.retry_at.is_some();
     let status = completion.status;
     let error = completion.error.clone();
-    let accepted = pool.store.complete(&pool.owner, &run.id, completion).await;
+    let mut delay = Duration::from_millis(100);
+    let accepted = loop {
+        match pool
+            .store
+            .complete(&pool.owner, &run.id, run.epoch, completion.clone())
+            .await
+        {
+            Err(e) if attempt.fence.may_send() && !attempt.lost.load(Ordering::SeqCst) => {
+                tracing::warn!(error = %e, run_id = %run.id, "could not record how the run ended; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = attempt.cancel.cancelled() => break Err(e),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => break other,
+        }
+    };
     pool.in_flight().remove(&run.id);
     match accepted {
         Ok(true) => {
@@ -253,7 +357,11 @@ async fn finish(pool: &Pool, run: &ClaimedRun, completion: Completion, started: 
         Ok(false) => {
             tracing::warn!(run_id = %run.id, "the run's lease was lost before it finished; another attempt owns it")
         }
-        Err(e) => tracing::error!(error = %e, run_id = %run.id, "could not record how the run ended"),
+        Err(e) => tracing::error!(
+            error = %e,
+            run_id = %run.id,
+            "could not record how the run ended; its lease will lapse and the run be queued again, to resume from its journal"
+        ),
     }
 }
 
@@ -269,5 +377,16 @@ mod tests {
             assert!(d >= nominal * 0.8 && d <= nominal * 1.2, "attempt {attempt}: {d}");
         }
         assert!(backoff(base, 30) <= Duration::from_secs(4320));
+    }
+
+    #[test]
+    fn divergence_and_doubt_stop_the_run_and_a_lost_journal_tries_again() {
+        assert_eq!(final_status(RunErrorKind::Diverged), RunStatus::Diverged);
+        assert_eq!(final_status(RunErrorKind::NeedsAttention), RunStatus::NeedsAttention);
+        assert_eq!(final_status(RunErrorKind::Guard), RunStatus::Refused);
+        assert!(!retryable(RunErrorKind::Diverged) && !retryable(RunErrorKind::NeedsAttention));
+        assert!(!retryable(RunErrorKind::Fenced) && !retryable(RunErrorKind::Guard));
+        assert!(retryable(RunErrorKind::StoreUnavailable));
+        assert!(!retryable(RunErrorKind::Journal), "a damaged or full journal stays so");
     }
 }

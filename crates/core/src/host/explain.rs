@@ -29,6 +29,7 @@ pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &Setti
             Some(Abort::Diverged(m)) => (RunErrorKind::Diverged, m),
             Some(Abort::NeedsAttention(m)) => (RunErrorKind::NeedsAttention, m),
             Some(Abort::Journal(m)) => (RunErrorKind::Journal, m),
+            Some(Abort::StoreUnavailable(m)) => (RunErrorKind::StoreUnavailable, m),
             Some(Abort::Fenced(m)) => (RunErrorKind::Fenced, m),
             Some(Abort::Timeout(d)) => (
                 RunErrorKind::Timeout,

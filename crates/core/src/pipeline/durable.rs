@@ -209,10 +209,14 @@ impl Durable {
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(error) => {
-                    return Err(Abort::Journal(format!(
+                    let message = format!(
                         "{error}; the run stopped at {} without sending anything whose record is not kept",
                         entry.describe()
-                    )));
+                    );
+                    return Err(match error {
+                        JournalError::Unavailable(_) => Abort::StoreUnavailable(message),
+                        _ => Abort::Journal(message),
+                    });
                 }
             }
         }

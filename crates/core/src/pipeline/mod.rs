@@ -59,8 +59,10 @@ pub(crate) enum Abort {
     Diverged(String),
     /// A change is in doubt and nothing can tell whether it took effect.
     NeedsAttention(String),
-    /// The journal cannot be used.
+    /// The journal cannot be used (damaged, from a newer runbook, full).
     Journal(String),
+    /// The journal's store did not answer: another attempt may do better.
+    StoreUnavailable(String),
     /// The run's lease lapsed: nothing more may be sent, in flight included.
     Fenced(String),
 }
@@ -332,8 +334,10 @@ impl Pipeline {
         // What an earlier attempt recorded at this step.
         let durable = self.journal();
         let args_digest = durable.map(|_| digest(&args)).unwrap_or_default();
-        // A change recorded as sent and never answered: the guard counted it already.
+        // A change recorded as sent and never answered: the guard counted it already, and a
+        // person's word on it stays with its record.
         let mut in_doubt = false;
+        let mut resolved = None;
         // A read whose answer was too large to keep: it must answer the same again.
         let mut expect_digest = None;
         if let Some(durable) = durable {
@@ -354,6 +358,7 @@ impl Pipeline {
                     StepStatus::Err => {}
                     StepStatus::Intent => {
                         in_doubt = true;
+                        resolved = entry.resolution.map(|r| (r, entry.resolved_by.clone()));
                         if let Some(value) = self
                             .settle_doubt(provider, spec, &args, &entry, durable, &mut record)
                             .await?
@@ -402,6 +407,10 @@ impl Pipeline {
             entry.args_digest = args_digest.clone();
             entry.args = record.args.clone();
             entry.targets = targets;
+            if let Some((resolution, by)) = resolved.clone() {
+                entry.resolution = Some(resolution);
+                entry.resolved_by = by;
+            }
             entry
         });
         if mutating {

@@ -407,7 +407,7 @@ async fn a_stale_attempt_or_an_unreachable_store_sends_nothing_unrecorded() {
     let err = run(&engine, script, RunOptions::new().journal(down).fence(fence))
         .await
         .unwrap_err();
-    assert_eq!(err.kind, RunErrorKind::Journal);
+    assert_eq!(err.kind, RunErrorKind::StoreUnavailable);
     assert!(err.message.contains("connection refused"), "{}", err.message);
     assert_eq!(dir.mutating_requests(), 0);
 }

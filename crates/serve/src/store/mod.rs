@@ -7,7 +7,11 @@
 //! * `claim` moves queued runs whose time has come to `running` under a lease owned by the
 //!   caller, never more per automation than its concurrency allows;
 //! * a run whose lease is not renewed (`heartbeat`) goes back to the queue (`recover`);
-//! * `complete` is accepted only from the lease's owner, so a run is finished once.
+//! * every claim starts a new attempt with a new lease **epoch**; `heartbeat`, `complete`,
+//!   `release` and every journal write are accepted only for the run's current epoch while it is
+//!   running, so an attempt that lost its lease (even to the same process) changes nothing;
+//! * a run's journal ([`Store::journal`]) keeps one entry per step, for resuming it and for its
+//!   history; a person decides about a step in doubt with [`Store::resolve`].
 
 mod postgres;
 mod sqlite;
@@ -18,6 +22,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use runbook_core::journal::{JOURNAL_VERSION, StepError};
+use runbook_core::{Effect, JournalEntry, JournalError, Resolution, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -37,7 +43,7 @@ impl StoreError {
 
 /// A run's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Waiting for a worker (or for its retry time).
     Queued,
@@ -49,17 +55,28 @@ pub enum RunStatus {
     Failed,
     /// Stopped by the blast-radius guard.
     Refused,
+    /// A resumed attempt took a different step than the journal recorded: stopped for good,
+    /// nothing sent after the point where they differ.
+    Diverged,
+    /// A change in doubt (sent, never answered, nothing to tell whether it took effect) waits for
+    /// a person: `runbook runs resolve RUN STEP --sent|--not-sent`.
+    NeedsAttention,
 }
 
 impl RunStatus {
     /// Every status.
-    pub const ALL: [RunStatus; 5] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::Refused,
+        RunStatus::Diverged,
+        RunStatus::NeedsAttention,
     ];
+
+    /// The statuses of finished runs, as SQL text: `'succeeded', 'failed', ...`.
+    pub(crate) const FINAL_SQL: &'static str = "'succeeded', 'failed', 'refused', 'diverged'";
 
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
@@ -69,12 +86,17 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Refused => "refused",
+            RunStatus::Diverged => "diverged",
+            RunStatus::NeedsAttention => "needs_attention",
         }
     }
 
-    /// Whether the run is over.
+    /// Whether the run is over (`needs_attention` is not: it waits for a person).
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused | RunStatus::Diverged
+        )
     }
 }
 
@@ -82,10 +104,12 @@ impl std::str::FromStr for RunStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("\"{s}\" is not a run status; write queued, running, succeeded, failed or refused"))
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!(
+                "\"{s}\" is not a run status; write queued, running, succeeded, failed, refused, diverged or \
+                     needs_attention"
+            )
+        })
     }
 }
 
@@ -108,6 +132,9 @@ pub struct NewRun {
     pub max_retries: u32,
     /// The run this one retries.
     pub retry_of: Option<String>,
+    /// The automation's script text at enqueue time: every attempt runs this text, so that a
+    /// resumed attempt replays the journal against the script that wrote it.
+    pub script: String,
 }
 
 /// What `enqueue` did.
@@ -138,6 +165,11 @@ pub struct ClaimedRun {
     pub event: Option<Value>,
     /// When it was queued (unix ms).
     pub created_at: i64,
+    /// This attempt's lease epoch: what its heartbeats, completion and journal writes carry.
+    pub epoch: u64,
+    /// The script text pinned when the run was queued (empty for a run queued by a runbook
+    /// older than the journal: it runs the automation's current script).
+    pub script: String,
 }
 
 /// How an attempt ended.
@@ -200,6 +232,10 @@ pub struct RunRecord {
     pub started_at: Option<i64>,
     /// Finished (unix ms).
     pub finished_at: Option<i64>,
+    /// The SHA-256 of the pinned script (empty for a run queued before scripts were pinned).
+    pub script_digest: String,
+    /// The steps its journal holds, in key order (filled by `get`; `list` leaves it empty).
+    pub steps: Vec<JournalEntry>,
 }
 
 /// Which runs to list.
@@ -247,15 +283,32 @@ pub trait Store: Send + Sync {
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError>;
 
-    /// Extends the leases of runs `owner` holds.
-    async fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<(), StoreError>;
+    /// Extends the leases of the attempts `owner` holds, each named by its run and epoch;
+    /// returns the runs whose lease it renewed. A run missing from the answer is no longer this
+    /// attempt's (re-queued, claimed again, or finished): its attempt must stop.
+    async fn heartbeat(&self, owner: &str, runs: &[(String, u64)], lease: Duration) -> Result<Vec<String>, StoreError>;
 
-    /// Finishes (or re-queues, with `retry_at`) a run `owner` holds. `false` when the lease was
-    /// lost (the run had been re-queued): the completion is discarded.
-    async fn complete(&self, owner: &str, id: &str, completion: Completion) -> Result<bool, StoreError>;
+    /// Finishes (or re-queues, with `retry_at`) the attempt of `id` at `epoch`. `false` when the
+    /// attempt no longer holds the run (its lease was lost, or it was claimed again, even by the
+    /// same owner): the completion is discarded.
+    async fn complete(&self, owner: &str, id: &str, epoch: u64, completion: Completion) -> Result<bool, StoreError>;
 
-    /// Puts a held run back in the queue without counting the attempt (shutdown).
-    async fn release(&self, owner: &str, id: &str) -> Result<(), StoreError>;
+    /// Puts a held run back in the queue without counting the attempt (shutdown). `false` when
+    /// the attempt at `epoch` no longer holds it.
+    async fn release(&self, owner: &str, id: &str, epoch: u64) -> Result<bool, StoreError>;
+
+    /// The journal of attempt `attempt` of run `run_id`, at lease `epoch`: it loads every entry
+    /// of the run, and writes only while the run is running at that epoch.
+    fn journal(&self, run_id: &str, attempt: u32, epoch: u64) -> std::sync::Arc<dyn runbook_core::Journal>;
+
+    /// Records a person's word on the step at `key` of a run waiting as `needs_attention` (the
+    /// step must be an `intent` in doubt), and queues the run again: its next attempt replays
+    /// the journal with that answer.
+    async fn resolve(&self, run_id: &str, key: &str, resolution: Resolution, by: &str) -> Result<(), ResolveError>;
+
+    /// Drops the results and arguments of the journals of runs finished before `before` (unix
+    /// ms), keeping their step lists; returns how many steps it compacted.
+    async fn compact_journals(&self, before: i64) -> Result<u64, StoreError>;
 
     /// Re-queues runs whose lease expired (or, with `all_running`, every running run: the
     /// caller knows no other process holds any — a shared backend, where other instances may
@@ -268,8 +321,9 @@ pub trait Store: Send + Sync {
     /// Runs, newest first.
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Queues a new run repeating a finished one (same automation, params and event).
-    async fn retry(&self, id: &str) -> Result<Enqueued, StoreError> {
+    /// Queues a new run repeating a finished one (same automation, params and event), running
+    /// `script`: the automation's script as it is now.
+    async fn retry(&self, id: &str, script: String) -> Result<Enqueued, StoreError> {
         let Some(original) = self.get(id).await? else {
             return Err(StoreError(format!("no run {id}")));
         };
@@ -288,6 +342,7 @@ pub trait Store: Send + Sync {
             event: original.event,
             max_retries: original.max_retries,
             retry_of: Some(original.id),
+            script,
         })
         .await
     }
@@ -311,6 +366,44 @@ pub trait Store: Send + Sync {
     fn shared_budget(&self) -> Option<std::sync::Arc<dyn runbook_core::http::SharedBudget>> {
         None
     }
+}
+
+/// Why a resolution was not recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No run has that id.
+    #[error("no run {0}")]
+    NoRun(String),
+    /// The run has no step at that key.
+    #[error("run {run} has no step {key}; `runbook runs show {run}` lists its steps")]
+    NoStep {
+        /// The run.
+        run: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// The step is not in doubt.
+    #[error("step {key} of run {run} is not in doubt (it is {status}): only a step recorded as intent can be resolved")]
+    NotInDoubt {
+        /// The run.
+        run: String,
+        /// The step.
+        key: String,
+        /// Its status.
+        status: String,
+    },
+    /// The run is not waiting for a person.
+    #[error("run {run} is {status}, not needs_attention: only a run waiting for a person can be resolved")]
+    NotWaiting {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Opens the store a URL names: `sqlite://PATH` or `postgres://…` (`postgresql://…`).
@@ -379,3 +472,156 @@ impl runbook_core::StateStore for AutomationState {
 
 /// Parameters from configuration, as a JSON object.
 pub type Params = Map<String, Value>;
+
+/// A journal entry as the stores keep it: one column per field, JSON as text.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryRow {
+    pub key: String,
+    pub version: i64,
+    pub kind: String,
+    pub action: String,
+    pub effect: String,
+    pub idempotent: bool,
+    pub args_digest: String,
+    pub args: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub result_digest: Option<String>,
+    pub error: Option<String>,
+    pub targets: i64,
+    pub attempt: i64,
+    pub epoch: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+}
+
+/// The columns of the journal table, in [`EntryRow`]'s order after `run_id`.
+pub(crate) const ENTRY_COLUMNS: &str = "key, version, kind, action, effect, idempotent, args_digest, args, status, result, \
+     result_digest, error, targets, attempt, epoch, started_at, finished_at, resolution, resolved_by";
+
+fn to_i64<T: TryInto<i64>>(n: T) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+impl EntryRow {
+    pub(crate) fn from_entry(entry: &JournalEntry) -> EntryRow {
+        EntryRow {
+            key: entry.key.clone(),
+            version: i64::from(entry.version),
+            kind: entry.kind.as_str().to_owned(),
+            action: entry.action.clone(),
+            effect: entry.effect.as_str().to_owned(),
+            idempotent: entry.idempotent,
+            args_digest: entry.args_digest.clone(),
+            args: json_text(&entry.args),
+            status: entry.status.as_str().to_owned(),
+            result: entry.result.as_ref().map(json_text),
+            result_digest: entry.result_digest.clone(),
+            error: entry
+                .error
+                .as_ref()
+                .and_then(|e| serde_json::to_value(e).ok())
+                .map(|v| json_text(&v)),
+            targets: to_i64(entry.targets),
+            attempt: i64::from(entry.attempt),
+            epoch: to_i64(entry.epoch),
+            started_at: entry.started_at,
+            finished_at: entry.finished_at,
+            resolution: entry.resolution.map(|r| r.as_str().to_owned()),
+            resolved_by: entry.resolved_by.clone(),
+        }
+    }
+
+    /// The entry, or what is wrong with the row. A newer journal format is refused unless
+    /// `any_version` (the history shows what it can).
+    pub(crate) fn decode(self, run_id: &str, any_version: bool) -> Result<JournalEntry, JournalError> {
+        let key = self.key.clone();
+        let corrupt = |what: String| JournalError::Corrupt(format!("run {run_id}, step {key}: {what}"));
+        let version = u32::try_from(self.version).map_err(|_| corrupt(format!("version {}", self.version)))?;
+        if version > JOURNAL_VERSION && !any_version {
+            return Err(JournalError::NewerVersion { found: version });
+        }
+        let kind: StepKind = self.kind.parse().map_err(corrupt)?;
+        let effect: Effect = serde_json::from_value(Value::String(self.effect.clone()))
+            .map_err(|_| corrupt(format!("\"{}\" is not an effect", self.effect)))?;
+        let status: StepStatus = self.status.parse().map_err(corrupt)?;
+        let json = |text: &str, field: &str| -> Result<Value, JournalError> {
+            serde_json::from_str(text).map_err(|e| corrupt(format!("its {field} is not JSON: {e}")))
+        };
+        let mut entry = JournalEntry::new(self.key.clone(), kind, self.action.clone(), effect);
+        entry.version = version;
+        entry.idempotent = self.idempotent;
+        entry.args_digest = self.args_digest.clone();
+        entry.args = json(&self.args, "args")?;
+        entry.status = status;
+        entry.result = self.result.as_deref().map(|t| json(t, "result")).transpose()?;
+        entry.result_digest = self.result_digest.clone();
+        entry.error = match self.error.as_deref() {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<StepError>(text)
+                    .map_err(|e| corrupt(format!("its error is unreadable: {e}")))?,
+            ),
+        };
+        entry.targets = u64::try_from(self.targets).map_err(|_| corrupt(format!("targets {}", self.targets)))?;
+        entry.attempt = u32::try_from(self.attempt).map_err(|_| corrupt(format!("attempt {}", self.attempt)))?;
+        entry.epoch = u64::try_from(self.epoch).map_err(|_| corrupt(format!("epoch {}", self.epoch)))?;
+        entry.started_at = self.started_at;
+        entry.finished_at = self.finished_at;
+        entry.resolution = self
+            .resolution
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(corrupt)?;
+        entry.resolved_by = self.resolved_by;
+        Ok(entry)
+    }
+}
+
+/// Decodes a run's rows for its history, in key order.
+pub(crate) fn history_steps(run_id: &str, rows: Vec<EntryRow>) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut steps = rows
+        .into_iter()
+        .map(|row| row.decode(run_id, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::new)?;
+    runbook_core::journal::sort_by_key(&mut steps);
+    Ok(steps)
+}
+
+/// Decodes a run's rows for a resuming attempt.
+pub(crate) fn journal_entries(run_id: &str, rows: Vec<EntryRow>) -> Result<Vec<JournalEntry>, JournalError> {
+    rows.into_iter().map(|row| row.decode(run_id, false)).collect()
+}
+
+/// Why a journal write of attempt `epoch` is refused, given the run's status and epoch (`None`:
+/// no such run).
+pub(crate) fn fenced(run_id: &str, epoch: u64, found: Option<(String, i64)>) -> Option<JournalError> {
+    match found {
+        None => Some(JournalError::Fenced(format!("run {run_id} no longer exists"))),
+        Some((_, current)) if u64::try_from(current).ok() != Some(epoch) => Some(JournalError::Fenced(format!(
+            "run {run_id} was claimed again (lease epoch {current}; this attempt holds {epoch})"
+        ))),
+        Some((status, _)) if status != "running" => Some(JournalError::Fenced(format!(
+            "run {run_id} is {status}: this attempt's lease has ended"
+        ))),
+        Some(_) => None,
+    }
+}
+
+/// JSON text of a value.
+pub(crate) fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// The SHA-256 of a pinned script, in hex (empty for no script).
+pub(crate) fn script_digest(script: &str) -> String {
+    if script.is_empty() {
+        String::new()
+    } else {
+        runbook_core::journal::hex_digest(script.as_bytes())
+    }
+}

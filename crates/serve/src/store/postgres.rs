@@ -28,15 +28,21 @@ use runbook_core::http::{BudgetError, RateLimit, SharedBudget};
 use serde_json::Value;
 use tokio_postgres::{NoTls, Row};
 
-use super::{ClaimedRun, Completion, Enqueued, NewRun, RunFilter, RunRecord, RunStatus, Stats, Store, StoreError};
+use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
+
+use super::{
+    ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord, RunStatus,
+    Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
+};
 
 /// The database's clock in unix milliseconds: one clock for every instance's leases.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Schema changes, in order; each runs once, in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE runbook_runs (
     id            TEXT PRIMARY KEY,
     automation    TEXT NOT NULL,
@@ -80,7 +86,39 @@ CREATE TABLE runbook_budgets (
     updated_us BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE runbook_runs ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runbook_runs ADD COLUMN script TEXT NOT NULL DEFAULT '';
+ALTER TABLE runbook_runs ADD COLUMN script_digest TEXT NOT NULL DEFAULT '';
+CREATE TABLE runbook_journal (
+    run_id        TEXT NOT NULL REFERENCES runbook_runs (id) ON DELETE CASCADE,
+    key           TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    effect        TEXT NOT NULL,
+    idempotent    BOOLEAN NOT NULL,
+    args_digest   TEXT NOT NULL,
+    args          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    result        TEXT,
+    result_digest TEXT,
+    error         TEXT,
+    targets       BIGINT NOT NULL,
+    attempt       BIGINT NOT NULL,
+    epoch         BIGINT NOT NULL,
+    started_at    BIGINT NOT NULL,
+    finished_at   BIGINT,
+    resolution    TEXT,
+    resolved_by   TEXT,
+    PRIMARY KEY (run_id, key)
+);
+"#,
+    ),
+];
 
 /// Runs one claim takes at most: small batches keep a busy instance from taking the whole queue
 /// while others sit idle.
@@ -119,10 +157,6 @@ fn db_err(e: &tokio_postgres::Error) -> StoreError {
     }
 }
 
-fn json_text(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
-}
-
 fn parse_json(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
@@ -143,7 +177,7 @@ fn count(n: i32) -> u32 {
 }
 
 const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
-     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at";
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest";
 
 fn record(row: &Row) -> RunRecord {
     let status: String = row.get(3);
@@ -167,6 +201,175 @@ fn record(row: &Row) -> RunRecord {
         not_before: row.get(16),
         started_at: row.get(17),
         finished_at: row.get(18),
+        script_digest: row.get(19),
+        steps: Vec::new(),
+    }
+}
+
+fn entry_row(row: &Row) -> Result<EntryRow, tokio_postgres::Error> {
+    Ok(EntryRow {
+        key: row.try_get(0)?,
+        version: i64::from(row.try_get::<_, i32>(1)?),
+        kind: row.try_get(2)?,
+        action: row.try_get(3)?,
+        effect: row.try_get(4)?,
+        idempotent: row.try_get(5)?,
+        args_digest: row.try_get(6)?,
+        args: row.try_get(7)?,
+        status: row.try_get(8)?,
+        result: row.try_get(9)?,
+        result_digest: row.try_get(10)?,
+        error: row.try_get(11)?,
+        targets: row.try_get(12)?,
+        attempt: row.try_get(13)?,
+        epoch: row.try_get(14)?,
+        started_at: row.try_get(15)?,
+        finished_at: row.try_get(16)?,
+        resolution: row.try_get(17)?,
+        resolved_by: row.try_get(18)?,
+    })
+}
+
+async fn journal_rows(client: &impl tokio_postgres::GenericClient, run_id: &str) -> Result<Vec<EntryRow>, StoreError> {
+    let rows = client
+        .query(
+            &format!("SELECT {ENTRY_COLUMNS} FROM runbook_journal WHERE run_id = $1"),
+            &[&run_id],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+    rows.iter()
+        .map(entry_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError(format!("PostgreSQL: run {run_id}'s journal is unreadable: {e}")))
+}
+
+fn epoch_sql(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+/// The journal of one attempt of one run in PostgreSQL.
+struct PgJournal {
+    store: PgStore,
+    run_id: String,
+    attempt: u32,
+    epoch: u64,
+}
+
+impl PgJournal {
+    /// Writes `entry` (and the automation's state value) if this attempt still holds the run,
+    /// in one transaction: the run's row is share-locked first, so no claim, recovery or
+    /// completion can change its epoch or status until the write commits.
+    async fn write_entry(
+        &self,
+        entries: &[JournalEntry],
+        state: Option<(&str, String)>,
+    ) -> Result<Result<(), JournalError>, StoreError> {
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        let lease = tx
+            .query_opt(
+                "SELECT status, epoch, automation FROM runbook_runs WHERE id = $1 FOR SHARE",
+                &[&self.run_id],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        let found = lease.as_ref().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
+        if let Some(refused) = fenced(&self.run_id, self.epoch, found) {
+            return Ok(Err(refused));
+        }
+        for entry in entries {
+            let e = EntryRow::from_entry(entry);
+            let version = i32::try_from(e.version).unwrap_or(i32::MAX);
+            tx.execute(
+            &format!(
+                "INSERT INTO runbook_journal (run_id, {ENTRY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 ON CONFLICT (run_id, key) DO UPDATE SET
+                     version = excluded.version, kind = excluded.kind, action = excluded.action, effect = excluded.effect,
+                     idempotent = excluded.idempotent, args_digest = excluded.args_digest, args = excluded.args,
+                     status = excluded.status, result = excluded.result, result_digest = excluded.result_digest,
+                     error = excluded.error, targets = excluded.targets, attempt = excluded.attempt, epoch = excluded.epoch,
+                     started_at = excluded.started_at, finished_at = excluded.finished_at,
+                     resolution = excluded.resolution, resolved_by = excluded.resolved_by"
+            ),
+            &[
+                &self.run_id,
+                &e.key,
+                &version,
+                &e.kind,
+                &e.action,
+                &e.effect,
+                &e.idempotent,
+                &e.args_digest,
+                &e.args,
+                &e.status,
+                &e.result,
+                &e.result_digest,
+                &e.error,
+                &e.targets,
+                &e.attempt,
+                &e.epoch,
+                &e.started_at,
+                &e.finished_at,
+                &e.resolution,
+                &e.resolved_by,
+            ],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+        }
+        if let (Some((key, value)), Some(row)) = (state, lease) {
+            let automation: String = row.get(2);
+            tx.execute(
+                &format!(
+                    "INSERT INTO runbook_state (automation, key, value, updated_at) VALUES ($1, $2, $3, {NOW_MS})
+                     ON CONFLICT (automation, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                ),
+                &[&automation, &key, &value],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        }
+        tx.commit().await.map_err(|e| db_err(&e))?;
+        Ok(Ok(()))
+    }
+}
+
+#[async_trait]
+impl Journal for PgJournal {
+    async fn load(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        let client = self.store.client().await.map_err(|e| JournalError::Unavailable(e.0))?;
+        let rows = journal_rows(&**client, &self.run_id)
+            .await
+            .map_err(|e| JournalError::Unavailable(e.0))?;
+        journal_entries(&self.run_id, rows)
+    }
+
+    async fn write_batch(&self, entries: &[JournalEntry], state: Option<(&str, &Value)>) -> Result<(), JournalError> {
+        self.write_entry(entries, state.map(|(k, v)| (k, json_text(v))))
+            .await
+            .unwrap_or_else(|e| Err(JournalError::Unavailable(e.0)))
+    }
+
+    async fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        self.write_entry(std::slice::from_ref(entry), None)
+            .await
+            .unwrap_or_else(|e| Err(JournalError::Unavailable(e.0)))
+    }
+
+    async fn write_with_state(&self, entry: &JournalEntry, key: &str, value: &Value) -> Result<(), JournalError> {
+        self.write_entry(std::slice::from_ref(entry), Some((key, json_text(value))))
+            .await
+            .unwrap_or_else(|e| Err(JournalError::Unavailable(e.0)))
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 
@@ -247,8 +450,9 @@ impl Store for PgStore {
         let inserted = client
             .query_opt(
                 &format!(
-                    "INSERT INTO runbook_runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before)
-                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, {NOW_MS}, {NOW_MS})
+                    "INSERT INTO runbook_runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before,
+                                               script, script_digest)
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, {NOW_MS}, {NOW_MS}, $10, $11)
                      ON CONFLICT (automation, idem_key) DO NOTHING RETURNING id"
                 ),
                 &[
@@ -261,6 +465,8 @@ impl Store for PgStore {
                     &event,
                     &run.scheduled_for,
                     &run.retry_of,
+                    &run.script,
+                    &script_digest(&run.script),
                 ],
             )
             .await
@@ -351,14 +557,14 @@ impl Store for PgStore {
             let rows = tx
                 .query(
                     &format!(
-                        "UPDATE runbook_runs SET status = 'running', attempts = attempts + 1, started_at = {NOW_MS},
+                        "UPDATE runbook_runs SET status = 'running', attempts = attempts + 1, epoch = epoch + 1, started_at = {NOW_MS},
                              lease_owner = $2, lease_until = {NOW_MS} + $3
                          WHERE id IN (
                              SELECT id FROM runbook_runs
                              WHERE automation = $1 AND status = 'queued' AND not_before <= {NOW_MS}
                              ORDER BY not_before, id LIMIT $4
                              FOR UPDATE SKIP LOCKED)
-                         RETURNING id, automation, attempts, max_retries, params, event, created_at, not_before"
+                         RETURNING id, automation, attempts, max_retries, params, event, created_at, not_before, epoch, script"
                     ),
                     &[&automation, &owner, &lease, &i64::try_from(room).unwrap_or(i64::MAX)],
                 )
@@ -377,6 +583,8 @@ impl Store for PgStore {
                             params: params_of(r.get(4)),
                             event: parse_json(r.get(5)),
                             created_at: r.get(6),
+                            epoch: u64::try_from(r.get::<_, i64>(8)).unwrap_or(0),
+                            script: r.get(9),
                         },
                     )
                 })
@@ -388,22 +596,29 @@ impl Store for PgStore {
         Ok(claimed)
     }
 
-    async fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<(), StoreError> {
+    async fn heartbeat(&self, owner: &str, runs: &[(String, u64)], lease: Duration) -> Result<Vec<String>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.client().await?;
-        client
-            .execute(
+        let ids: Vec<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+        let epochs: Vec<i64> = runs.iter().map(|(_, epoch)| epoch_sql(*epoch)).collect();
+        let rows = client
+            .query(
                 &format!(
-                    "UPDATE runbook_runs SET lease_until = {NOW_MS} + $3
-                     WHERE id = ANY($1) AND lease_owner = $2 AND status = 'running'"
+                    "UPDATE runbook_runs AS r SET lease_until = {NOW_MS} + $3
+                     FROM unnest($1::text[], $4::bigint[]) AS held (id, epoch)
+                     WHERE r.id = held.id AND r.epoch = held.epoch AND r.lease_owner = $2 AND r.status = 'running'
+                     RETURNING r.id"
                 ),
-                &[&ids, &owner, &lease_ms(lease)],
+                &[&ids, &owner, &lease_ms(lease), &epochs],
             )
             .await
             .map_err(|e| db_err(&e))?;
-        Ok(())
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn complete(&self, owner: &str, id: &str, c: Completion) -> Result<bool, StoreError> {
+    async fn complete(&self, owner: &str, id: &str, epoch: u64, c: Completion) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let (status, not_before, finished) = match c.retry_at {
             Some(at) => ("queued", Some(at), false),
@@ -415,7 +630,7 @@ impl Store for PgStore {
                     "UPDATE runbook_runs SET status = $3, result = $4, error = $5, error_kind = $6, logs = $7, calls = $8,
                          finished_at = CASE WHEN $9 THEN {NOW_MS} END, not_before = COALESCE($10, not_before),
                          lease_owner = NULL, lease_until = NULL
-                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running' AND epoch = $11"
                 ),
                 &[
                     &id,
@@ -428,6 +643,7 @@ impl Store for PgStore {
                     &json_text(&c.calls),
                     &finished,
                     &not_before,
+                    &epoch_sql(epoch),
                 ],
             )
             .await
@@ -435,18 +651,99 @@ impl Store for PgStore {
         Ok(changed == 1)
     }
 
-    async fn release(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+    async fn release(&self, owner: &str, id: &str, epoch: u64) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        client
+        let changed = client
             .execute(
                 "UPDATE runbook_runs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), started_at = NULL,
                      lease_owner = NULL, lease_until = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-                &[&id, &owner],
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' AND epoch = $3",
+                &[&id, &owner, &epoch_sql(epoch)],
             )
             .await
             .map_err(|e| db_err(&e))?;
+        Ok(changed == 1)
+    }
+
+    fn journal(&self, run_id: &str, attempt: u32, epoch: u64) -> Arc<dyn Journal> {
+        Arc::new(PgJournal {
+            store: self.clone(),
+            run_id: run_id.to_owned(),
+            attempt,
+            epoch,
+        })
+    }
+
+    async fn resolve(&self, run_id: &str, key: &str, resolution: Resolution, by: &str) -> Result<(), ResolveError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        let Some(run) = tx
+            .query_opt("SELECT status FROM runbook_runs WHERE id = $1 FOR UPDATE", &[&run_id])
+            .await
+            .map_err(|e| db_err(&e))?
+        else {
+            return Err(ResolveError::NoRun(run_id.to_owned()));
+        };
+        let status: String = run.get(0);
+        if status != RunStatus::NeedsAttention.as_str() {
+            return Err(ResolveError::NotWaiting {
+                run: run_id.to_owned(),
+                status,
+            });
+        }
+        let Some(step) = tx
+            .query_opt(
+                "SELECT status FROM runbook_journal WHERE run_id = $1 AND key = $2",
+                &[&run_id, &key],
+            )
+            .await
+            .map_err(|e| db_err(&e))?
+        else {
+            return Err(ResolveError::NoStep {
+                run: run_id.to_owned(),
+                key: key.to_owned(),
+            });
+        };
+        let step: String = step.get(0);
+        if step != "intent" {
+            return Err(ResolveError::NotInDoubt {
+                run: run_id.to_owned(),
+                key: key.to_owned(),
+                status: step,
+            });
+        }
+        tx.execute(
+            "UPDATE runbook_journal SET resolution = $3, resolved_by = $4 WHERE run_id = $1 AND key = $2",
+            &[&run_id, &key, &resolution.as_str(), &by],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+        tx.execute(
+            &format!(
+                "UPDATE runbook_runs SET status = 'queued', not_before = {NOW_MS}, finished_at = NULL WHERE id = $1"
+            ),
+            &[&run_id],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+        tx.commit().await.map_err(|e| db_err(&e))?;
         Ok(())
+    }
+
+    async fn compact_journals(&self, before: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE runbook_journal SET result = NULL, args = 'null'
+                     WHERE (result IS NOT NULL OR args <> 'null') AND run_id IN (
+                         SELECT id FROM runbook_runs WHERE status IN ({}) AND finished_at < $1)",
+                    RunStatus::FINAL_SQL
+                ),
+                &[&before],
+            )
+            .await
+            .map_err(|e| db_err(&e))
     }
 
     /// Only expired leases: other instances may hold runs this one cannot see, so
@@ -487,7 +784,11 @@ impl Store for PgStore {
             )
             .await
             .map_err(|e| db_err(&e))?;
-        Ok(row.as_ref().map(record))
+        let Some(mut run) = row.as_ref().map(record) else {
+            return Ok(None);
+        };
+        run.steps = history_steps(&run.id, journal_rows(&**client, &run.id).await?)?;
+        Ok(Some(run))
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -554,7 +855,10 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "DELETE FROM runbook_runs WHERE status IN ('succeeded', 'failed', 'refused') AND finished_at < $1",
+                &format!(
+                    "DELETE FROM runbook_runs WHERE status IN ({}) AND finished_at < $1",
+                    RunStatus::FINAL_SQL
+                ),
                 &[&before],
             )
             .await

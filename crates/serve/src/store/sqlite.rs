@@ -7,6 +7,9 @@
 //! writer. One server owns the file: an exclusive lock on `<file>.lock` makes a second
 //! `runbook serve` on the same file fail at start, which is also why, at start, every run still
 //! marked running belongs to a process that is gone.
+//!
+//! The file (and its lock) are readable by their owner only: runs and journals hold what the
+//! scripts read and sent, personal data among it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,7 +23,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{ClaimedRun, Completion, Enqueued, NewRun, RunFilter, RunRecord, RunStatus, Stats, Store, StoreError};
+use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
+
+use super::{
+    ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord, RunStatus,
+    Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,6 +69,95 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 "#;
 
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1: runs pin their script and count lease epochs; the journal of their steps.
+const MIGRATE_TO_2: &str = r#"
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN script TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN script_digest TEXT NOT NULL DEFAULT '';
+CREATE TABLE journal (
+    run_id        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    effect        TEXT NOT NULL,
+    idempotent    INTEGER NOT NULL,
+    args_digest   TEXT NOT NULL,
+    args          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    result        TEXT,
+    result_digest TEXT,
+    error         TEXT,
+    targets       INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    resolution    TEXT,
+    resolved_by   TEXT,
+    PRIMARY KEY (run_id, key)
+);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"#;
+
+/// Brings a store of an older schema up to [`SCHEMA_VERSION`], in one transaction, keeping its
+/// runs; refuses one a newer runbook wrote.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let version: i64 = tx
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError(format!(
+            "{} was written by a newer runbook (schema version {version}; this one knows up to {SCHEMA_VERSION}): upgrade runbook",
+            path.display()
+        )));
+    }
+    if version < 2 {
+        tx.execute_batch(MIGRATE_TO_2).map_err(db_err)?;
+        tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 2");
+    }
+    tx.commit().map_err(db_err)
+}
+
+/// Creates `path` readable by its owner only, or takes group and other access away from it.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let cannot =
+            |e: std::io::Error| StoreError(format!("cannot make {} private to its owner: {e}", path.display()));
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(cannot)?;
+                }
+            }
+            Err(_) => {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(cannot)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Intakes committed together at most.
 const MAX_BATCH: usize = 512;
 
@@ -73,13 +170,14 @@ enum Msg {
     Job(Job),
 }
 
-/// The SQLite store.
+/// The SQLite store (cheap to clone: the clones share one writer, one reader and the lock).
+#[derive(Clone)]
 pub struct SqliteStore {
-    writer: Mutex<mpsc::Sender<Msg>>,
+    writer: Arc<Mutex<mpsc::Sender<Msg>>>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
     // Held for the store's life: the exclusive claim on the file.
-    _lock: File,
+    _lock: Arc<File>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -132,6 +230,8 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        make_private(&lock_path)?;
+        make_private(&path)?;
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -148,6 +248,7 @@ impl SqliteStore {
         }
         let mut writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;
+        migrate(&mut writer, &path)?;
         let reader = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
@@ -155,10 +256,10 @@ impl SqliteStore {
             .spawn(move || write_loop(&mut writer, &rx))
             .map_err(StoreError::new)?;
         Ok(SqliteStore {
-            writer: Mutex::new(tx),
+            writer: Arc::new(Mutex::new(tx)),
             reader: Arc::new(Mutex::new(reader)),
             path,
-            _lock: lock,
+            _lock: Arc::new(lock),
         })
     }
 
@@ -251,16 +352,13 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
     rusqlite::Error::InvalidParameterName(e.to_string())
 }
 
-fn json_text(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
-}
-
 fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Error> {
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_ms();
     let changed = conn.execute(
-        "INSERT INTO runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before)
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+        "INSERT INTO runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before,
+                           script, script_digest)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)
          ON CONFLICT (automation, idem_key) DO NOTHING",
         params![
             id,
@@ -272,7 +370,9 @@ fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Err
             run.event.as_ref().map(json_text),
             run.scheduled_for,
             run.retry_of,
-            now
+            now,
+            run.script,
+            script_digest(&run.script)
         ],
     )?;
     if changed == 1 {
@@ -299,7 +399,7 @@ fn parse_json(text: Option<String>) -> Option<Value> {
 }
 
 const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
-     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at";
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = row.get(3)?;
@@ -326,7 +426,170 @@ fn record(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         not_before: row.get(16)?,
         started_at: row.get(17)?,
         finished_at: row.get(18)?,
+        script_digest: row.get(19)?,
+        steps: Vec::new(),
     })
+}
+
+fn entry_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        key: row.get(0)?,
+        version: row.get(1)?,
+        kind: row.get(2)?,
+        action: row.get(3)?,
+        effect: row.get(4)?,
+        idempotent: row.get(5)?,
+        args_digest: row.get(6)?,
+        args: row.get(7)?,
+        status: row.get(8)?,
+        result: row.get(9)?,
+        result_digest: row.get(10)?,
+        error: row.get(11)?,
+        targets: row.get(12)?,
+        attempt: row.get(13)?,
+        epoch: row.get(14)?,
+        started_at: row.get(15)?,
+        finished_at: row.get(16)?,
+        resolution: row.get(17)?,
+        resolved_by: row.get(18)?,
+    })
+}
+
+fn journal_rows(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<EntryRow>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM journal WHERE run_id = ?1"))?;
+    let rows = stmt.query_map(params![run_id], entry_row)?;
+    rows.collect()
+}
+
+/// The run's status and epoch, if it exists.
+fn run_lease(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<(String, i64)>> {
+    conn.query_row("SELECT status, epoch FROM runs WHERE id = ?1", params![run_id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+}
+
+fn upsert_entry(conn: &Connection, run_id: &str, e: &EntryRow) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO journal (run_id, {ENTRY_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+             ON CONFLICT (run_id, key) DO UPDATE SET
+                 version = excluded.version, kind = excluded.kind, action = excluded.action, effect = excluded.effect,
+                 idempotent = excluded.idempotent, args_digest = excluded.args_digest, args = excluded.args,
+                 status = excluded.status, result = excluded.result, result_digest = excluded.result_digest,
+                 error = excluded.error, targets = excluded.targets, attempt = excluded.attempt, epoch = excluded.epoch,
+                 started_at = excluded.started_at, finished_at = excluded.finished_at,
+                 resolution = excluded.resolution, resolved_by = excluded.resolved_by"
+        ),
+        params![
+            run_id,
+            e.key,
+            e.version,
+            e.kind,
+            e.action,
+            e.effect,
+            e.idempotent,
+            e.args_digest,
+            e.args,
+            e.status,
+            e.result,
+            e.result_digest,
+            e.error,
+            e.targets,
+            e.attempt,
+            e.epoch,
+            e.started_at,
+            e.finished_at,
+            e.resolution,
+            e.resolved_by
+        ],
+    )?;
+    Ok(())
+}
+
+fn epoch_sql(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+/// The journal of one attempt of one run in the SQLite store.
+struct SqliteJournal {
+    store: SqliteStore,
+    run_id: String,
+    attempt: u32,
+    epoch: u64,
+}
+
+impl SqliteJournal {
+    /// Writes `entry` (and the automation's state value) if this attempt still holds the run,
+    /// in one transaction on the writer thread.
+    async fn write_entry(&self, entries: &[JournalEntry], state: Option<(String, String)>) -> Result<(), JournalError> {
+        let rows: Vec<EntryRow> = entries.iter().map(EntryRow::from_entry).collect();
+        let run_id = self.run_id.clone();
+        let epoch = self.epoch;
+        let outcome = self
+            .store
+            .write(move |conn| {
+                let tx = conn.transaction().map_err(db_err)?;
+                if let Some(refused) = fenced(&run_id, epoch, run_lease(&tx, &run_id).map_err(db_err)?) {
+                    return Ok(Err(refused));
+                }
+                for row in &rows {
+                    upsert_entry(&tx, &run_id, row).map_err(db_err)?;
+                }
+                if let Some((key, value)) = state {
+                    tx.execute(
+                        "INSERT INTO state (automation, key, value, updated_at)
+                         SELECT automation, ?2, ?3, ?4 FROM runs WHERE id = ?1
+                         ON CONFLICT (automation, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                        params![run_id, key, value, now_ms()],
+                    )
+                    .map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(()))
+            })
+            .await;
+        match outcome {
+            Ok(written) => written,
+            Err(e) => Err(JournalError::Unavailable(e.0)),
+        }
+    }
+}
+
+#[async_trait]
+impl Journal for SqliteJournal {
+    async fn load(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        let run_id = self.run_id.clone();
+        let rows = self
+            .store
+            .read(move |conn| journal_rows(conn, &run_id).map_err(db_err))
+            .await
+            .map_err(|e| JournalError::Unavailable(e.0))?;
+        journal_entries(&self.run_id, rows)
+    }
+
+    async fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        self.write_entry(std::slice::from_ref(entry), None).await
+    }
+
+    async fn write_with_state(&self, entry: &JournalEntry, key: &str, value: &Value) -> Result<(), JournalError> {
+        self.write_entry(std::slice::from_ref(entry), Some((key.to_owned(), json_text(value))))
+            .await
+    }
+
+    async fn write_batch(&self, entries: &[JournalEntry], state: Option<(&str, &Value)>) -> Result<(), JournalError> {
+        self.write_entry(entries, state.map(|(k, v)| (k.to_owned(), json_text(v))))
+            .await
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 fn lease_ms(lease: Duration) -> i64 {
@@ -360,7 +623,9 @@ impl Store for SqliteStore {
             let mut running: BTreeMap<String, usize> = BTreeMap::new();
             {
                 let mut stmt = tx
-                    .prepare_cached("SELECT automation, COUNT(*) FROM runs WHERE status = 'running' GROUP BY automation")
+                    .prepare_cached(
+                        "SELECT automation, COUNT(*) FROM runs WHERE status = 'running' GROUP BY automation",
+                    )
                     .map_err(db_err)?;
                 let rows = stmt
                     .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -372,24 +637,45 @@ impl Store for SqliteStore {
             }
             // At most `max` candidates per automation, oldest first: a busy automation cannot
             // hide the others' runs.
-            let candidates: Vec<(String, String, i64, i64, Option<String>, Option<String>, i64)> = {
+            type Candidate = (
+                String,
+                String,
+                i64,
+                i64,
+                Option<String>,
+                Option<String>,
+                i64,
+                i64,
+                String,
+            );
+            let candidates: Vec<Candidate> = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT id, automation, attempts, max_retries, params, event, created_at FROM (
+                        "SELECT id, automation, attempts, max_retries, params, event, created_at, epoch, script FROM (
                              SELECT *, ROW_NUMBER() OVER (PARTITION BY automation ORDER BY not_before, id) AS rank
                              FROM runs WHERE status = 'queued' AND not_before <= ?1)
                          WHERE rank <= ?2 ORDER BY not_before, id",
                     )
                     .map_err(db_err)?;
                 stmt.query_map(params![now, max as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
                 })
                 .map_err(db_err)?
                 .collect::<Result<_, _>>()
                 .map_err(db_err)?
             };
             let mut claimed = Vec::new();
-            for (id, automation, attempts, max_retries, params_text, event, created_at) in candidates {
+            for (id, automation, attempts, max_retries, params_text, event, created_at, epoch, script) in candidates {
                 if claimed.len() >= max {
                     break;
                 }
@@ -400,7 +686,8 @@ impl Store for SqliteStore {
                 }
                 *busy += 1;
                 tx.execute(
-                    "UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = ?2, lease_owner = ?3, lease_until = ?4
+                    "UPDATE runs SET status = 'running', attempts = attempts + 1, epoch = epoch + 1, started_at = ?2,
+                         lease_owner = ?3, lease_until = ?4
                      WHERE id = ?1",
                     params![id, now, owner, now + lease_ms(lease)],
                 )
@@ -416,6 +703,8 @@ impl Store for SqliteStore {
                     },
                     event: parse_json(event),
                     created_at,
+                    epoch: u64::try_from(epoch + 1).unwrap_or(0),
+                    script,
                 });
             }
             tx.commit().map_err(db_err)?;
@@ -424,24 +713,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<(), StoreError> {
+    async fn heartbeat(&self, owner: &str, runs: &[(String, u64)], lease: Duration) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_owned();
-        let ids = ids.to_vec();
+        let runs = runs.to_vec();
         self.write(move |conn| {
             let until = now_ms() + lease_ms(lease);
-            for id in ids {
-                conn.execute(
-                    "UPDATE runs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                    params![id, owner, until],
-                )
-                .map_err(db_err)?;
+            let tx = conn.transaction().map_err(db_err)?;
+            let mut renewed = Vec::new();
+            for (id, epoch) in runs {
+                let changed = tx
+                    .execute(
+                        "UPDATE runs SET lease_until = ?3
+                         WHERE id = ?1 AND lease_owner = ?2 AND epoch = ?4 AND status = 'running'",
+                        params![id, owner, until, epoch_sql(epoch)],
+                    )
+                    .map_err(db_err)?;
+                if changed == 1 {
+                    renewed.push(id);
+                }
             }
-            Ok(())
+            tx.commit().map_err(db_err)?;
+            Ok(renewed)
         })
         .await
     }
 
-    async fn complete(&self, owner: &str, id: &str, c: Completion) -> Result<bool, StoreError> {
+    async fn complete(&self, owner: &str, id: &str, epoch: u64, c: Completion) -> Result<bool, StoreError> {
         let owner = owner.to_owned();
         let id = id.to_owned();
         self.write(move |conn| {
@@ -454,7 +751,7 @@ impl Store for SqliteStore {
                 .execute(
                     "UPDATE runs SET status = ?3, result = ?4, error = ?5, error_kind = ?6, logs = ?7, calls = ?8,
                          finished_at = ?9, not_before = COALESCE(?10, not_before), lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' AND epoch = ?11",
                     params![
                         id,
                         owner,
@@ -465,7 +762,8 @@ impl Store for SqliteStore {
                         json_text(&c.logs),
                         json_text(&c.calls),
                         finished,
-                        not_before
+                        not_before,
+                        epoch_sql(epoch)
                     ],
                 )
                 .map_err(db_err)?;
@@ -474,17 +772,89 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+    async fn release(&self, owner: &str, id: &str, epoch: u64) -> Result<bool, StoreError> {
         let owner = owner.to_owned();
         let id = id.to_owned();
         self.write(move |conn| {
-            conn.execute(
-                "UPDATE runs SET status = 'queued', attempts = MAX(attempts - 1, 0), started_at = NULL, lease_owner = NULL, lease_until = NULL
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![id, owner],
+            let changed = conn
+                .execute(
+                    "UPDATE runs SET status = 'queued', attempts = MAX(attempts - 1, 0), started_at = NULL, lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' AND epoch = ?3",
+                    params![id, owner, epoch_sql(epoch)],
+                )
+                .map_err(db_err)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    fn journal(&self, run_id: &str, attempt: u32, epoch: u64) -> Arc<dyn Journal> {
+        Arc::new(SqliteJournal {
+            store: self.clone(),
+            run_id: run_id.to_owned(),
+            attempt,
+            epoch,
+        })
+    }
+
+    async fn resolve(&self, run_id: &str, key: &str, resolution: Resolution, by: &str) -> Result<(), ResolveError> {
+        let (run_id, key, by) = (run_id.to_owned(), key.to_owned(), by.to_owned());
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let Some((status, _)) = run_lease(&tx, &run_id).map_err(db_err)? else {
+                return Ok(Err(ResolveError::NoRun(run_id)));
+            };
+            let step: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM journal WHERE run_id = ?1 AND key = ?2",
+                    params![run_id, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if status != RunStatus::NeedsAttention.as_str() {
+                return Ok(Err(ResolveError::NotWaiting { run: run_id, status }));
+            }
+            let Some(step) = step else {
+                return Ok(Err(ResolveError::NoStep { run: run_id, key }));
+            };
+            if step != "intent" {
+                return Ok(Err(ResolveError::NotInDoubt {
+                    run: run_id,
+                    key,
+                    status: step,
+                }));
+            }
+            tx.execute(
+                "UPDATE journal SET resolution = ?3, resolved_by = ?4 WHERE run_id = ?1 AND key = ?2",
+                params![run_id, key, resolution.as_str(), by],
             )
             .map_err(db_err)?;
-            Ok(())
+            tx.execute(
+                "UPDATE runs SET status = 'queued', not_before = ?2, finished_at = NULL WHERE id = ?1",
+                params![run_id, now_ms()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Ok(()))
+        })
+        .await?
+    }
+
+    async fn compact_journals(&self, before: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    &format!(
+                        "UPDATE journal SET result = NULL, args = 'null'
+                         WHERE (result IS NOT NULL OR args != 'null') AND run_id IN (
+                             SELECT id FROM runs WHERE status IN ({}) AND finished_at < ?1)",
+                        RunStatus::FINAL_SQL
+                    ),
+                    params![before],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
         })
         .await
     }
@@ -518,13 +888,19 @@ impl Store for SqliteStore {
     async fn get(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                &format!("SELECT {RECORD_COLUMNS} FROM runs WHERE id = ?1"),
-                params![id],
-                record,
-            )
-            .optional()
-            .map_err(db_err)
+            let Some(mut run) = conn
+                .query_row(
+                    &format!("SELECT {RECORD_COLUMNS} FROM runs WHERE id = ?1"),
+                    params![id],
+                    record,
+                )
+                .optional()
+                .map_err(db_err)?
+            else {
+                return Ok(None);
+            };
+            run.steps = history_steps(&run.id, journal_rows(conn, &run.id).map_err(db_err)?)?;
+            Ok(Some(run))
         })
         .await
     }
@@ -596,12 +972,17 @@ impl Store for SqliteStore {
 
     async fn prune(&self, before: i64) -> Result<u64, StoreError> {
         self.write(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM runs WHERE status IN ('succeeded', 'failed', 'refused') AND finished_at < ?1",
-                    params![before],
-                )
+            let tx = conn.transaction().map_err(db_err)?;
+            let old = format!(
+                "SELECT id FROM runs WHERE status IN ({}) AND finished_at < ?1",
+                RunStatus::FINAL_SQL
+            );
+            tx.execute(&format!("DELETE FROM journal WHERE run_id IN ({old})"), params![before])
                 .map_err(db_err)?;
+            let n = tx
+                .execute(&format!("DELETE FROM runs WHERE id IN ({old})"), params![before])
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
             Ok(n as u64)
         })
         .await

@@ -16,6 +16,33 @@ struct Backend {
     /// Opens another handle on the same data, as a second instance would.
     handles: Vec<Arc<dyn Store>>,
     _dir: Option<tempfile::TempDir>,
+    /// Where the data is, for tests that reach past the store.
+    raw: Raw,
+}
+
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    /// Runs SQL on the data directly (`journal` is the journal table's name on either backend).
+    async fn exec(&self, sql: &str) {
+        match &self.raw {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Raw::Postgres(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&sql.replace("journal", "runbook_journal"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
 }
 
 const POSTGRES_VAR: &str = "RUNBOOK_TEST_POSTGRES_URL";
@@ -54,12 +81,14 @@ pub(crate) async fn postgres_url() -> Option<String> {
 
 async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("runs.db")).await.unwrap());
+    let path = dir.path().join("runs.db");
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
     let mut all = vec![Backend {
         name: "sqlite",
         // One process owns an SQLite store: its "instances" are handles on the one store.
         handles: vec![sqlite.clone(), sqlite.clone(), sqlite],
         _dir: Some(dir),
+        raw: Raw::Sqlite(path),
     }];
     if let Some(url) = postgres_url().await {
         let mut handles: Vec<Arc<dyn Store>> = Vec::new();
@@ -70,6 +99,7 @@ async fn backends() -> Vec<Backend> {
             name: "postgres",
             handles,
             _dir: None,
+            raw: Raw::Postgres(url),
         });
     }
     all
@@ -85,6 +115,7 @@ fn run(automation: &str, key: Option<&str>) -> NewRun {
         event: Some(json!({"k": key})),
         max_retries: 1,
         retry_of: None,
+        script: format!("// {automation}\n1"),
     }
 }
 
@@ -185,12 +216,12 @@ async fn claims_respect_each_automations_concurrency_across_instances() {
         let (owner, one) = claimed.iter().find(|(_, c)| c.automation == "one").unwrap();
         // Only the lease's owner may finish it.
         assert!(
-            !store.complete("intruder", &one.id, done()).await.unwrap(),
+            !store.complete("intruder", &one.id, one.epoch, done()).await.unwrap(),
             "{}",
             b.name
         );
         assert!(
-            b.handles[2].complete(owner, &one.id, done()).await.unwrap(),
+            b.handles[2].complete(owner, &one.id, one.epoch, done()).await.unwrap(),
             "{}",
             b.name
         );
@@ -217,17 +248,22 @@ async fn expired_leases_return_to_the_queue_and_retries_wait_their_turn() {
         assert_eq!(b.handles[2].recover(false).await.unwrap(), 1, "{}", b.name);
         let again = b.handles[1].claim("w2", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
         assert_eq!(again[0].attempt, 2, "{}", b.name);
+        assert_eq!(again[0].epoch, claimed[0].epoch + 1, "{}", b.name);
         // The first owner's late answer is discarded.
         assert!(
-            !store.complete("w1", &queued.run_id, done()).await.unwrap(),
+            !store
+                .complete("w1", &queued.run_id, claimed[0].epoch, done())
+                .await
+                .unwrap(),
             "{}",
             b.name
         );
         // A live lease is left alone, and heartbeats keep it alive.
-        store
-            .heartbeat("w2", std::slice::from_ref(&queued.run_id), LEASE)
+        let renewed = store
+            .heartbeat("w2", &[(queued.run_id.clone(), again[0].epoch)], LEASE)
             .await
             .unwrap();
+        assert_eq!(renewed, vec![queued.run_id.clone()], "{}", b.name);
         assert_eq!(store.recover(false).await.unwrap(), 0, "{}", b.name);
         // A retry scheduled in the future is not claimable yet.
         let later = Completion {
@@ -239,7 +275,14 @@ async fn expired_leases_return_to_the_queue_and_retries_wait_their_turn() {
             calls: json!([]),
             retry_at: Some(now_ms() + 60_000),
         };
-        assert!(store.complete("w2", &queued.run_id, later).await.unwrap(), "{}", b.name);
+        assert!(
+            store
+                .complete("w2", &queued.run_id, again[0].epoch, later)
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
         assert!(
             store
                 .claim("w3", &limits(&[("a", 1)]), 1, LEASE)
@@ -284,18 +327,30 @@ async fn a_released_run_keeps_its_attempt_count_and_a_retry_repeats_a_finished_r
         let store = &b.handles[0];
         let queued = store.enqueue(run("a", Some("x"))).await.unwrap();
         let claimed = store.claim("w", &limits(&[]), 1, LEASE).await.unwrap();
-        store.release("w", &claimed[0].id).await.unwrap();
+        assert!(store.release("w", &claimed[0].id, claimed[0].epoch).await.unwrap());
         let record = store.get(&queued.run_id).await.unwrap().unwrap();
         assert_eq!((record.status, record.attempts), (RunStatus::Queued, 0), "{}", b.name);
-        let err = store.retry(&queued.run_id).await.unwrap_err();
+        let err = store.retry(&queued.run_id, "2".into()).await.unwrap_err();
         assert!(err.to_string().contains("only a finished run"), "{}: {err}", b.name);
         let claimed = b.handles[1].claim("w", &limits(&[]), 1, LEASE).await.unwrap();
-        assert!(b.handles[1].complete("w", &claimed[0].id, done()).await.unwrap());
-        let retry = b.handles[2].retry(&queued.run_id).await.unwrap();
+        assert!(
+            b.handles[1]
+                .complete("w", &claimed[0].id, claimed[0].epoch, done())
+                .await
+                .unwrap()
+        );
+        // A retry runs the automation's script as it is now.
+        let retry = b.handles[2].retry(&queued.run_id, "2".into()).await.unwrap();
         let copy = store.get(&retry.run_id).await.unwrap().unwrap();
         assert_eq!(
             (copy.trigger.as_str(), copy.retry_of.as_deref(), copy.event),
             ("retry", Some(queued.run_id.as_str()), Some(json!({"k": "x"}))),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            copy.script_digest,
+            runbook_core::journal::hex_digest(b"2"),
             "{}",
             b.name
         );
@@ -332,7 +387,7 @@ async fn state_ticks_stats_and_retention() {
             .await
             .unwrap();
         assert_eq!(claimed[0].id, q.run_id, "{}", b.name);
-        store.complete("w", &q.run_id, done()).await.unwrap();
+        store.complete("w", &q.run_id, claimed[0].epoch, done()).await.unwrap();
         store.enqueue(run("a", Some("still-queued"))).await.unwrap();
         let stats = store.stats().await.unwrap();
         assert_eq!(
@@ -409,7 +464,7 @@ async fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 1);
+    assert_eq!(n, postgres::MIGRATIONS.len() as i64);
     client
         .execute("INSERT INTO runbook_migrations (version) VALUES (999)", &[])
         .await
@@ -434,4 +489,456 @@ async fn an_unreachable_server_is_a_clear_error_without_the_password() {
         panic!("mysql:// is not a store");
     };
     assert!(err.to_string().contains("write sqlite://PATH or postgres://"), "{err}");
+}
+
+use runbook_core::{Effect, JournalEntry, JournalError, Resolution, StepKind, StepStatus};
+
+/// A step as the engine would record it.
+fn step(key: &str, status: StepStatus) -> JournalEntry {
+    let mut entry = JournalEntry::new(key, StepKind::Call, "privx.reset_mfa", Effect::Write);
+    entry.idempotent = false;
+    entry.args = json!({"user": "ann@example.com"});
+    entry.args_digest = runbook_core::journal::digest(&entry.args);
+    entry.status = status;
+    entry.targets = 1;
+    if status == StepStatus::Ok {
+        entry.result = Some(json!({"id": "u1", "email": "ann@example.com"}));
+        entry.result_digest = Some(runbook_core::journal::digest(&json!({"id": "u1"})));
+        entry.finished_at = Some(entry.started_at + 5);
+    }
+    entry
+}
+
+/// Queues a run of automation `a` and claims it as `owner`.
+async fn claimed(store: &Arc<dyn Store>, key: &str, owner: &str) -> ClaimedRun {
+    let queued = store.enqueue(run("a", Some(key))).await.unwrap();
+    let mut runs = store.claim(owner, &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = runs.remove(0);
+    assert_eq!(run.id, queued.run_id);
+    run
+}
+
+fn stopped(status: RunStatus) -> Completion {
+    Completion {
+        status,
+        result: None,
+        error: Some("stopped".into()),
+        error_kind: Some("needs_attention".into()),
+        logs: json!([]),
+        calls: json!([]),
+        retry_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_pins_its_script_and_its_journal_lists_the_steps_in_order() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let run = claimed(store, "x", "w").await;
+        assert_eq!((run.script.as_str(), run.epoch), ("// a\n1", 1), "{}", b.name);
+        let journal = b.handles[1].journal(&run.id, run.attempt, run.epoch);
+        assert_eq!((journal.attempt(), journal.epoch()), (1, 1), "{}", b.name);
+        for key in ["10", "2", "9/1/1", "9/0/1"] {
+            journal.write(&step(key, StepStatus::Intent)).await.unwrap();
+        }
+        // A key written again is replaced: the intent's outcome.
+        let done_step = step("2", StepStatus::Ok);
+        journal.write(&done_step).await.unwrap();
+        let mut loaded = b.handles[2].journal(&run.id, 2, 2).load().await.unwrap();
+        runbook_core::journal::sort_by_key(&mut loaded);
+        assert_eq!(loaded.len(), 4, "{}", b.name);
+        assert_eq!(loaded[0], done_step, "{}: an entry comes back as written", b.name);
+
+        let record = store.get(&run.id).await.unwrap().unwrap();
+        let keys: Vec<&str> = record.steps.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["2", "9/0/1", "9/1/1", "10"], "{}", b.name);
+        assert_eq!(
+            record.script_digest,
+            runbook_core::journal::hex_digest(b"// a\n1"),
+            "{}",
+            b.name
+        );
+        // The history shows steps of a run that is still running (or crashed mid-way).
+        assert_eq!(record.status, RunStatus::Running, "{}", b.name);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["steps"][0]["action"], "privx.reset_mfa", "{}", b.name);
+        assert!(store.list(&RunFilter::default()).await.unwrap()[0].steps.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_attempt_is_fenced_even_when_its_own_process_claims_the_run_again() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let first = claimed(store, "x", "w").await;
+        let old = store.journal(&first.id, first.attempt, first.epoch);
+        old.write(&step("1", StepStatus::Ok)).await.unwrap();
+        // The run goes back to the queue and the same process claims it again.
+        assert!(store.release("w", &first.id, first.epoch).await.unwrap());
+        let second = b.handles[1]
+            .claim("w", &limits(&[("a", 1)]), 1, LEASE)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(second.id, first.id, "{}", b.name);
+        assert_eq!(second.epoch, first.epoch + 1, "{}", b.name);
+
+        let refused = old.write(&step("2", StepStatus::Intent)).await.unwrap_err();
+        assert!(matches!(refused, JournalError::Fenced(_)), "{}: {refused:?}", b.name);
+        assert!(
+            !store.complete("w", &first.id, first.epoch, done()).await.unwrap(),
+            "{}: the old attempt finished the new one's run",
+            b.name
+        );
+        assert!(!store.release("w", &first.id, first.epoch).await.unwrap(), "{}", b.name);
+        // Heartbeats renew only the current attempt's lease.
+        let renewed = store
+            .heartbeat("w", &[(first.id.clone(), first.epoch)], LEASE)
+            .await
+            .unwrap();
+        assert!(renewed.is_empty(), "{}: {renewed:?}", b.name);
+        let renewed = store
+            .heartbeat("w", &[(first.id.clone(), second.epoch)], LEASE)
+            .await
+            .unwrap();
+        assert_eq!(renewed, vec![first.id.clone()], "{}", b.name);
+
+        // The new attempt sees what the old one recorded, and nothing the old one tried after.
+        let current = b.handles[2].journal(&second.id, second.attempt, second.epoch);
+        let keys: Vec<String> = current.load().await.unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["1"], "{}", b.name);
+        current.write(&step("2", StepStatus::Ok)).await.unwrap();
+        assert!(
+            store.complete("w", &second.id, second.epoch, done()).await.unwrap(),
+            "{}",
+            b.name
+        );
+        // A finished run takes no more steps, from any attempt.
+        let late = current.write(&step("3", StepStatus::Ok)).await.unwrap_err();
+        assert!(matches!(late, JournalError::Fenced(_)), "{}: {late:?}", b.name);
+        let gone = store
+            .journal("no-such-run", 1, 1)
+            .write(&step("1", StepStatus::Ok))
+            .await;
+        assert!(matches!(gone, Err(JournalError::Fenced(_))), "{}: {gone:?}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_set_and_its_step_are_written_together_or_not_at_all() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let first = claimed(store, "x", "w").await;
+        let old = store.journal(&first.id, first.attempt, first.epoch);
+        let mut set = JournalEntry::new("1", StepKind::StateSet, "cursor", Effect::Read);
+        set.status = StepStatus::Ok;
+        old.write_with_state(&set, "cursor", &json!({"at": 5})).await.unwrap();
+        assert_eq!(
+            store.state_get("a", "cursor").await.unwrap(),
+            Some(json!({"at": 5})),
+            "{}",
+            b.name
+        );
+        assert!(store.release("w", &first.id, first.epoch).await.unwrap());
+        store.claim("w2", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
+        let mut later = JournalEntry::new("2", StepKind::StateSet, "cursor", Effect::Read);
+        later.status = StepStatus::Ok;
+        let refused = old
+            .write_with_state(&later, "cursor", &json!({"at": 9}))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, JournalError::Fenced(_)), "{}: {refused:?}", b.name);
+        assert_eq!(
+            store.state_get("a", "cursor").await.unwrap(),
+            Some(json!({"at": 5})),
+            "{}: a fenced state::set changed the state",
+            b.name
+        );
+        let steps = store.get(&first.id).await.unwrap().unwrap().steps;
+        assert_eq!(steps.len(), 1, "{}: a fenced state::set was journaled", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_from_a_newer_runbook_or_a_damaged_one_is_refused_by_name() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let run = claimed(store, "x", "w").await;
+        let journal = store.journal(&run.id, run.attempt, run.epoch);
+        let mut newer = step("1", StepStatus::Ok);
+        newer.version = runbook_core::journal::JOURNAL_VERSION + 1;
+        journal.write(&newer).await.unwrap();
+        let err = journal.load().await.unwrap_err();
+        assert!(matches!(err, JournalError::NewerVersion { .. }), "{}: {err:?}", b.name);
+        // The history still shows what it can.
+        assert_eq!(store.get(&run.id).await.unwrap().unwrap().steps.len(), 1);
+
+        journal.write(&step("1", StepStatus::Ok)).await.unwrap();
+        b.exec("UPDATE journal SET kind = 'teleport' WHERE key = '1'").await;
+        let err = journal.load().await.unwrap_err();
+        let JournalError::Corrupt(text) = &err else {
+            panic!("{}: {err:?}", b.name);
+        };
+        assert!(
+            text.contains(&run.id) && text.contains("step 1") && text.contains("teleport"),
+            "{}: {text}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_in_doubt_is_resolved_by_a_person_and_the_run_queued_again() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let err = store.resolve("nope", "1", Resolution::Sent, "ann").await.unwrap_err();
+        assert!(matches!(err, ResolveError::NoRun(_)), "{}: {err}", b.name);
+
+        let run = claimed(store, "x", "w").await;
+        let journal = store.journal(&run.id, run.attempt, run.epoch);
+        journal.write(&step("1", StepStatus::Ok)).await.unwrap();
+        journal.write(&step("2", StepStatus::Intent)).await.unwrap();
+        let err = store.resolve(&run.id, "2", Resolution::Sent, "ann").await.unwrap_err();
+        assert!(matches!(err, ResolveError::NotWaiting { .. }), "{}: {err}", b.name);
+        assert!(err.to_string().contains("is running, not needs_attention"), "{err}");
+
+        assert!(
+            store
+                .complete("w", &run.id, run.epoch, stopped(RunStatus::NeedsAttention))
+                .await
+                .unwrap()
+        );
+        let waiting = store.get(&run.id).await.unwrap().unwrap();
+        assert_eq!(waiting.status, RunStatus::NeedsAttention, "{}", b.name);
+        assert!(!waiting.status.is_final());
+        // Waiting for a person, it is not claimed.
+        assert!(
+            store
+                .claim("w", &limits(&[("a", 1)]), 1, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let err = store.resolve(&run.id, "7", Resolution::Sent, "ann").await.unwrap_err();
+        assert!(matches!(err, ResolveError::NoStep { .. }), "{}: {err}", b.name);
+        let err = store.resolve(&run.id, "1", Resolution::Sent, "ann").await.unwrap_err();
+        assert!(matches!(err, ResolveError::NotInDoubt { .. }), "{}: {err}", b.name);
+        assert!(err.to_string().contains("it is ok"), "{err}");
+
+        b.handles[1]
+            .resolve(&run.id, "2", Resolution::NotSent, "ann")
+            .await
+            .unwrap();
+        let record = store.get(&run.id).await.unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Queued, "{}", b.name);
+        let resolved = &record.steps[1];
+        assert_eq!(
+            (resolved.resolution, resolved.resolved_by.as_deref()),
+            (Some(Resolution::NotSent), Some("ann")),
+            "{}",
+            b.name
+        );
+        let err = store.resolve(&run.id, "2", Resolution::Sent, "bob").await.unwrap_err();
+        assert!(matches!(err, ResolveError::NotWaiting { .. }), "{}: {err}", b.name);
+        // The next attempt starts at once, replaying the journal with the answer in it.
+        let next = b.handles[2].claim("w", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
+        assert_eq!(next.len(), 1, "{}", b.name);
+        assert_eq!((next[0].attempt, next[0].epoch), (2, 2), "{}", b.name);
+        let replay = store.journal(&run.id, 2, 2).load().await.unwrap();
+        assert!(
+            replay
+                .iter()
+                .any(|e| e.key == "2" && e.resolution == Some(Resolution::NotSent)),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diverged_runs_are_final_and_counted_and_needs_attention_outlives_pruning() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let diverged = claimed(store, "d", "w").await;
+        store
+            .complete("w", &diverged.id, diverged.epoch, stopped(RunStatus::Diverged))
+            .await
+            .unwrap();
+        let waiting = claimed(store, "n", "w").await;
+        store
+            .complete("w", &waiting.id, waiting.epoch, stopped(RunStatus::NeedsAttention))
+            .await
+            .unwrap();
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            (
+                stats.runs.get(&("a".to_owned(), RunStatus::Diverged)),
+                stats.runs.get(&("a".to_owned(), RunStatus::NeedsAttention))
+            ),
+            (Some(&1), Some(&1)),
+            "{}",
+            b.name
+        );
+        let listed = store
+            .list(&RunFilter {
+                status: Some("needs_attention".parse().unwrap()),
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1, "{}", b.name);
+        assert!(store.retry(&waiting.id, String::new()).await.is_err());
+        assert_eq!(store.prune(now_ms() + 1000).await.unwrap(), 1, "{}", b.name);
+        assert!(store.get(&waiting.id).await.unwrap().is_some(), "{}", b.name);
+        assert!(store.get(&diverged.id).await.unwrap().is_none(), "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_steps_of_finished_runs_and_drops_their_data() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let finished = claimed(store, "f", "w").await;
+        store
+            .journal(&finished.id, finished.attempt, finished.epoch)
+            .write(&step("1", StepStatus::Ok))
+            .await
+            .unwrap();
+        store.complete("w", &finished.id, finished.epoch, done()).await.unwrap();
+        let running = claimed(store, "r", "w").await;
+        store
+            .journal(&running.id, running.attempt, running.epoch)
+            .write(&step("1", StepStatus::Ok))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store.compact_journals(now_ms() - 60_000).await.unwrap(),
+            0,
+            "{}: a run finished within the retention was compacted",
+            b.name
+        );
+        assert_eq!(store.compact_journals(now_ms() + 1000).await.unwrap(), 1, "{}", b.name);
+        let kept = &store.get(&finished.id).await.unwrap().unwrap().steps[0];
+        let original = step("1", StepStatus::Ok);
+        assert_eq!(
+            (
+                kept.key.as_str(),
+                kept.kind,
+                kept.action.as_str(),
+                kept.status,
+                kept.targets
+            ),
+            ("1", StepKind::Call, "privx.reset_mfa", StepStatus::Ok, 1),
+            "{}",
+            b.name
+        );
+        assert_eq!((&kept.result, &kept.args), (&None, &json!(null)), "{}", b.name);
+        assert_eq!(kept.finished_at.is_some(), original.finished_at.is_some());
+        // A run still going keeps everything.
+        let live = &store.get(&running.id).await.unwrap().unwrap().steps[0];
+        assert!(live.result.is_some() && live.args != json!(null), "{}", b.name);
+        assert_eq!(store.compact_journals(now_ms() + 1000).await.unwrap(), 0, "{}", b.name);
+    }
+}
+
+/// The first SQLite schema, as runbook files written before the journal have it.
+const SQLITE_SCHEMA_1: &str = r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, automation TEXT NOT NULL, trigger TEXT NOT NULL, idem_key TEXT, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL, params TEXT NOT NULL, event TEXT,
+    scheduled_for INTEGER, result TEXT, error TEXT, error_kind TEXT, logs TEXT NOT NULL DEFAULT '[]',
+    calls TEXT NOT NULL DEFAULT '[]', retry_of TEXT, created_at INTEGER NOT NULL, not_before INTEGER NOT NULL,
+    started_at INTEGER, finished_at INTEGER, lease_owner TEXT, lease_until INTEGER, UNIQUE (automation, idem_key)
+);
+CREATE INDEX runs_queue ON runs (status, not_before);
+CREATE INDEX runs_by_automation ON runs (automation, id);
+CREATE TABLE state (automation TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (automation, key));
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+"#;
+
+const OLD_RUNS: &str = "INSERT INTO {runs} (id, automation, trigger, status, attempts, max_retries, params, created_at, not_before, result, finished_at)
+     VALUES ('old-done', 'a', 'webhook', 'succeeded', 1, 0, '{}', 1, 1, '42', 2),
+            ('old-queued', 'a', 'webhook', 'queued', 0, 0, '{\"n\": 1}', 3, 3, NULL, NULL);";
+
+/// What an upgraded store must still hold, and do with a run queued before the upgrade.
+async fn assert_old_runs_kept(name: &str, store: &dyn Store) {
+    let old = store.get("old-done").await.unwrap().unwrap();
+    assert_eq!(
+        (old.status, old.result, old.steps.len()),
+        (RunStatus::Succeeded, Some(json!(42)), 0),
+        "{name}"
+    );
+    let claimed = store.claim("w", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{name}");
+    // No pinned script: the worker runs the automation's current one.
+    assert_eq!(
+        (claimed[0].id.as_str(), claimed[0].epoch, claimed[0].script.as_str()),
+        ("old-queued", 1, ""),
+        "{name}"
+    );
+    store
+        .journal("old-queued", 1, 1)
+        .write(&step("1", StepStatus::Ok))
+        .await
+        .unwrap();
+    assert!(store.complete("w", "old-queued", 1, done()).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_sqlite_file_of_the_first_schema_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SQLITE_SCHEMA_1).unwrap();
+        conn.execute_batch(&OLD_RUNS.replace("{runs}", "runs")).unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_old_runs_kept("sqlite", &store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, "2");
+    // Opening it again changes nothing; a file from a newer runbook is refused.
+    drop(SqliteStore::open(&path).await.unwrap());
+    conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", [])
+        .unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(err.to_string().contains("written by a newer runbook"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the store is readable by others: {mode:o}");
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_database_of_the_first_schema_is_upgraded_in_place() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE runbook_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO runbook_migrations (version) VALUES (1);",
+        )
+        .await
+        .unwrap();
+    client.batch_execute(postgres::MIGRATIONS[0].1).await.unwrap();
+    client
+        .batch_execute(&OLD_RUNS.replace("{runs}", "runbook_runs"))
+        .await
+        .unwrap();
+    let store = PgStore::open(&url).await.unwrap();
+    assert_old_runs_kept("postgres", &store).await;
 }
