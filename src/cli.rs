@@ -77,8 +77,15 @@ pub struct InitArgs {
 /// `run` and `plan`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The script (a .rhai file).
-    pub script: PathBuf,
+    /// The script (a .rhai file). With --resume it may be left out: the run goes on with the copy
+    /// pinned when it started.
+    pub script: Option<PathBuf>,
+
+    /// Go on with an interrupted run (Ctrl-C, a crash, its timeout) from its journal: steps it
+    /// recorded are not sent again. It runs its pinned script with its params and --max-changes;
+    /// --timeout and --concurrency given here apply to this attempt.
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
 
     /// A parameter for the script: KEY=VALUE; VALUE is JSON when it parses (3, true, ["FI","SE"]), else a string.
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
@@ -93,12 +100,27 @@ pub struct RunArgs {
     pub plan: bool,
 
     /// The blast-radius guard: the most targets (users, ...) the run's changes may touch.
-    #[arg(long, value_name = "N", default_value_t = runbook_core::DEFAULT_MAX_CHANGES)]
-    pub max_changes: u64,
+    #[arg(
+        long,
+        value_name = "N",
+        help = format!(
+            "The blast-radius guard: the most targets (users, ...) the run's changes may touch [default: {}]",
+            runbook_core::DEFAULT_MAX_CHANGES
+        )
+    )]
+    pub max_changes: Option<u64>,
 
     /// How many items parallel() works on at once.
-    #[arg(long, value_name = "N", default_value_t = runbook_core::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
-    pub concurrency: usize,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_concurrency,
+        help = format!(
+            "How many items parallel() works on at once [default: {}]",
+            runbook_core::DEFAULT_CONCURRENCY
+        )
+    )]
+    pub concurrency: Option<usize>,
 
     /// Stop the run after this long (e.g. 90s, 10m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

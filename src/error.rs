@@ -1,6 +1,7 @@
 //! Errors that end a command, with the exit code they mean.
 
-/// Exit codes (DESIGN.md): 0 success, 1 the script or an action failed, 2 usage, config or
+/// Exit codes (DESIGN.md): 0 success, 1 the script or an action failed (or the run ended
+/// `diverged` / `needs_attention`), 2 usage, config or
 /// compile error, 3 refused by the blast-radius guard, 130 interrupted. The one table: every
 /// command's exit code comes from here.
 pub mod exit {
@@ -25,6 +26,10 @@ pub mod exit {
             }
             RunErrorKind::Guard => REFUSED,
             RunErrorKind::Cancelled => INTERRUPTED,
+            // A run that stopped as diverged or needs_attention failed: its error line names the
+            // state, and the journal keeps what it did.
+            RunErrorKind::Diverged | RunErrorKind::NeedsAttention => FAILED,
+            RunErrorKind::Journal | RunErrorKind::Fenced => FAILED,
             _ => FAILED,
         }
     }

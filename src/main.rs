@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod config;
 mod error;
+mod local_runs;
 mod logging;
 mod output;
 mod params;
@@ -51,6 +52,9 @@ fn main() -> ExitCode {
 /// `run` and `plan`: with `--simulate`, against simulators started for this run only.
 async fn run(cli: &Cli, args: &cli::RunArgs, plan: bool) -> Result<u8, CliError> {
     let config = Config::load(cli.config.as_deref())?;
+    if let Some(run_id) = &args.resume {
+        return commands::run::resume(args, run_id, plan, &config).await;
+    }
     if !args.simulate {
         return commands::run::run(args, plan, &config, &Overrides::new()).await;
     }

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use runbook_core::{JsonlAuditSink, RunErrorKind, RunObserver, RunOptions, SettingNames};
+use runbook_core::{Engine, JsonlAuditSink, RunErrorKind, RunObserver, RunOptions, SettingNames};
 use serde_json::Map;
 
 use crate::cli::{OutputFormat, RunArgs};
 use crate::commands::{Overrides, build_engine};
 use crate::config::Config;
 use crate::error::{CliError, exit};
+use crate::local_runs::{LocalRun, NewRun, Store, describe_steps};
 use crate::output;
 
 /// The script's parameters: the params file, then each `--param` over it.
@@ -31,31 +32,202 @@ pub fn collect_params(args: &RunArgs) -> Result<Map<String, serde_json::Value>, 
     Ok(params)
 }
 
-/// Runs the script once and prints its result; returns the exit code.
+/// Runs the script once and prints its result; returns the exit code. A real run (not a plan)
+/// keeps a journal in the local state directory, so that it can be resumed.
 pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overrides) -> Result<u8, CliError> {
-    let shown = args.script.display().to_string();
-    let source = std::fs::read_to_string(&args.script)
-        .map_err(|e| CliError::usage(format!("cannot read the script {shown}: {e}")))?;
+    let Some(script) = &args.script else {
+        return Err(CliError::usage(
+            "give the script to run (runbook run SCRIPT), or the run to resume (runbook run --resume RUN_ID)",
+        ));
+    };
+    let shown = script.display().to_string();
+    let source =
+        std::fs::read_to_string(script).map_err(|e| CliError::usage(format!("cannot read the script {shown}: {e}")))?;
     let params = collect_params(args)?;
     let engine = build_engine(config, overrides)?;
-    let names = SettingNames::new("--max-changes", "--timeout", "--param {name}=VALUE");
     // What `check` finds, and params that do not fit the script's declarations, stop the run
     // before anything is sent, every problem listed.
-    let problems = engine.check_run(&source, &params, &names);
+    let problems = engine.check_run(&source, &params, &names());
     if !problems.is_empty() {
-        super::check::print_problems(&args.script, &problems);
+        super::check::print_problems(script, &problems);
         return Ok(exit::USAGE);
     }
+    let max_changes = args.max_changes.unwrap_or(runbook_core::DEFAULT_MAX_CHANGES);
+    let concurrency = args.concurrency.unwrap_or(runbook_core::DEFAULT_CONCURRENCY);
+    let local = if plan {
+        None
+    } else {
+        let new = NewRun {
+            script: shown.clone(),
+            params: params.clone(),
+            max_changes,
+            concurrency,
+            timeout: args.timeout,
+            simulate: args.simulate,
+            fixture: args.fixture.as_ref().map(|f| f.display().to_string()),
+        };
+        Some(LocalRun::create(&Store::from_env()?, new, &source)?)
+    };
+    let attempt = Attempt {
+        args,
+        plan,
+        shown,
+        source,
+        params,
+        max_changes,
+        concurrency,
+        timeout: args.timeout,
+        local,
+        resumed: false,
+    };
+    execute(&engine, attempt).await
+}
 
+/// `runbook run --resume RUN_ID`: the next attempt of a local run, from its pinned script, params
+/// and options, replaying its journal.
+pub async fn resume(args: &RunArgs, run_id: &str, plan: bool, config: &Config) -> Result<u8, CliError> {
+    if plan {
+        return Err(CliError::usage(
+            "a plan is not resumed: --resume goes with `runbook run`, without --plan",
+        ));
+    }
+    if args.simulate {
+        return Err(CliError::usage(
+            "--resume does not go with --simulate: a run keeps the services it was started against \
+             (a --simulate run cannot be resumed at all: its simulators lived only in its process)",
+        ));
+    }
+    let store = Store::from_env()?;
+    if !args.params.is_empty() || args.params_file.is_some() {
+        return Err(CliError::usage(format!(
+            "run {run_id} keeps the params it was started with (recorded in {}): leave out --param and \
+             --params-file, or start a new run with other params",
+            store.run_dir(run_id).join("run.json").display()
+        )));
+    }
+    let mut local = LocalRun::open(&store, run_id)?;
+    let record = local.record();
+    if record.simulate {
+        return Err(CliError::usage(format!(
+            "run {run_id} ran against the simulators of --simulate, which lived only in its process: it \
+             cannot be resumed; run the script again: runbook run {} --simulate",
+            record.script
+        )));
+    }
+    if record.status.is_finished() {
+        return Err(CliError::usage(format!(
+            "run {run_id} has already finished ({}): there is nothing to resume; to run the script again, \
+             start a new run: runbook run {}",
+            record.status.as_str(),
+            record.script
+        )));
+    }
+    if let Some(max_changes) = args.max_changes
+        && max_changes != record.max_changes
+    {
+        return Err(CliError::usage(format!(
+            "run {run_id} keeps the --max-changes it was started with ({}): leave out --max-changes, or \
+             start a new run",
+            record.max_changes
+        )));
+    }
+    let pinned = local.script_path();
+    if let Some(script) = &args.script {
+        let given = std::fs::read_to_string(script);
+        if given.as_deref().ok() != Some(local.script()) {
+            eprintln!(
+                "warning: {} is not the text run {run_id} was started with; the run continues with its pinned \
+                 copy {}",
+                script.display(),
+                pinned.display()
+            );
+        }
+    }
+    let source = local.script().to_owned();
+    let engine = build_engine(config, &Overrides::new())?;
+    let problems = engine.check_run(&source, &record.params, &names());
+    if !problems.is_empty() {
+        super::check::print_problems(&pinned, &problems);
+        return Ok(exit::USAGE);
+    }
+    local.begin_attempt()?;
+    let recorded_timeout = record.timeout();
+    let attempt = Attempt {
+        args,
+        plan: false,
+        shown: pinned.display().to_string(),
+        source,
+        params: record.params,
+        max_changes: record.max_changes,
+        concurrency: args.concurrency.unwrap_or(record.concurrency),
+        timeout: args.timeout.or(recorded_timeout),
+        local: Some(local),
+        resumed: true,
+    };
+    execute(&engine, attempt).await
+}
+
+fn names() -> SettingNames {
+    SettingNames::new("--max-changes", "--timeout", "--param {name}=VALUE")
+}
+
+/// One attempt of a run, ready to go.
+struct Attempt<'a> {
+    args: &'a RunArgs,
+    plan: bool,
+    /// The script's path, for messages.
+    shown: String,
+    source: String,
+    params: Map<String, serde_json::Value>,
+    max_changes: u64,
+    concurrency: usize,
+    timeout: Option<Duration>,
+    /// Where the run is journaled (not in plan mode).
+    local: Option<LocalRun>,
+    /// Whether this is a resume.
+    resumed: bool,
+}
+
+/// Runs an attempt and prints its result; returns the exit code.
+async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> {
+    let Attempt {
+        args,
+        plan,
+        shown,
+        source,
+        params,
+        max_changes,
+        concurrency,
+        timeout,
+        local,
+        resumed,
+    } = attempt;
     let cancel = runbook_core::CancellationToken::new();
     let mut options = RunOptions::new()
         .params(params)
         .plan(plan)
-        .max_changes(args.max_changes)
-        .concurrency(args.concurrency)
-        .timeout(args.timeout)
-        .cancel(cancel.clone())
-        .names(names);
+        .max_changes(max_changes)
+        .concurrency(concurrency)
+        .timeout(timeout)
+        .interrupt(cancel.clone())
+        .names(names());
+    // How to go on after an interruption: a --simulate run's simulators go with its process.
+    let mut resume_hint = None;
+    if let Some(local) = &local {
+        let id = local.id();
+        eprintln!("run {id} (journal: {})", local.dir().display());
+        if resumed {
+            eprintln!(
+                "resuming run {id}: attempt {}, {} step(s) recorded by earlier attempts",
+                local.record().attempt,
+                local.recorded_steps()
+            );
+        }
+        if !local.record().simulate {
+            resume_hint = Some(format!("resume with: runbook run --resume {id}"));
+        }
+        options = options.run_id(id).journal(local.journal()).state(local.state());
+    }
     if let Some(path) = &args.audit_log {
         let sink = JsonlAuditSink::append(path)
             .map_err(|e| CliError::usage(format!("cannot write the audit log {}: {e}", path.display())))?;
@@ -66,13 +238,19 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         options = options.observer(progress.clone());
     }
 
-    // Ctrl-C (or SIGTERM) cancels the run: the script loop and the call in flight stop; a second
-    // one exits at once.
+    // Ctrl-C (or SIGTERM) stops the run gently: no new step, and the calls in flight finish and
+    // are journaled, so a resume knows how each ended; a second one exits at once.
+    let second_hint = resume_hint.clone();
     let interrupt = tokio::spawn(async move {
         super::wait_for_signal().await;
-        eprintln!("interrupted: stopping the run (press Ctrl-C again to exit at once)");
+        eprintln!(
+            "interrupted: stopping the run once the calls in flight are answered (press Ctrl-C again to exit at once)"
+        );
         cancel.cancel();
         super::wait_for_signal().await;
+        if let Some(hint) = second_hint {
+            eprintln!("{hint}");
+        }
         std::process::exit(130);
     });
     let outcome = engine.run(&source, options).await;
@@ -80,7 +258,11 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
     if let Some(progress) = progress {
         progress.finish();
     }
-
+    if let Some(local) = &local
+        && let Err(e) = local.finish(outcome.as_ref().err().map(|e| e.kind))
+    {
+        eprintln!("warning: {}", e.message);
+    }
     if plan && args.output == OutputFormat::Csv {
         // The CSV on stdout stays parseable; what the plan would change goes to stderr.
         let planned = match &outcome {
@@ -118,8 +300,32 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
                 Some((line, column)) => format!("{shown}:{line}:{column}: "),
                 None => String::new(),
             };
-            eprintln!("error: {place}{}", runbook_core::redact(&e.message));
-            if e.kind == RunErrorKind::NotConfigured && !args.simulate {
+            let message = runbook_core::redact(&e.message);
+            match e.kind {
+                RunErrorKind::Diverged => eprintln!("error: run {} diverged: {place}{message}", e.run_id),
+                RunErrorKind::NeedsAttention => {
+                    eprintln!("error: run {} needs_attention: {place}{message}", e.run_id);
+                    if let Some(local) = &local {
+                        let in_doubt = local.in_doubt();
+                        eprintln!("in doubt: {}", runbook_core::redact(&describe_steps(&in_doubt)));
+                        let step = in_doubt.first().map_or("STEP", |s| s.key.as_str());
+                        eprintln!(
+                            "once you know whether it took effect: runbook runs resolve {} {step} --sent|--not-sent, \
+                             then: runbook run --resume {}",
+                            e.run_id, e.run_id
+                        );
+                    }
+                }
+                _ => eprintln!("error: {place}{message}"),
+            }
+            let interrupted = matches!(
+                e.kind,
+                RunErrorKind::Cancelled | RunErrorKind::Timeout | RunErrorKind::Journal | RunErrorKind::Fenced
+            );
+            if interrupted && let Some(hint) = &resume_hint {
+                eprintln!("{hint}");
+            }
+            if e.kind == RunErrorKind::NotConfigured && !args.simulate && !resumed {
                 eprintln!(
                     "hint: to try the script without any tenant, run it against the built-in simulators: \
                      runbook run {shown} --simulate"

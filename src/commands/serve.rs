@@ -188,6 +188,19 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
                 (false, true) => false,
                 _ => return Err(CliError::usage("say exactly one of --sent or --not-sent")),
             };
+            // A run of `runbook run` on this machine first; else the server's.
+            let resolution = if sent {
+                runbook_core::Resolution::Sent
+            } else {
+                runbook_core::Resolution::NotSent
+            };
+            if crate::local_runs::resolve_local(id, step, resolution)? {
+                eprintln!(
+                    "recorded: step {step} of run {id} was {}; go on with: runbook run --resume {id}",
+                    if sent { "sent" } else { "not sent" }
+                );
+                return Ok(exit::OK);
+            }
             resolve(&ApiClient::from_env()?, id, step, sent).await
         }
         RunsCommand::Retry { id } => {

@@ -11,6 +11,7 @@ mod fixtures;
 mod mistakes;
 mod privx;
 mod records;
+mod resume;
 mod runs;
 mod scripts;
 mod serve;

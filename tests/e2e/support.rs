@@ -53,7 +53,8 @@ impl Workspace {
         self.env.push((key.to_owned(), value.to_owned()));
     }
 
-    /// The binary, in this directory, with no provider variables but those set here.
+    /// The binary, in this directory, with no provider variables but those set here, keeping its
+    /// runs in [`Workspace::state_dir`].
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
         cmd.args(args)
@@ -69,10 +70,17 @@ impl Workspace {
                 cmd.env_remove(key);
             }
         }
+        // Runs keep their journals here, not in the user's own state directory.
+        cmd.env("RUNBOOK_STATE_DIR", self.state_dir());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// Where the binary keeps its local runs (`RUNBOOK_STATE_DIR`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join(".state")
     }
 
     /// Runs the binary to completion.

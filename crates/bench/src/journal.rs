@@ -47,7 +47,8 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
     const WRITES: usize = 2_000;
     let runs = runs.max(15);
     let dir = tempfile::tempdir()?;
-    let sqlite: Arc<dyn Store> = Arc::new(runbook_serve::store::SqliteStore::open(&dir.path().join("runbook.db")).await?);
+    let sqlite: Arc<dyn Store> =
+        Arc::new(runbook_serve::store::SqliteStore::open(&dir.path().join("runbook.db")).await?);
 
     let sims = sims(tenant::tenant(10, 0), SimOptions::default()).await?;
     let cf = &sims.cloudflare;
@@ -102,8 +103,14 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
             .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64())
             .collect();
         println!("| | min / median / max |\n|---|---|");
-        println!("| runbook script, no journal | {} |", Spread::of_durations(plain).show(3, "s"));
-        println!("| runbook script, journal on SQLite | {} |", Spread::of_durations(journaled).show(3, "s"));
+        println!(
+            "| runbook script, no journal | {} |",
+            Spread::of_durations(plain).show(3, "s")
+        );
+        println!(
+            "| runbook script, journal on SQLite | {} |",
+            Spread::of_durations(journaled).show(3, "s")
+        );
         println!("| ratio (journal / none) | {} |", Spread::of(&ratios).show(3, ""));
     };
     println!("\n## 8. What the journal costs\n");
@@ -133,7 +140,8 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
             let journal = held_run(&store, 1_000_000 + r).await?;
             let mut took = Vec::with_capacity(WRITES);
             for k in 1..=WRITES {
-                let mut entry = JournalEntry::new(k.to_string(), StepKind::Call, "cloudflare.update_user", Effect::Write);
+                let mut entry =
+                    JournalEntry::new(k.to_string(), StepKind::Call, "cloudflare.update_user", Effect::Write);
                 entry.args = json!({"user_id": format!("u{k}"), "name": "n"});
                 let started = Instant::now();
                 journal.write(&entry).await?;

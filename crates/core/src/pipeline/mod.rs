@@ -92,6 +92,9 @@ pub(crate) enum CallFailure {
 struct Control {
     cancel: CancellationToken,
     stop: CancellationToken,
+    /// Cancelled on an interrupt: reads in flight are abandoned (nothing changes by dropping
+    /// them), changes in flight finish.
+    reads: CancellationToken,
     reason: Mutex<Option<Abort>>,
 }
 
@@ -153,6 +156,7 @@ impl Pipeline {
             names: setup.names,
             guard,
             control: Control {
+                reads: cancel.child_token(),
                 cancel,
                 stop,
                 reason: Mutex::new(None),
@@ -245,6 +249,7 @@ impl Pipeline {
     /// Stops the run for `reason`; the first reason wins.
     pub fn stop(&self, reason: Abort) {
         let abandon = reason.abandons_calls_in_flight();
+        let interrupt = reason == Abort::Interrupted;
         {
             let mut current = lock(&self.control.reason);
             if current.is_none() {
@@ -255,6 +260,9 @@ impl Pipeline {
             self.control.cancel.cancel();
         } else {
             self.control.stop.cancel();
+        }
+        if interrupt {
+            self.control.reads.cancel();
         }
     }
 
@@ -432,6 +440,7 @@ impl Pipeline {
         let result = tokio::select! {
             biased;
             () = self.control.cancel.cancelled() => Err(ActionError::cancelled()),
+            () = self.control.reads.cancelled(), if !mutating => Err(ActionError::cancelled()),
             result = async {
                 // Closed only if the run is torn down, which cancels it first.
                 let _permit = self.permits.acquire().await;
