@@ -156,8 +156,15 @@ impl RunHandle {
             observer.call_started(&format!("{}.{}", provider.namespace(), spec.name));
         }
         let key = self.next_step();
-        let call = self.run.pipeline.call(provider, spec, args, self.lane.io(), &key);
-        match self.lane.block_on(call) {
+        let call = Box::pin(self.run.pipeline.call(provider, spec, args, self.lane.io(), &key));
+        // The call's own work — its journal writes, a probe, the provider — runs in the engine
+        // runtime's context: connections it opens (a store's pool) must outlive this lane's
+        // turn. Only the HTTP exchange enters the lane's context.
+        let outcome = match self.lane.io() {
+            Some(io) => self.lane.block_on(io.call(call)),
+            None => self.lane.block_on(call),
+        };
+        match outcome {
             Ok(value) => Ok(result_to_dynamic(spec.records, value)),
             Err(CallFailure::Stopped) => Err(terminated(pos)),
             Err(CallFailure::Action(error)) => Err(action_error(
