@@ -18,7 +18,7 @@ const POSTGRES_VAR: &str = "RUNBOOK_TEST_POSTGRES_URL";
 
 /// A URL for a fresh schema on the test server. Without one the test fails, or with
 /// `RUNBOOK_TEST_SKIP=postgres` passes having checked nothing (`None`, said loudly).
-async fn postgres_url() -> Option<String> {
+pub(crate) async fn postgres_url() -> Option<String> {
     let base = needed_env(
         POSTGRES_VAR,
         "postgres",

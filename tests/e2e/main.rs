@@ -6,6 +6,7 @@
 mod cli;
 mod cloudflare;
 mod cluster;
+mod durable;
 mod engine;
 mod fixtures;
 mod mistakes;
