@@ -838,6 +838,22 @@ impl Journal for FileJournal {
         self.append(line_of(entry, None)).await
     }
 
+    async fn write_batch(&self, entries: &[JournalEntry], state: Option<(&str, &Value)>) -> Result<(), JournalError> {
+        // One append, one fsync: the lines land in order, and a crash mid-write leaves complete
+        // lines (earlier steps, committed) and a cut last one (never committed, never sent).
+        let Some((last, before)) = entries.split_last() else {
+            return Ok(());
+        };
+        let mut lines: Vec<u8> = before.iter().flat_map(|e| line_of(e, None)).collect();
+        lines.extend(line_of(last, state));
+        self.append(lines).await?;
+        if let Some((key, value)) = state {
+            lock(&self.state).insert(key.to_owned(), value.clone());
+            self.save_state();
+        }
+        Ok(())
+    }
+
     async fn write_with_state(&self, entry: &JournalEntry, key: &str, value: &Value) -> Result<(), JournalError> {
         // One line holds both: committed together, or neither.
         self.append(line_of(entry, Some((key, value)))).await?;

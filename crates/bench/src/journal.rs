@@ -65,11 +65,14 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
         )
     };
     let mut n = 0;
-    let mut timed = async |calls: usize, journaled: bool| -> Result<Duration> {
+    // 0: no journal; 1: serve's SQLite journal; 2: a journal in memory (the engine's own share).
+    let mut timed = async |calls: usize, journal: u8| -> Result<Duration> {
         let mut options = RunOptions::new();
-        if journaled {
+        if journal == 1 {
             n += 1;
             options = options.journal(held_run(&sqlite, n).await?);
+        } else if journal == 2 {
+            options = options.journal(Arc::new(runbook_core::MemoryJournal::new()));
         }
         let started = Instant::now();
         let outcome = engine
@@ -79,29 +82,32 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
         anyhow::ensure!(outcome.result == json!(calls));
         Ok(started.elapsed())
     };
-    timed(CALLS, false).await?;
-    timed(CALLS, true).await?;
-    let (mut plain, mut journaled) = (Vec::new(), Vec::new());
+    timed(CALLS, 0).await?;
+    timed(CALLS, 1).await?;
+    let (mut plain, mut journaled, mut memory) = (Vec::new(), Vec::new(), Vec::new());
     let (mut plain_blocks, mut journaled_blocks) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         cf.clear_requests();
-        plain.push(timed(CALLS, false).await?);
-        journaled.push(timed(CALLS, true).await?);
+        plain.push(timed(CALLS, 0).await?);
+        journaled.push(timed(CALLS, 1).await?);
+        memory.push(timed(CALLS, 2).await?);
         let (mut p, mut j) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..CALLS / BLOCK {
             cf.clear_requests();
-            p += timed(BLOCK, false).await?;
-            j += timed(BLOCK, true).await?;
+            p += timed(BLOCK, 0).await?;
+            j += timed(BLOCK, 1).await?;
         }
         plain_blocks.push(p);
         journaled_blocks.push(j);
     }
-    let table = |plain: &[Duration], journaled: &[Duration]| {
-        let ratios: Vec<f64> = plain
+    let ratio = |plain: &[Duration], other: &[Duration]| -> Vec<f64> {
+        plain
             .iter()
-            .zip(journaled)
+            .zip(other)
             .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64())
-            .collect();
+            .collect()
+    };
+    let table = |plain: &[Duration], journaled: &[Duration], memory: Option<&[Duration]>| {
         println!("| | min / median / max |\n|---|---|");
         println!(
             "| runbook script, no journal | {} |",
@@ -111,7 +117,20 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
             "| runbook script, journal on SQLite | {} |",
             Spread::of_durations(journaled).show(3, "s")
         );
-        println!("| ratio (journal / none) | {} |", Spread::of(&ratios).show(3, ""));
+        println!(
+            "| ratio (SQLite journal / none) | {} |",
+            Spread::of(&ratio(plain, journaled)).show(3, "")
+        );
+        if let Some(memory) = memory {
+            println!(
+                "| runbook script, journal in memory | {} |",
+                Spread::of_durations(memory).show(3, "s")
+            );
+            println!(
+                "| ratio (memory journal / none) | {} |",
+                Spread::of(&ratio(plain, memory)).show(3, "")
+            );
+        }
     };
     println!("\n## 8. What the journal costs\n");
     println!(
@@ -120,9 +139,9 @@ pub async fn journal_cost(postgres: &str, runs: usize) -> Result<()> {
          alternating; {runs} pairs, the ratio taken per pair. Reads are committed with the next change or at the end, \
          at the latest every 256 reads.\n"
     );
-    table(&plain, &journaled);
+    table(&plain, &journaled, Some(&memory));
     println!("\nThe same in blocks of {BLOCK} calls, alternating:\n");
-    table(&plain_blocks, &journaled_blocks);
+    table(&plain_blocks, &journaled_blocks, None);
 
     // The latency a change gains: its intent committed before it is sent, its outcome after.
     let mut rows = vec![("SQLite".to_owned(), sqlite.clone())];

@@ -29,7 +29,7 @@ pub(crate) enum Replay {
 }
 
 pub(crate) struct Durable {
-    journal: Arc<dyn Journal>,
+    writer: Arc<Writer>,
     limits: JournalLimits,
     recorded: HashMap<String, JournalEntry>,
     visited: Mutex<HashSet<String>>,
@@ -37,15 +37,25 @@ pub(crate) struct Durable {
     entries: AtomicUsize,
     attempt: u32,
     epoch: u64,
-    fence: Option<Arc<Fence>>,
     /// Records of reads (and `now()`, `state::get`, `parallel`) not committed yet: they go with
     /// the next commit — at the latest a change's intent — so a change never leaves before the
     /// reads it may depend on are kept, and a run of reads pays no commit per read.
     pending: Mutex<Vec<JournalEntry>>,
 }
 
-/// Held-back records past this many are committed without waiting for a change.
+/// Held-back records past this many are committed in the background, without waiting for a change.
 const PENDING_CAP: usize = 256;
+
+/// Commits a run's records, one commit at a time and in the order they were taken, so that a
+/// change's intent is never committed (and the change never sent) before the reads held back
+/// ahead of it.
+struct Writer {
+    journal: Arc<dyn Journal>,
+    fence: Option<Arc<Fence>>,
+    order: Arc<tokio::sync::Mutex<()>>,
+    /// Why a background commit failed: the next commit reports it.
+    failed: Mutex<Option<Abort>>,
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -73,11 +83,15 @@ impl Durable {
             attempt: journal.attempt(),
             epoch: journal.epoch(),
             entries: AtomicUsize::new(recorded.len()),
-            journal,
+            writer: Arc::new(Writer {
+                journal,
+                fence,
+                order: Arc::new(tokio::sync::Mutex::new(())),
+                failed: Mutex::new(None),
+            }),
             limits,
             recorded,
             visited: Mutex::new(HashSet::new()),
-            fence,
             pending: Mutex::new(Vec::new()),
         })
     }
@@ -153,32 +167,53 @@ impl Durable {
         Ok(())
     }
 
-    /// Holds back the record of a step nothing depends on yet; `true` when enough are held back
-    /// that they should be committed now.
-    pub fn defer(&self, entry: JournalEntry) -> bool {
+    /// Holds back the record of a step nothing depends on yet. When enough are held back, they
+    /// are committed in the background (unless a commit is under way: the next one takes them).
+    pub fn defer(&self, entry: JournalEntry) {
         let mut pending = lock(&self.pending);
         pending.push(entry);
-        pending.len() >= PENDING_CAP
+        if pending.len() < PENDING_CAP {
+            return;
+        }
+        let Ok(turn) = self.writer.order.clone().try_lock_owned() else {
+            return;
+        };
+        let batch = std::mem::take(&mut *pending);
+        drop(pending);
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            if let Err(abort) = writer.commit(batch, None).await {
+                *lock(&writer.failed) = Some(abort);
+            }
+            drop(turn);
+        });
     }
 
-    /// Commits the held-back records.
+    /// Commits the held-back records (at the end of the run).
     pub async fn flush(&self) -> Result<(), Abort> {
-        let batch = std::mem::take(&mut *lock(&self.pending));
-        if batch.is_empty() {
-            return Ok(());
+        let _turn = self.writer.order.lock().await;
+        if let Some(abort) = lock(&self.writer.failed).take() {
+            return Err(abort);
         }
-        self.commit(batch, None).await
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        self.writer.commit(batch, None).await
     }
 
     /// Commits the held-back records, then `entry` (and, for `state::set`, the value): returns
     /// once the store has them. A store that does not answer is tried again for a while, never
     /// past the run's lease.
     pub async fn write(&self, entry: &JournalEntry, state: Option<(&str, &Value)>) -> Result<(), Abort> {
+        let _turn = self.writer.order.lock().await;
+        if let Some(abort) = lock(&self.writer.failed).take() {
+            return Err(abort);
+        }
         let mut batch = std::mem::take(&mut *lock(&self.pending));
         batch.push(entry.clone());
-        self.commit(batch, state).await
+        self.writer.commit(batch, state).await
     }
+}
 
+impl Writer {
     async fn commit(&self, batch: Vec<JournalEntry>, state: Option<(&str, &Value)>) -> Result<(), Abort> {
         let Some(entry) = batch.last() else {
             return Ok(());

@@ -198,12 +198,7 @@ impl Pipeline {
     /// Holds back the record of a read (committed with the next change, or when enough wait).
     async fn hold(&self, durable: &Durable, entry: JournalEntry) -> Result<(), CallFailure> {
         crate::fault::point("before-record", &entry.key);
-        if durable.defer(entry)
-            && let Err(abort) = durable.flush().await
-        {
-            self.stop(abort);
-            return Err(CallFailure::Stopped);
-        }
+        durable.defer(entry);
         Ok(())
     }
 
