@@ -232,7 +232,10 @@ impl Engine {
                     Err(error) => {
                         return Err(RunError {
                             run_id,
-                            kind: RunErrorKind::Journal,
+                            kind: match error {
+                                crate::journal::JournalError::Unavailable(_) => RunErrorKind::StoreUnavailable,
+                                _ => RunErrorKind::Journal,
+                            },
                             message: format!("{error}; nothing was sent"),
                             position: None,
                             records: RunRecords::default(),

@@ -31,6 +31,7 @@ pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &Setti
             Some(Abort::Journal(m)) => (RunErrorKind::Journal, m),
             Some(Abort::StoreUnavailable(m)) => (RunErrorKind::StoreUnavailable, m),
             Some(Abort::Fenced(m)) => (RunErrorKind::Fenced, m),
+            Some(Abort::ProbeFailed(m)) => (RunErrorKind::Action, m),
             Some(Abort::Timeout(d)) => (
                 RunErrorKind::Timeout,
                 format!(

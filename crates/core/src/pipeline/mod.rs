@@ -65,6 +65,8 @@ pub(crate) enum Abort {
     StoreUnavailable(String),
     /// The run's lease lapsed: nothing more may be sent, in flight included.
     Fenced(String),
+    /// A change in doubt could not be probed: another attempt may.
+    ProbeFailed(String),
 }
 
 impl Abort {
@@ -187,7 +189,7 @@ impl Pipeline {
         match &self.fence {
             Some(fence) if !fence.may_send() => {
                 self.stop(Abort::Fenced(format!(
-                    "the run's lease may have passed to another worker (its last renewal is too old): step {key}                      and everything after it were not sent"
+                    "the run's lease may have passed to another worker (its last renewal is too old): step {key} and everything after it were not sent"
                 )));
                 false
             }
@@ -337,10 +339,10 @@ impl Pipeline {
         // What an earlier attempt recorded at this step.
         let durable = self.journal();
         let args_digest = durable.map(|_| digest(&args)).unwrap_or_default();
-        // A change recorded as sent and never answered: the guard counted it already, and a
-        // person's word on it stays with its record.
+        // A change recorded as sent and never answered: the guard counted it already. A person's
+        // word on it applies to that attempt's send only: the new intent carries none, so a crash
+        // after this send leaves it in doubt again.
         let mut in_doubt = false;
-        let mut resolved = None;
         // A read whose answer was too large to keep: it must answer the same again.
         let mut expect_digest = None;
         if let Some(durable) = durable {
@@ -356,12 +358,16 @@ impl Pipeline {
                         self.audit(record)?;
                         return Ok(entry.result.unwrap_or(Value::Null));
                     }
+                    StepStatus::Ok if is_null_result(&entry) => {
+                        record.outcome = CallOutcome::Replayed;
+                        self.audit(record)?;
+                        return Ok(Value::Null);
+                    }
                     StepStatus::Ok => expect_digest = entry.result_digest,
                     // The service said no: the step is taken again.
                     StepStatus::Err => {}
                     StepStatus::Intent => {
                         in_doubt = true;
-                        resolved = entry.resolution.map(|r| (r, entry.resolved_by.clone()));
                         if let Some(value) = self
                             .settle_doubt(provider, spec, &args, &entry, durable, &mut record)
                             .await?
@@ -410,10 +416,6 @@ impl Pipeline {
             entry.args_digest = args_digest.clone();
             entry.args = record.args.clone();
             entry.targets = targets;
-            if let Some((resolution, by)) = resolved.clone() {
-                entry.resolution = Some(resolution);
-                entry.resolved_by = by;
-            }
             entry
         });
         if mutating {
@@ -421,6 +423,16 @@ impl Pipeline {
                 self.commit(durable, entry, None).await?;
             }
             if !self.within_lease(key) {
+                let error = ActionError::new(ActionErrorKind::Refused, NOT_SENT);
+                record.outcome = CallOutcome::Refused;
+                record.error = Some(error.message.clone());
+                if let (Some(durable), Some(entry)) = (durable, &mut entry) {
+                    // Certainly never sent: not in doubt on resume. Best effort: the store
+                    // may refuse this attempt already, and then the intent stays.
+                    self.fail_entry(entry, &error);
+                    let _ = durable.write(entry, None).await;
+                }
+                self.audit(record)?;
                 return Err(CallFailure::Stopped);
             }
         }
@@ -475,8 +487,12 @@ impl Pipeline {
                 if let (Some(durable), Some(entry)) = (durable, &mut entry) {
                     settle(entry, &value, durable.limits().max_result_bytes);
                     if mutating {
-                        // The change was made; if its record cannot be kept the run stops here.
-                        self.commit(durable, entry, None).await?;
+                        // The change was made; if its record cannot be kept the run stops here,
+                        // and the audit trail still shows the change.
+                        if let Err(stopped) = self.commit(durable, entry, None).await {
+                            self.audit(record)?;
+                            return Err(stopped);
+                        }
                     } else {
                         self.hold(durable, entry.clone()).await?;
                     }
@@ -486,7 +502,13 @@ impl Pipeline {
             Err(error) if error.kind == ActionErrorKind::Cancelled || self.control.cancel.is_cancelled() => {
                 // A change in flight stays recorded as an intent: in doubt on resume.
                 record.outcome = CallOutcome::Cancelled;
-                self.stop(Abort::Cancelled);
+                // A read dropped by an interrupt was dropped on purpose: the changes in flight
+                // elsewhere still finish.
+                let read_dropped =
+                    !mutating && self.control.reads.is_cancelled() && !self.control.cancel.is_cancelled();
+                if !read_dropped {
+                    self.stop(Abort::Cancelled);
+                }
                 Err(CallFailure::Stopped)
             }
             Err(error) if error.kind == ActionErrorKind::Refused && (self.is_stopped() || !self.within_lease(key)) => {
@@ -574,7 +596,7 @@ impl Pipeline {
         }
         if spec.probe.is_none() {
             self.stop(Abort::NeedsAttention(format!(
-                "needs_attention: {} was sent by an earlier attempt and never answered, and nothing can tell whether it                  took effect; it was not sent again. Check the service, then say what happened: runbook runs resolve                  {} {key} --sent (or --not-sent)",
+                "needs_attention: {} was sent by an earlier attempt and never answered, and nothing can tell whether it took effect; it was not sent again. Check the service, then say what happened: runbook runs resolve {} {key} --sent (or --not-sent)",
                 recorded.describe(),
                 self.run_id
             )));
@@ -616,14 +638,22 @@ impl Pipeline {
                 );
                 Ok(None)
             }
-            Err(error) => Err(CallFailure::Action(ActionError {
-                message: format!(
-                    "{} is in doubt and its probe failed ({}); it was not sent again — run again to probe once more",
+            Err(error) => {
+                // No `catch` may hold this: the step would stay in doubt under a run that goes on.
+                let message = format!(
+                    "{}.{}: {} is in doubt and its probe failed ({}); it was not sent again. Another attempt \
+                     probes once more",
+                    provider.namespace(),
+                    spec.name,
                     recorded.describe(),
-                    error.message
-                ),
-                ..error
-            })),
+                    redact(&error.message)
+                );
+                record.outcome = CallOutcome::Error;
+                record.error = Some(message.clone());
+                self.audit(record.clone())?;
+                self.stop(Abort::ProbeFailed(message));
+                Err(CallFailure::Stopped)
+            }
         }
     }
 
@@ -655,6 +685,9 @@ impl Pipeline {
             }
             Replay::Recorded(entry) if entry.status == StepStatus::Ok && entry.result.is_some() => {
                 return Ok(entry.result.unwrap_or(Value::Null));
+            }
+            Replay::Recorded(entry) if entry.status == StepStatus::Ok && is_null_result(&entry) => {
+                return Ok(Value::Null);
             }
             Replay::Recorded(_) | Replay::Fresh => {}
         }
@@ -740,6 +773,11 @@ impl Pipeline {
             .await
             .map_err(|_| None)
     }
+}
+
+/// Whether a recorded result is `()` (kept as its digest alone by stores that drop JSON nulls).
+fn is_null_result(entry: &JournalEntry) -> bool {
+    entry.result.is_none() && entry.result_digest.as_deref() == Some(digest(&Value::Null).as_str())
 }
 
 /// The arguments as audit records and plans show them: secret parameters replaced, remembered

@@ -542,3 +542,91 @@ async fn an_interrupt_lets_the_change_in_flight_finish_and_be_recorded() {
     run(&engine, script, RunOptions::new().journal(journal)).await.unwrap();
     assert_eq!(dir.mutating_requests(), 2);
 }
+
+#[tokio::test]
+async fn a_person_saying_not_sent_covers_one_send_only() {
+    let (_dir, engine) = setup(4).await;
+    let journal = Arc::new(MemoryJournal::new());
+    run(&engine, NOTIFY, RunOptions::new().journal(journal.clone()))
+        .await
+        .unwrap();
+    let (dir, engine) = setup(4).await;
+    let cut = Arc::new(crash_at(&journal, "2"));
+    let mut entry = cut.entries().into_iter().find(|e| e.key == "2").unwrap();
+    entry.resolution = Some(Resolution::NotSent);
+    cut.put(entry);
+    run(&engine, NOTIFY, RunOptions::new().journal(cut.clone()))
+        .await
+        .unwrap();
+    assert_eq!(dir.mutating_requests(), 2);
+    // That send, too, crashed before its answer was kept: it is in doubt again, and waits.
+    let again = Arc::new(crash_at(&cut, "2"));
+    let err = run(&engine, NOTIFY, RunOptions::new().journal(again))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::NeedsAttention, "{}", err.message);
+    assert_eq!(dir.mutating_requests(), 2, "not sent a second time");
+}
+
+#[tokio::test]
+async fn a_probe_that_fails_cannot_be_caught_and_sends_nothing() {
+    let (dir, engine) = setup(4).await;
+    let script =
+        r#"let made = (); try { made = dir::create_user("x@example.com"); } catch (e) { made = "caught"; } made"#;
+    let journal = Arc::new(MemoryJournal::new());
+    run(&engine, script, RunOptions::new().journal(journal.clone()))
+        .await
+        .unwrap();
+    let cut = Arc::new(crash_at(&journal, "1"));
+    dir.fail_next(&[crate::server::Fault {
+        status: 403,
+        retry_after: None,
+        headers: &[],
+    }]);
+    let posts = dir.log().iter().filter(|r| r.method == "POST").count();
+    let err = run(&engine, script, RunOptions::new().journal(cut.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Action);
+    assert!(err.message.contains("its probe failed"), "{}", err.message);
+    assert_eq!(dir.log().iter().filter(|r| r.method == "POST").count(), posts);
+    assert_eq!(cut.entries()[0].status, StepStatus::Intent, "still in doubt");
+}
+
+#[tokio::test]
+async fn an_interrupt_drops_reads_in_flight_and_lets_changes_finish() {
+    let (dir, engine) = setup(4).await;
+    dir.delay_write_answers(Duration::from_millis(300));
+    let journal = Arc::new(MemoryJournal::new());
+    let interrupt = runbook_core::CancellationToken::new();
+    let script =
+        r#"parallel(["w", "r"], |x| if x == "w" { dir::disable_user("u1").disabled } else { dir::slow(20000) })"#;
+    let (stop, watched) = (interrupt.clone(), dir.clone());
+    tokio::spawn(async move {
+        while watched.max_in_flight() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+    });
+    let err = run(
+        &engine,
+        script,
+        RunOptions::new()
+            .journal(journal.clone())
+            .interrupt(interrupt)
+            .concurrency(2),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Cancelled);
+    let write = journal
+        .entries()
+        .into_iter()
+        .find(|e| e.action == "dir.disable_user")
+        .unwrap();
+    assert_eq!(
+        write.status,
+        StepStatus::Ok,
+        "the change in flight finished and was recorded"
+    );
+}
