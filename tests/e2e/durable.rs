@@ -782,7 +782,7 @@ async fn a_worker_stopped_past_its_lease_sends_nothing_more_when_it_wakes() {
     let ws = backend.workspace(&sims, "zombie.rhai", ZOMBIE_SCRIPT, 20);
     let first = Proc::start(&ws, None).await;
     // Every request takes a while: the run is in a slow step when its worker stops.
-    sims.cf().set_latency(Duration::from_millis(1500));
+    sims.cf().set_latency(Duration::from_millis(2500));
     let id = deliver(&first.url, "zombie", &json!({})).await;
     wait_until("the first worker's create", Duration::from_secs(30), || async {
         backend

@@ -186,7 +186,7 @@ pub struct JournalEntry {
     /// The result, when it fits the cap and the journal has not been compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// SHA-256 of the result (always, for an `ok` step).
+    /// SHA-256 of the result, where the result is not kept whole (over the cap) or is `()`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_digest: Option<String>,
     /// How it failed.

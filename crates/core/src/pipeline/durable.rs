@@ -267,11 +267,30 @@ pub(crate) fn leaves_doubt(error: &crate::error::ActionError) -> bool {
     }
 }
 
-/// The record of a finished step: its result (a read's over the cap kept as a digest only).
+/// The record of a finished step: its result (a read's over the cap kept as a digest only). The
+/// digest is kept where it is needed — a result not kept whole, or `()`, which some stores cannot
+/// tell from none — so that a read's record costs no hashing.
 pub(crate) fn settle(entry: &mut JournalEntry, result: &Value, cap: usize) {
-    let bytes = serde_json::to_vec(result).unwrap_or_default();
     entry.status = StepStatus::Ok;
-    entry.result_digest = Some(crate::journal::hex_digest(&bytes));
-    entry.result = (entry.effect.is_mutating() || bytes.len() <= cap).then(|| result.clone());
+    let keep = entry.effect.is_mutating() || cap == usize::MAX || json_len(result) <= cap;
+    entry.result_digest = (!keep || result.is_null()).then(|| crate::journal::digest(result));
+    entry.result = keep.then(|| result.clone());
     entry.finished_at = Some(jiff::Timestamp::now().as_millisecond());
+}
+
+/// How many bytes `value` takes as JSON, counted without keeping them.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
