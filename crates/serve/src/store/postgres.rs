@@ -751,6 +751,21 @@ impl Store for PgStore {
     async fn recover(&self, _all_running: bool) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        // A run lost on its last allowed attempt with a change in doubt that only a person can
+        // settle waits for one (see the SQLite store).
+        tx.execute(
+            &format!(
+                "UPDATE runbook_runs SET status = 'needs_attention', lease_owner = NULL, lease_until = NULL,
+                     error = 'the process running it stopped on its last allowed attempt with a change in doubt: check the service, then runbook runs resolve RUN STEP --sent or --not-sent (runs show names the step)',
+                     error_kind = 'lost'
+                 WHERE status = 'running' AND lease_until < {NOW_MS} AND attempts > max_retries
+                   AND EXISTS (SELECT 1 FROM runbook_journal j WHERE j.run_id = runbook_runs.id AND j.status = 'intent'
+                               AND NOT j.idempotent AND j.resolution IS NULL)"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
         tx.execute(
             &format!(
                 "UPDATE runbook_runs SET status = 'failed', finished_at = {NOW_MS}, lease_owner = NULL, lease_until = NULL,

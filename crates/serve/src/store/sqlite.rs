@@ -863,6 +863,19 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let now = now_ms();
             let tx = conn.transaction().map_err(db_err)?;
+            // A run whose process died on its last allowed attempt with a change in doubt that
+            // only a person can settle waits for one: failed, it could only be retried as a new
+            // run, which would send its changes again.
+            tx.execute(
+                "UPDATE runs SET status = 'needs_attention', lease_owner = NULL, lease_until = NULL,
+                     error = 'the process running it stopped on its last allowed attempt with a change in doubt: check the service, then runbook runs resolve RUN STEP --sent or --not-sent (runs show names the step)',
+                     error_kind = 'lost'
+                 WHERE status = 'running' AND (?2 OR lease_until < ?1) AND attempts > max_retries
+                   AND EXISTS (SELECT 1 FROM journal j WHERE j.run_id = runs.id AND j.status = 'intent'
+                               AND j.idempotent = 0 AND j.resolution IS NULL)",
+                params![now, all_running],
+            )
+            .map_err(db_err)?;
             // A run whose process died after its last allowed attempt would otherwise crash the
             // next process too: it fails instead.
             tx.execute(

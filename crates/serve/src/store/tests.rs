@@ -318,6 +318,43 @@ async fn a_run_lost_on_its_last_attempt_fails_instead_of_looping() {
         let record = store.get(&queued.run_id).await.unwrap().unwrap();
         assert_eq!(record.status, RunStatus::Failed, "{}", b.name);
         assert_eq!(record.error_kind.as_deref(), Some("lost"), "{}", b.name);
+
+        // Lost on its last attempt with a change only a person can settle: it waits for one.
+        let queued = store.enqueue(run("a", Some("y"))).await.unwrap();
+        for round in 0..2 {
+            let claimed = store
+                .claim("w", &limits(&[("a", 1)]), 1, Duration::from_millis(1))
+                .await
+                .unwrap();
+            if round == 1 {
+                let mut entry = runbook_core::JournalEntry::new(
+                    "1",
+                    runbook_core::StepKind::Call,
+                    "cloudflare.create_group",
+                    runbook_core::Effect::Write,
+                );
+                entry.idempotent = false;
+                entry.epoch = claimed[0].epoch;
+                // The lease is a millisecond: write before it can be recovered.
+                let journal = store.journal(&claimed[0].id, claimed[0].attempt, claimed[0].epoch);
+                journal.write(&entry).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            store.recover(false).await.unwrap();
+        }
+        let record = store.get(&queued.run_id).await.unwrap().unwrap();
+        assert_eq!(
+            record.status,
+            RunStatus::NeedsAttention,
+            "{}: {:?}",
+            b.name,
+            record.error
+        );
+        assert!(
+            record.error.unwrap_or_default().contains("runbook runs resolve"),
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -424,12 +461,14 @@ async fn three_instances_share_one_rate_budget() {
         let store = stores[i % 3].clone();
         tasks.push(tokio::spawn(async move {
             let wait = store.reserve("cloudflare test account", limit).await.unwrap();
-            start.elapsed() + wait
+            (start.elapsed() + wait, wait)
         }));
     }
-    let mut send_at = Vec::new();
+    let (mut send_at, mut waits) = (Vec::new(), Vec::new());
     for t in tasks {
-        send_at.push(t.await.unwrap());
+        let (at, wait) = t.await.unwrap();
+        send_at.push(at);
+        waits.push(wait);
     }
     send_at.sort();
     // Any 20 consecutive sends span at least (nearly) one period: never more than 20 in a
@@ -441,9 +480,11 @@ async fn three_instances_share_one_rate_budget() {
             "21 sends within {span:?}: {send_at:?}"
         );
     }
-    // And the budget is used, not starved: 60 requests at 20/s take about 3 s, not much more.
-    let last = *send_at.last().unwrap();
-    assert!(last < Duration::from_secs(5), "the last send waits {last:?}");
+    // And the budget is used, not starved: at 20/s the 60th request is told to wait about 3 s.
+    // The bound is loose: the wait the store hands out (not the wall clock) still grows when a
+    // loaded machine slows the reservations themselves, and starving would mean far longer.
+    let longest = *waits.iter().max().unwrap();
+    assert!(longest < Duration::from_secs(8), "a send was told to wait {longest:?}");
     // A different account has its own budget.
     let other = stores[0].reserve("privx other", limit).await.unwrap();
     assert_eq!(other, Duration::ZERO);
