@@ -73,22 +73,47 @@ pub fn build_checker() -> Result<Engine, CliError> {
     builder.build().map_err(|e| CliError::usage(e.to_string()))
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
+/// The signal that asked the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+    /// SIGHUP: a graceful stop too (`runbook serve` does not reload its configuration; its
+    /// supervisor restarts it to load a changed one).
+    Hangup,
+}
+
+impl StopSignal {
+    /// Its usual name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Hangup => "SIGHUP",
+        }
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM or SIGHUP, and says which came.
+pub async fn wait_for_signal() -> StopSignal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
             let _ = tokio::signal::ctrl_c().await;
-            return;
+            return StopSignal::Interrupt;
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+            _ = term.recv() => StopSignal::Terminate,
+            _ = hup.recv() => StopSignal::Hangup,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        StopSignal::Interrupt
     }
 }

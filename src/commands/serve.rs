@@ -62,8 +62,16 @@ pub async fn serve(args: &ServeArgs, config: &Config) -> Result<u8, CliError> {
     .await
     .map_err(|e| CliError::usage(e.to_string()))?;
     eprintln!("runbook serve: listening on http://{}", handle.local_addr());
-    super::wait_for_signal().await;
-    eprintln!("runbook serve: stopping (running runs get the grace period; queued runs stay queued)");
+    let signal = super::wait_for_signal().await;
+    if signal == super::StopSignal::Hangup {
+        eprintln!(
+            "runbook serve: SIGHUP: stopping gracefully; runbook serve does not reload runbook.toml, start it again to load a changed one"
+        );
+    }
+    eprintln!(
+        "runbook serve: stopping on {} (running runs get the grace period, open connections the drain deadline; queued runs stay queued)",
+        signal.name()
+    );
     handle.shutdown().await;
     if let Some(sim) = simulation {
         sim.shutdown().await;

@@ -52,7 +52,8 @@ async fn all_runs(url: &str) -> Vec<RunRecord> {
 
 fn config(store_var: &str, rest: &str) -> String {
     format!(
-        "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"${{{store_var}}}\"\nworkers = 4\ngrace = \"10s\"\nlease = \"2s\"\n\n{rest}"
+        // 2,000 deliveries arrive faster than they run: more than the default queue_limit wait.
+        "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"${{{store_var}}}\"\nworkers = 4\ngrace = \"10s\"\nlease = \"2s\"\nqueue_limit = 100000\n\n{rest}"
     )
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod durable;
 mod engine;
 mod fixtures;
+mod limits;
 mod mistakes;
 mod privx;
 mod records;

@@ -54,7 +54,7 @@ impl Server {
         Server { child, url, stderr }
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let pid = self.child.id().unwrap().to_string();
         assert!(
             std::process::Command::new("kill")
@@ -71,6 +71,20 @@ impl Server {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("runbook serve ignored SIGTERM:\n{}", self.stderr.lock().unwrap()))
+            .unwrap();
+        status.code()
+    }
+
+    /// Waits at most `limit` for the process to exit (after a signal); its exit code.
+    pub(crate) async fn exit_within(mut self, limit: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "runbook serve still runs after {limit:?}:\n{}",
+                    self.stderr.lock().unwrap()
+                )
+            })
             .unwrap();
         status.code()
     }

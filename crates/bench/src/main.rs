@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod journal;
+mod outage;
 mod stats;
 mod tenant;
 
@@ -77,6 +78,8 @@ enum Which {
     Webhooks,
     /// runbook serve: runs completed per second with 1, 2 and 3 instances on PostgreSQL, and SQLite.
     Cluster,
+    /// runbook serve: a 30 s store outage (SQLite locked) under webhooks and a one-second schedule.
+    Outage,
     /// Print the benchmarks' tenant as a fixture (for `runbook sim --fixture`, e.g. to profile).
     Tenant {
         /// Access users (each with a PrivX account).
@@ -145,6 +148,9 @@ async fn main() -> Result<()> {
     }
     if all || args.which == Which::Cluster {
         cluster(&runbook, &args.postgres, args.runs).await?;
+    }
+    if all || args.which == Which::Outage {
+        outage::outage(&runbook, 30).await?;
     }
     Ok(())
 }
@@ -812,9 +818,9 @@ async fn peer(runbook: &Path, python: &Path, runs: usize) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // runbook serve: webhooks
 
-const WEBHOOK_SECRET: &str = "bench-webhook-secret-01";
+pub(crate) const WEBHOOK_SECRET: &str = "bench-webhook-secret-01";
 
-async fn start_serve(runbook: &Path, dir: &Path) -> Result<(tokio::process::Child, String)> {
+pub(crate) async fn start_serve(runbook: &Path, dir: &Path) -> Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(runbook)
         .arg("serve")
@@ -839,7 +845,7 @@ async fn start_serve(runbook: &Path, dir: &Path) -> Result<(tokio::process::Chil
     Ok((child, url))
 }
 
-async fn stop_serve(mut child: tokio::process::Child) -> Result<()> {
+pub(crate) async fn stop_serve(mut child: tokio::process::Child) -> Result<()> {
     if let Some(pid) = child.id() {
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -891,7 +897,9 @@ async fn webhooks(runbook: &Path, runs: usize) -> Result<()> {
     const BURST: usize = 5_000;
     const PACED: usize = 1_000;
     const RATE: f64 = 200.0;
-    let config = "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"sqlite://runbook.db\"\nworkers = 4\n\n[[automation]]\nname = \"bench\"\n\
+    // The burst queues far more than the default queue_limit (1,000 per automation) before the
+    // workers catch up: intake is what is measured here, not the cap.
+    let config = "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"sqlite://runbook.db\"\nworkers = 4\nqueue_limit = 100000\n\n[[automation]]\nname = \"bench\"\n\
                   script = \"hook.rhai\"\nconcurrency = 4\ntrigger = { webhook = \"/hooks/bench\", secret = \"${BENCH_SECRET}\", id_header = \"X-Delivery-Id\" }\n";
     let mut rates = Vec::new();
     let (mut p50s, mut p99s) = (Vec::new(), Vec::new());

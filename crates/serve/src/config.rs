@@ -48,6 +48,21 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// How often an idle worker looks for queued runs (new local events wake it at once).
     pub poll_interval: Duration,
+    /// Connections served at once; beyond it, new connections wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (from its first byte; an idle
+    /// kept-alive connection is closed after this too).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's whole body, from its headers.
+    pub body_timeout: Duration,
+    /// Queued runs one automation may have; a webhook delivery beyond it is answered 429.
+    pub queue_limit: u64,
+    /// On shutdown, after `grace`: how long open connections get to finish before the
+    /// process exits regardless.
+    pub drain: Duration,
+    /// How long a store call on the request path may take before the request is answered 503.
+    pub store_timeout: Duration,
 }
 
 /// What starts an automation's runs.
@@ -102,8 +117,32 @@ pub struct Automation {
     pub timeout: Duration,
     /// What starts runs.
     pub trigger: Trigger,
+    /// For schedule triggers: what a tick does while a run of the automation is queued or
+    /// running.
+    pub overlap: Overlap,
     /// The line of `[[automation]]`, for messages.
     pub line: usize,
+}
+
+/// What a schedule's tick does while a run of its automation is queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overlap {
+    /// The tick is skipped and counted (`runbook_ticks_skipped_total{reason="overlap"}`).
+    #[default]
+    Skip,
+    /// The tick is queued anyway, to run after the others.
+    Queue,
+}
+
+impl Overlap {
+    /// The configuration's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+        }
+    }
 }
 
 /// Everything `runbook serve` needs from the configuration file.
@@ -142,6 +181,12 @@ struct ServeRaw {
     lease: Option<String>,
     grace: Option<String>,
     poll_interval: Option<String>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    queue_limit: Option<u64>,
+    drain: Option<String>,
+    store_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +201,7 @@ struct AutomationRaw {
     retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    overlap: Option<Spanned<String>>,
     trigger: Spanned<TriggerRaw>,
 }
 
@@ -253,9 +299,30 @@ impl ServeConfig {
             lease: duration(&serve.lease, "lease", Duration::from_secs(30))?,
             grace: duration(&serve.grace, "grace", Duration::from_secs(30))?,
             poll_interval: duration(&serve.poll_interval, "poll_interval", Duration::from_millis(500))?,
+            max_connections: serve.max_connections.unwrap_or(512),
+            header_timeout: duration(&serve.header_timeout, "header_timeout", Duration::from_secs(10))?,
+            body_timeout: duration(&serve.body_timeout, "body_timeout", Duration::from_secs(30))?,
+            queue_limit: serve.queue_limit.unwrap_or(1000),
+            drain: duration(&serve.drain, "drain", Duration::from_secs(5))?,
+            store_timeout: duration(&serve.store_timeout, "store_timeout", Duration::from_secs(5))?,
         };
         if settings.lease < Duration::from_secs(1) {
             return Err(err(serve_line, "[serve] lease must be at least 1s".to_owned()));
+        }
+        if settings.max_connections == 0 || settings.queue_limit == 0 {
+            return Err(err(
+                serve_line,
+                "[serve] max_connections and queue_limit must be at least 1".to_owned(),
+            ));
+        }
+        for (key, value) in [
+            ("header_timeout", settings.header_timeout),
+            ("body_timeout", settings.body_timeout),
+            ("store_timeout", settings.store_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(err(serve_line, format!("[serve] {key} must be at least 100ms")));
+            }
         }
 
         let mut automations: Vec<Automation> = Vec::new();
@@ -321,6 +388,28 @@ impl ServeConfig {
             }
             let trigger_line = lines.of(a.trigger.span().start);
             let trigger = parse_trigger(&name, a.trigger.into_inner()).map_err(|m| err(trigger_line, m))?;
+            let overlap = match &a.overlap {
+                None => Overlap::Skip,
+                Some(o) => {
+                    let at = lines.of(o.span().start);
+                    if !matches!(trigger, Trigger::Schedule(_)) {
+                        return Err(err(
+                            at,
+                            format!("automation \"{name}\": overlap applies to schedule triggers"),
+                        ));
+                    }
+                    match o.get_ref().as_str() {
+                        "skip" => Overlap::Skip,
+                        "queue" => Overlap::Queue,
+                        other => {
+                            return Err(err(
+                                at,
+                                format!("automation \"{name}\": overlap = \"{other}\"; write \"skip\" or \"queue\""),
+                            ));
+                        }
+                    }
+                }
+            };
             if let Trigger::Webhook(w) = &trigger
                 && let Some(other) = automations
                     .iter()
@@ -345,6 +434,7 @@ impl ServeConfig {
                 retry_delay,
                 timeout,
                 trigger,
+                overlap,
                 line,
             });
         }

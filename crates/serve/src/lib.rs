@@ -19,6 +19,10 @@
 //! * **A lost lease stops its attempt.** Heartbeats, completions and journal writes carry the
 //!   attempt's lease epoch; an attempt whose lease was not renewed is cancelled and its late
 //!   writes are refused.
+//! * **Bounded, and honest about the store.** Connections, header and body read times, queued runs
+//!   per automation and every store call on the request path are bounded; a stalled store is
+//!   answered `503` at once, `/readyz` says so, `/metrics` keeps serving, and a schedule's tick is
+//!   queued, skipped by policy or counted as missed — never dropped silently.
 //! * **Every run can be inspected.** Each keeps its params, event, result, error, log lines and
 //!   audit calls (secrets redacted) and its journal's steps until the retention (`keep`)
 //!   expires; journals of finished runs lose their arguments and results after
@@ -27,10 +31,12 @@
 //! ## Pieces
 //! [`ServeConfig`] parses `[serve]` and `[[automation]]`; [`store::Store`] is the durable queue
 //! and history (SQLite here, behind a trait); [`start`] runs the HTTP endpoints (`/hooks/*`,
-//! `/healthz`, `/metrics`, `/api/runs`), the tick tasks and the workers, and
-//! [`ServerHandle::shutdown`] stops them in order.
+//! `/healthz`, `/readyz`, `/metrics`, `/api/runs`) behind a connection limit and header and body
+//! timeouts, the tick tasks and the workers, and [`ServerHandle::shutdown`] stops them in order,
+//! within `grace` + `drain`.
 
 mod config;
+mod connections;
 mod metrics;
 mod schedule;
 mod server;
@@ -38,6 +44,8 @@ pub mod store;
 pub mod webhook;
 mod worker;
 
-pub use config::{Automation, ConfigError, ServeConfig, ServeSettings, Trigger, WebhookTrigger, resolve_store};
+pub use config::{
+    Automation, ConfigError, Overlap, ServeConfig, ServeSettings, Trigger, WebhookTrigger, resolve_store,
+};
 pub use schedule::Cadence;
 pub use server::{MAX_BODY, ServeError, ServerHandle, StartOptions, ms_time, start, summary};

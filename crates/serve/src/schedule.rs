@@ -15,6 +15,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Automation, Overlap};
+use crate::metrics::Metrics;
 use crate::store::{NewRun, Params, Store};
 
 /// When an automation's ticks fall.
@@ -125,69 +127,150 @@ fn now_ms() -> i64 {
     Timestamp::now().as_millisecond()
 }
 
-/// Offers `automation`'s ticks to the store until `stop`: first the catch-up (the most recent
-/// tick missed since the last one in the store, when the cadence catches up), then every tick as
-/// it falls. Each run is pinned to `script`. `wake` is told about each new run.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_ticks(
-    store: Arc<dyn Store>,
-    automation: String,
-    params: Params,
-    retries: u32,
-    script: String,
-    cadence: Cadence,
-    wake: Arc<tokio::sync::Notify>,
-    stop: CancellationToken,
-) {
-    let offer = |tick: i64| {
-        let store = store.clone();
-        let wake = wake.clone();
-        let run = tick_run(&automation, &params, retries, &script, tick);
-        async move {
-            match store.enqueue(run).await {
-                Ok(outcome) => {
-                    if outcome.created {
-                        tracing::info!(automation = %outcome.automation, run_id = %outcome.run_id, tick, "schedule fired");
-                        wake.notify_one();
-                    }
+/// What a tick task needs.
+pub(crate) struct Ticker {
+    /// The store (without the request path's deadline: a tick waits for its enqueue).
+    pub store: Arc<dyn Store>,
+    /// The automation.
+    pub automation: Automation,
+    /// Its cadence.
+    pub cadence: Cadence,
+    /// `[serve] queue_limit`.
+    pub queue_limit: u64,
+    /// Where missed and skipped ticks are counted.
+    pub metrics: Arc<Metrics>,
+    /// Told about each new run.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Shutdown.
+    pub stop: CancellationToken,
+}
+
+/// How an offered tick ended.
+enum Offered {
+    /// Queued (or already queued).
+    Stored,
+    /// Skipped by policy, with the reason.
+    Skipped(&'static str),
+}
+
+impl Ticker {
+    /// One attempt at queueing `tick`: the overlap policy and the queue limit first.
+    async fn try_offer(&self, tick: i64) -> Result<Offered, crate::store::StoreError> {
+        let name = &self.automation.name;
+        let backlog = self.store.backlog(name).await?;
+        if self.automation.overlap == Overlap::Skip && backlog.queued + backlog.running > 0 {
+            return Ok(Offered::Skipped("overlap"));
+        }
+        if backlog.queued >= self.queue_limit {
+            return Ok(Offered::Skipped("queue_full"));
+        }
+        let a = &self.automation;
+        let outcome = self
+            .store
+            .enqueue(tick_run(name, &a.params, a.retries, &a.source, tick))
+            .await?;
+        if outcome.created {
+            tracing::info!(automation = %outcome.automation, run_id = %outcome.run_id, tick, "schedule fired");
+            self.wake.notify_one();
+        }
+        Ok(Offered::Stored)
+    }
+
+    /// Offers `tick` until it is stored or skipped, retrying a failing store with backoff until
+    /// the next tick falls: then the tick is counted as missed and said so in the log.
+    async fn offer(&self, tick: i64) {
+        let name = &self.automation.name;
+        let next = self.cadence.next_after(tick).unwrap_or(i64::MAX);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.try_offer(tick).await {
+                Ok(Offered::Stored) => return,
+                Ok(Offered::Skipped(reason)) => {
+                    tracing::info!(automation = %name, tick, reason, "schedule tick skipped");
+                    self.metrics.tick_skipped(name, reason);
+                    return;
                 }
-                Err(e) => tracing::error!(error = %e, tick, "could not enqueue a scheduled run"),
+                Err(e) => {
+                    self.metrics.store_error("tick");
+                    let retry_at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                    if retry_at >= next {
+                        tracing::warn!(automation = %name, tick, error = %e, "schedule tick missed: the store did not take it before the next tick fell");
+                        self.metrics.ticks_missed(name, 1);
+                        return;
+                    }
+                    tracing::warn!(automation = %name, tick, error = %e, "could not queue a schedule tick; trying again");
+                    tokio::select! {
+                        () = self.stop.cancelled() => {
+                            tracing::warn!(automation = %name, tick, "schedule tick missed: shutdown began before the store took it");
+                            self.metrics.ticks_missed(name, 1);
+                            return;
+                        }
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
-    };
+    }
+}
 
+/// Offers the automation's ticks to the store until `stop`: first the catch-up (the most recent
+/// tick missed since the last one in the store, when the cadence catches up), then every tick as
+/// it falls. A tick is never lost silently: it is queued, skipped by policy (overlap, a full
+/// queue) or counted as missed (the store did not take it before the next tick fell, or the task
+/// was still waiting on the store when it fell), each with its metric.
+pub(crate) async fn run_ticks(ticker: Ticker) {
+    let name = ticker.automation.name.clone();
+    let cadence = ticker.cadence.clone();
     let start = now_ms();
     if cadence.catches_up() {
-        match store.last_tick(&automation).await {
+        match ticker.store.last_tick(&name).await {
             Ok(Some(last)) => {
                 if let Some(missed) = cadence.last_at_or_before(start).filter(|m| *m > last) {
-                    offer(missed).await;
+                    ticker.offer(missed).await;
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, %automation, "could not read the last tick"),
+            Err(e) => {
+                ticker.metrics.store_error("last_tick");
+                tracing::error!(error = %e, automation = %name, "could not read the last tick");
+            }
         }
     }
 
     let mut after = start;
     loop {
         let Some(tick) = cadence.next_after(after) else {
-            tracing::warn!(%automation, "the schedule has no further tick");
+            tracing::warn!(automation = %name, "the schedule has no further tick");
             return;
         };
         let wait = Duration::from_millis(u64::try_from(tick - now_ms()).unwrap_or(0));
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = ticker.stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
         let now = now_ms();
-        // Woken late (a long pause, a suspended machine): the ticks in between are missed ones.
+        // Woken late (a store that took long to answer, a long pause, a suspended machine): the
+        // ticks in between fell while none could be offered; they are counted as missed.
         let latest = cadence.last_at_or_before(now).unwrap_or(tick).max(tick);
-        if latest > tick && !cadence.catches_up() {
-            after = latest;
-            continue;
+        if latest > tick {
+            let mut passed = 0u64;
+            let mut t = tick;
+            while t < latest && passed < 1_000_000 {
+                passed += 1;
+                t = cadence.next_after(t).unwrap_or(latest);
+            }
+            if !cadence.catches_up() {
+                passed += 1;
+            }
+            tracing::warn!(automation = %name, ticks = passed, "schedule ticks missed: they fell while the previous tick was still waiting on the store (or the process was paused)");
+            ticker.metrics.ticks_missed(&name, passed);
+            if !cadence.catches_up() {
+                after = latest;
+                continue;
+            }
         }
-        offer(latest).await;
+        ticker.offer(latest).await;
         after = latest;
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServeConfig, Trigger};
 use crate::metrics::Metrics;
-use crate::store::{NewRun, ResolveError, RunFilter, RunRecord, Store};
+use crate::store::{NewRun, ResolveError, RunFilter, RunRecord, Store, TIMED_OUT, TimedStore};
 use crate::webhook;
 use crate::worker::{self, Pool};
 
@@ -63,10 +63,14 @@ impl StartOptions {
 
 struct App {
     config: Arc<ServeConfig>,
+    /// The store with `store_timeout` on every call: what every request uses.
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     intake_open: AtomicBool,
+    /// Each webhook automation's queued runs as last read from the store, plus this instance's
+    /// intakes since (see [`queued_runs`]).
+    queued: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
 }
 
 /// A running server.
@@ -127,12 +131,17 @@ pub async fn start(
     let wake = Arc::new(Notify::new());
     let app = Arc::new(App {
         config: config.clone(),
-        store: store.clone(),
+        store: Arc::new(TimedStore::new(
+            store.clone(),
+            config.settings.store_timeout,
+            metrics.clone(),
+        )),
         metrics: metrics.clone(),
         wake: wake.clone(),
         intake_open: AtomicBool::new(true),
+        queued: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
-    let pool = Pool::new(store.clone(), engine, config.clone(), metrics, wake.clone());
+    let pool = Pool::new(store.clone(), engine, config.clone(), metrics.clone(), wake.clone());
     let shutdown = CancellationToken::new();
     let ticks_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
@@ -141,38 +150,39 @@ pub async fn start(
     for automation in &config.automations {
         if let Trigger::Schedule(cadence) = &automation.trigger {
             tracing::info!(automation = %automation.name, schedule = %cadence, "schedule armed");
-            tickers.push(tokio::spawn(crate::schedule::run_ticks(
-                store.clone(),
-                automation.name.clone(),
-                automation.params.clone(),
-                automation.retries,
-                automation.source.clone(),
-                cadence.clone(),
-                wake.clone(),
-                ticks_stop.clone(),
-            )));
+            tickers.push(tokio::spawn(crate::schedule::run_ticks(crate::schedule::Ticker {
+                store: store.clone(),
+                automation: automation.clone(),
+                cadence: cadence.clone(),
+                queue_limit: config.settings.queue_limit,
+                metrics: metrics.clone(),
+                wake: wake.clone(),
+                stop: ticks_stop.clone(),
+            })));
         }
     }
-    let housekeeping = tokio::spawn(housekeeping(store.clone(), config.clone()));
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), config.clone(), metrics.clone()));
     let workers = tokio::spawn(worker::run(pool.clone()));
 
     let router = router(app.clone());
-    let http_done = http_stop.clone();
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_done.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
-    });
+    let http = tokio::spawn(crate::connections::serve(
+        listener,
+        router,
+        crate::connections::Limits::of(&config.settings),
+        http_stop.clone(),
+    ));
     tracing::info!(%addr, automations = config.automations.len(), "runbook serve is listening");
 
     let signal = shutdown.clone();
     let grace = config.settings.grace;
+    // Once runs are told to stop, how long handing them back may take: a stalled store must not
+    // keep the process alive (their leases lapse instead, and they are queued again).
+    let hand_back = config.settings.store_timeout;
     let done = tokio::spawn(async move {
         signal.cancelled().await;
-        tracing::info!("shutting down: intake closed, waiting for running runs");
+        tracing::info!(
+            "shutting down: intake closed, waiting for running runs (grace), then for open connections (drain)"
+        );
         app.intake_open.store(false, Ordering::SeqCst);
         ticks_stop.cancel();
         pool.stop_claiming.cancel();
@@ -180,10 +190,19 @@ pub async fn start(
         if tokio::time::timeout(grace, &mut workers).await.is_err() {
             tracing::warn!(grace = %humantime::format_duration(grace), "runs still running after the grace period are stopped and queued again");
             pool.abort_runs.cancel();
-            let _ = workers.await;
+            if tokio::time::timeout(hand_back, &mut workers).await.is_err() {
+                tracing::warn!(
+                    "the store did not take the stopped runs back within store_timeout; their leases lapse and they are queued again"
+                );
+                workers.abort();
+            }
         }
-        for t in tickers {
-            let _ = t.await;
+        let ticks_until = tokio::time::Instant::now() + hand_back;
+        for mut t in tickers {
+            if tokio::time::timeout_at(ticks_until, &mut t).await.is_err() {
+                tracing::warn!("a schedule tick was still waiting on the store at shutdown");
+                t.abort();
+            }
         }
         housekeeping.abort();
         http_stop.cancel();
@@ -200,11 +219,12 @@ fn ago(age: std::time::Duration) -> i64 {
 
 /// Re-queues runs whose lease expired (a crashed instance's), prunes old runs and compacts the
 /// journals of finished runs past `journal_retention`.
-async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>) {
+async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>, metrics: Arc<Metrics>) {
     let settings = &config.settings;
     let mut last_prune: Option<std::time::Instant> = None;
     loop {
         if let Err(e) = store.recover(false).await {
+            metrics.store_error("recover");
             tracing::error!(error = %e, "could not re-queue expired runs");
         }
         if last_prune.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
@@ -234,9 +254,108 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/hooks/{*path}", post(hook))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .layer(middleware::from_fn_with_state(app.clone(), body_deadline))
         .with_state(app)
+}
+
+/// Bounds the time a client may take to send a request's body: `body_timeout` from its headers,
+/// for every read of it (webhooks, API bodies). A body still unfinished then is answered 408
+/// and the connection closed.
+async fn body_deadline(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    use futures::StreamExt as _;
+    let limit = app.config.settings.body_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    let expired = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let flag = expired.clone();
+    let stream = futures::stream::unfold(Some(body.into_data_stream()), move |state| {
+        let flag = flag.clone();
+        async move {
+            let mut stream = state?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+                Ok(Some(Err(e))) => Some((Err(axum::BoxError::from(e)), None)),
+                Ok(None) => None,
+                Err(_) => {
+                    flag.store(true, Ordering::SeqCst);
+                    Some((
+                        Err(axum::BoxError::from("the body did not arrive within body_timeout")),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    let request = Request::from_parts(parts, axum::body::Body::from_stream(stream));
+    let response = next.run(request).await;
+    if !expired.load(Ordering::SeqCst) {
+        return response;
+    }
+    app.metrics.rejected("body_timeout");
+    let mut response = error(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the body did not arrive within {} (body_timeout)",
+            humantime::format_duration(limit)
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
+/// How long a count of an automation's queued runs is used before the store is asked again.
+const QUEUE_COUNT_FRESH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `automation`'s queued runs, for `queue_limit`: counted in the store at most every
+/// [`QUEUE_COUNT_FRESH`], and in between by this instance's own intakes, so that a burst of
+/// deliveries does not count the queue once per delivery. (Instances sharing a store see each
+/// other's intakes at the next count: together they may pass the limit by what they accept in
+/// that time.)
+async fn queued_runs(app: &App, automation: &str) -> Result<u64, crate::store::StoreError> {
+    {
+        let counts = app.queued.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, n)) = counts.get(automation)
+            && at.elapsed() < QUEUE_COUNT_FRESH
+        {
+            return Ok(*n);
+        }
+    }
+    let n = app.store.backlog(automation).await?.queued;
+    app.queued
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(automation.to_owned(), (std::time::Instant::now(), n));
+    Ok(n)
+}
+
+/// This instance queued one more run of `automation`.
+fn one_more_queued(app: &App, automation: &str) {
+    if let Some((_, n)) = app.queued.lock().unwrap_or_else(|p| p.into_inner()).get_mut(automation) {
+        *n += 1;
+    }
+}
+
+/// 503 with `Retry-After`, for a store that failed or did not answer in time.
+fn store_unavailable(message: &str) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    response
+}
+
+/// A store error fit to show anyone: redacted, and short.
+fn short_cause(e: &crate::store::StoreError) -> String {
+    let text = runbook_core::redact(&e.0).into_owned();
+    match text.char_indices().nth(120) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -349,6 +468,42 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
     }
     let delivery = webhook::delivery_id(trigger, &headers, &body);
     let event = webhook::event(trigger, &headers, &body, &delivery, &now.to_string());
+    let queue_limit = app.config.settings.queue_limit;
+    match queued_runs(&app, &automation.name).await {
+        Ok(queued) if queued >= queue_limit => {
+            // A delivery stored before is answered as the duplicate it is, full queue or not.
+            match app.store.run_by_key(&automation.name, &delivery).await {
+                Ok(Some(run_id)) => {
+                    app.metrics.delivered(&automation.name, "duplicate");
+                    return (StatusCode::OK, axum::Json(json!({"run_id": run_id, "duplicate": true}))).into_response();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "could not look a delivery up");
+                    app.metrics.rejected("store_unavailable");
+                    return store_unavailable("the store is unavailable: the delivery was not stored; send it again");
+                }
+            }
+            app.metrics.rejected("queue_full");
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "automation \"{}\" has {queued} queued runs (queue_limit {queue_limit}): nothing was stored; send it again later",
+                    automation.name
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+            return response;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "could not count the queue for a delivery");
+            app.metrics.rejected("store_unavailable");
+            return store_unavailable("the store is unavailable: the delivery was not stored; send it again");
+        }
+    }
     let run = NewRun {
         automation: automation.name.clone(),
         trigger: "webhook".to_owned(),
@@ -362,6 +517,7 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
     };
     match app.store.enqueue(run).await {
         Ok(queued) if queued.created => {
+            one_more_queued(&app, &automation.name);
             app.metrics.delivered(&automation.name, "accepted");
             app.wake.notify_one();
             (StatusCode::ACCEPTED, axum::Json(json!({"run_id": queued.run_id}))).into_response()
@@ -376,9 +532,9 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store a delivery");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the delivery could not be stored; send it again",
+            app.metrics.rejected("store_unavailable");
+            store_unavailable(
+                "the store is unavailable: the delivery may not be stored; send it again (a delivery sent again is not run twice)",
             )
         }
     }
@@ -396,15 +552,48 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    match app.store.stats().await {
-        Ok(stats) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            app.metrics.render(&stats),
+/// Whether this instance can do its work: the store answers (a write would be taken) within
+/// `store_timeout`. 503 with the reason otherwise, and while stopping.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if !app.intake_open.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "stopping", "reason": "the server is shutting down"})),
         )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            .into_response();
     }
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
+        Err(e) => {
+            let reason = if e.0.starts_with(TIMED_OUT) {
+                e.0.clone()
+            } else {
+                format!("the store failed: {}", short_cause(&e))
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "unavailable", "reason": reason})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// This instance's metrics, always; the store's gauges only when it answers in time
+/// (`runbook_store_up` says which).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let stats = match app.store.stats().await {
+        Ok(stats) => Some(stats),
+        Err(e) => {
+            tracing::warn!(error = %e, "the store's gauges are left out of /metrics");
+            None
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.metrics.render(stats.as_ref()),
+    )
+        .into_response()
 }
 
 async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {

@@ -42,6 +42,7 @@ pub(crate) struct Pool {
 /// An attempt this instance holds.
 struct Held {
     epoch: u64,
+    automation: String,
     fence: Arc<Fence>,
     /// Cancels the attempt alone (a child of `abort_runs`).
     cancel: CancellationToken,
@@ -102,6 +103,7 @@ pub(crate) async fn run(pool: Arc<Pool>) {
                         let lease = settings.lease;
                         let held = Held {
                             epoch: run.epoch,
+                            automation: run.automation.clone(),
                             fence: Arc::new(Fence::renewed_at(claim_sent, lease, lease / 4)),
                             cancel: pool.abort_runs.child_token(),
                             lost: Arc::new(AtomicBool::new(false)),
@@ -119,7 +121,10 @@ pub(crate) async fn run(pool: Arc<Pool>) {
                         });
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "could not claim runs"),
+                Err(e) => {
+                    pool.metrics.store_error("claim");
+                    tracing::error!(error = %e, "could not claim runs");
+                }
             }
         }
         if claimed_any && permits.available_permits() > 0 {
@@ -151,15 +156,20 @@ async fn heartbeats(pool: Arc<Pool>) {
     let lease = pool.config.settings.lease;
     loop {
         tokio::time::sleep(lease / 3).await;
-        let held: Vec<(String, u64)> = pool.in_flight().iter().map(|(id, h)| (id.clone(), h.epoch)).collect();
+        let held: Vec<(String, u64, String)> = pool
+            .in_flight()
+            .iter()
+            .map(|(id, h)| (id.clone(), h.epoch, h.automation.clone()))
+            .collect();
         if held.is_empty() {
             continue;
         }
         let sent = Instant::now();
-        match pool.store.heartbeat(&pool.owner, &held, lease).await {
+        let runs: Vec<(String, u64)> = held.iter().map(|(id, epoch, _)| (id.clone(), *epoch)).collect();
+        match pool.store.heartbeat(&pool.owner, &runs, lease).await {
             Ok(renewed) => {
                 let in_flight = pool.in_flight();
-                for (id, epoch) in &held {
+                for (id, epoch, automation) in &held {
                     let Some(h) = in_flight.get(id).filter(|h| h.epoch == *epoch) else {
                         continue;
                     };
@@ -167,12 +177,16 @@ async fn heartbeats(pool: Arc<Pool>) {
                         h.fence.renew(sent);
                     } else {
                         tracing::warn!(run_id = %id, "the run's lease was lost (it was queued again or claimed by another attempt); stopping this attempt");
+                        pool.metrics.lease_lost(automation);
                         h.lost.store(true, Ordering::SeqCst);
                         h.cancel.cancel();
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not renew leases"),
+            Err(e) => {
+                pool.metrics.store_error("heartbeat");
+                tracing::error!(error = %e, "could not renew leases");
+            }
         }
     }
 }
@@ -273,6 +287,10 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
             // The lease is someone else's now (or may be): whatever this attempt says is not
             // to be recorded; the attempt that holds the run resumes from the journal.
             pool.in_flight().remove(&run.id);
+            if !attempt.lost.load(Ordering::SeqCst) {
+                // Its fence closed (heartbeats went unanswered): counted here, once.
+                pool.metrics.lease_lost(&run.automation);
+            }
             tracing::warn!(run_id = %run.id, error = %e.describe(), "this attempt lost the run's lease; it recorded nothing more");
             return;
         }
@@ -333,6 +351,7 @@ async fn finish(pool: &Pool, run: &ClaimedRun, attempt: &Attempt, completion: Co
             .await
         {
             Err(e) if attempt.fence.may_send() && !attempt.lost.load(Ordering::SeqCst) => {
+                pool.metrics.store_error("complete");
                 tracing::warn!(error = %e, run_id = %run.id, "could not record how the run ended; trying again");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -355,13 +374,18 @@ async fn finish(pool: &Pool, run: &ClaimedRun, attempt: &Attempt, completion: Co
             }
         }
         Ok(false) => {
+            pool.metrics.lease_lost(&run.automation);
             tracing::warn!(run_id = %run.id, "the run's lease was lost before it finished; another attempt owns it")
         }
-        Err(e) => tracing::error!(
-            error = %e,
-            run_id = %run.id,
-            "could not record how the run ended; its lease will lapse and the run be queued again, to resume from its journal"
-        ),
+        Err(e) => {
+            pool.metrics.store_error("complete");
+            pool.metrics.completion_failed(&run.automation);
+            tracing::error!(
+                error = %e,
+                run_id = %run.id,
+                "could not record how the run ended; its lease will lapse and the run be queued again, to resume from its journal"
+            )
+        }
     }
 }
 

@@ -13,10 +13,12 @@
 //! * a run's journal ([`Store::journal`]) keeps one entry per step, for resuming it and for its
 //!   history; a person decides about a step in doubt with [`Store::resolve`].
 
+mod pg_tls;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod timed;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use serde_json::{Map, Value};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub(crate) use timed::{TIMED_OUT, TimedStore};
 
 /// A store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -254,6 +257,17 @@ pub struct RunFilter {
 pub struct Stats {
     /// Runs by (automation, status).
     pub runs: BTreeMap<(String, RunStatus), u64>,
+    /// How long the oldest queued run whose time has come has waited (ms), if any waits.
+    pub oldest_queued_ms: Option<i64>,
+}
+
+/// One automation's runs that are not over yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Queued (including those waiting for a retry's time).
+    pub queued: u64,
+    /// Running.
+    pub running: u64,
 }
 
 impl Stats {
@@ -274,7 +288,9 @@ pub trait Store: Send + Sync {
     async fn enqueue(&self, run: NewRun) -> Result<Enqueued, StoreError>;
 
     /// Claims up to `max` runs that may start now, respecting each automation's
-    /// `concurrency` (an automation not listed may run one at a time), under a lease of `lease`.
+    /// `concurrency`, under a lease of `lease`. Only automations listed in `concurrency` are
+    /// claimed: a run of an automation this instance does not know (another instance's newer
+    /// configuration, during a rolling deploy) stays queued for an instance that knows it.
     async fn claim(
         &self,
         owner: &str,
@@ -361,6 +377,16 @@ pub trait Store: Send + Sync {
 
     /// Counts for metrics.
     async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// How many runs of `automation` are queued and running (one indexed count each).
+    async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError>;
+
+    /// The run already stored for `(automation, idem_key)`, if any (a unique-index lookup): a
+    /// delivery sent again is recognised even when the queue is full.
+    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Whether the store answers and would take a write (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// The rate budget every instance on this store shares, for a store several instances use.
     fn shared_budget(&self) -> Option<std::sync::Arc<dyn runbook_core::http::SharedBudget>> {

@@ -26,13 +26,13 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use runbook_core::http::{BudgetError, RateLimit, SharedBudget};
 use serde_json::Value;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord, RunStatus,
-    Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
+    Backlog, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord,
+    RunStatus, Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
 };
 
 /// The database's clock in unix milliseconds: one clock for every instance's leases.
@@ -375,14 +375,13 @@ impl Journal for PgJournal {
 
 impl PgStore {
     /// Connects to `url` (`postgres://user@host:port/db`, libpq's URL form; `options=-csearch_path=…`
-    /// picks a schema) and applies the migrations this build knows.
+    /// picks a schema; `sslmode`, `sslrootcert`, `connect_timeout` and `statement_timeout` as
+    /// [`pg_tls`](super::pg_tls) says) and applies the migrations this build knows.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError(format!("not a PostgreSQL URL: {e}")))?;
+        let super::pg_tls::PgConnectSettings { config, tls } = super::pg_tls::settings(url)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -394,7 +393,16 @@ impl PgStore {
             .build()
             .map_err(pg_err)?;
         let store = PgStore { pool };
-        store.migrate().await?;
+        store.migrate().await.map_err(|e| {
+            if e.0.contains("certificate") || e.0.contains("TLS") || e.0.contains("tls") {
+                StoreError(format!(
+                    "{}; with sslmode=verify-full, sslrootcert must name the CA that signed the server's certificate and the URL's host must be one the certificate names",
+                    e.0
+                ))
+            } else {
+                e
+            }
+        })?;
         Ok(store)
     }
 
@@ -507,12 +515,16 @@ impl Store for PgStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        // Only the automations this instance knows: another's stay queued for an instance that
+        // knows them (a rolling deploy that adds one).
+        let known: Vec<&str> = concurrency.keys().map(String::as_str).collect();
         let due: Vec<String> = tx
             .query(
                 &format!(
-                    "SELECT DISTINCT automation FROM runbook_runs WHERE status = 'queued' AND not_before <= {NOW_MS}"
+                    "SELECT DISTINCT automation FROM runbook_runs
+                     WHERE status = 'queued' AND not_before <= {NOW_MS} AND automation = ANY($1)"
                 ),
-                &[],
+                &[&known],
             )
             .await
             .map_err(|e| db_err(&e))?
@@ -547,7 +559,9 @@ impl Store for PgStore {
                 .await
                 .map_err(|e| db_err(&e))?
                 .get(0);
-            let limit = concurrency.get(&automation).copied().unwrap_or(1);
+            let Some(limit) = concurrency.get(&automation).copied() else {
+                continue;
+            };
             let room = limit
                 .saturating_sub(usize::try_from(running).unwrap_or(usize::MAX))
                 .min(max - claimed.len());
@@ -898,7 +912,52 @@ impl Store for PgStore {
                     .insert((row.get(0), status), u64::try_from(row.get::<_, i64>(2)).unwrap_or(0));
             }
         }
+        let oldest: Option<i64> = client
+            .query_one(
+                &format!(
+                    "SELECT {NOW_MS} - MIN(not_before) FROM runbook_runs WHERE status = 'queued' AND not_before <= {NOW_MS}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| db_err(&e))?
+            .get(0);
+        stats.oldest_queued_ms = oldest.map(|ms| ms.max(0));
         Ok(stats)
+    }
+
+    async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM runbook_runs WHERE automation = $1 AND status = 'queued'),
+                        (SELECT COUNT(*) FROM runbook_runs WHERE automation = $1 AND status = 'running')",
+                &[&automation],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(Backlog {
+            queued: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            running: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        })
+    }
+
+    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id FROM runbook_runs WHERE automation = $1 AND idem_key = $2",
+                &[&automation, &idem_key],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(|e| db_err(&e))?;
+        Ok(())
     }
 
     fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {

@@ -26,8 +26,8 @@ use tokio::sync::oneshot;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord, RunStatus,
-    Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
+    Backlog, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord,
+    RunStatus, Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
 };
 
 const SCHEMA: &str = r#"
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_queue ON runs (status, not_before);
 CREATE INDEX IF NOT EXISTS runs_by_automation ON runs (automation, id);
+CREATE INDEX IF NOT EXISTS runs_backlog ON runs (automation, status);
 CREATE TABLE IF NOT EXISTS state (
     automation TEXT NOT NULL,
     key        TEXT NOT NULL,
@@ -679,7 +680,10 @@ impl Store for SqliteStore {
                 if claimed.len() >= max {
                     break;
                 }
-                let limit = concurrency.get(&automation).copied().unwrap_or(1);
+                // An automation this instance does not know stays queued for one that does.
+                let Some(limit) = concurrency.get(&automation).copied() else {
+                    continue;
+                };
                 let busy = running.entry(automation.clone()).or_insert(0);
                 if *busy >= limit {
                     continue;
@@ -1018,9 +1022,76 @@ impl Store for SqliteStore {
                     stats.runs.insert((automation, status), u64::try_from(n).unwrap_or(0));
                 }
             }
+            let now = now_ms();
+            let oldest: Option<i64> = conn
+                .query_row(
+                    "SELECT MIN(not_before) FROM runs WHERE status = 'queued' AND not_before <= ?1",
+                    params![now],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            stats.oldest_queued_ms = oldest.map(|at| (now - at).max(0));
             Ok(stats)
         })
         .await
+    }
+
+    async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError> {
+        let automation = automation.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT status, COUNT(*) FROM runs WHERE status IN ('queued', 'running') AND automation = ?1
+                     GROUP BY status",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![automation], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(db_err)?;
+            let mut backlog = Backlog::default();
+            for row in rows {
+                let (status, n) = row.map_err(db_err)?;
+                let n = u64::try_from(n).unwrap_or(0);
+                if status == "queued" {
+                    backlog.queued = n;
+                } else {
+                    backlog.running = n;
+                }
+            }
+            Ok(backlog)
+        })
+        .await
+    }
+
+    /// A write transaction begun and rolled back on the writer: a locked file does not answer.
+    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError> {
+        let (automation, key) = (automation.to_owned(), idem_key.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT id FROM runs WHERE automation = ?1 AND idem_key = ?2",
+                params![automation, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    /// A ping whose caller has stopped waiting is not run: pings queued behind a stalled write
+    /// do not add to the stall.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<(), StoreError>>();
+        self.send(Msg::Job(Box::new(move |conn| {
+            if tx.is_closed() {
+                return;
+            }
+            let _ = tx.send(conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").map_err(db_err));
+        })))?;
+        rx.await
+            .map_err(|_| StoreError("the store's writer has stopped".to_owned()))?
     }
 }
 

@@ -363,13 +363,13 @@ async fn a_released_run_keeps_its_attempt_count_and_a_retry_repeats_a_finished_r
     for b in backends().await {
         let store = &b.handles[0];
         let queued = store.enqueue(run("a", Some("x"))).await.unwrap();
-        let claimed = store.claim("w", &limits(&[]), 1, LEASE).await.unwrap();
+        let claimed = store.claim("w", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
         assert!(store.release("w", &claimed[0].id, claimed[0].epoch).await.unwrap());
         let record = store.get(&queued.run_id).await.unwrap().unwrap();
         assert_eq!((record.status, record.attempts), (RunStatus::Queued, 0), "{}", b.name);
         let err = store.retry(&queued.run_id, "2".into()).await.unwrap_err();
         assert!(err.to_string().contains("only a finished run"), "{}: {err}", b.name);
-        let claimed = b.handles[1].claim("w", &limits(&[]), 1, LEASE).await.unwrap();
+        let claimed = b.handles[1].claim("w", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
         assert!(
             b.handles[1]
                 .complete("w", &claimed[0].id, claimed[0].epoch, done())
@@ -982,4 +982,39 @@ async fn a_postgres_database_of_the_first_schema_is_upgraded_in_place() {
         .unwrap();
     let store = PgStore::open(&url).await.unwrap();
     assert_old_runs_kept("postgres", &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_takes_only_configured_automations_and_the_backlog_counts_what_waits() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        store.ping().await.unwrap();
+        let unknown = store.enqueue(run("b", Some("1"))).await.unwrap();
+        store.enqueue(run("a", Some("1"))).await.unwrap();
+        store.enqueue(run("a", Some("2"))).await.unwrap();
+        // An instance that knows only "a" leaves "b" queued (a rolling deploy adding "b").
+        let claimed = store.claim("w", &limits(&[("a", 5)]), 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{}", b.name);
+        assert!(claimed.iter().all(|c| c.automation == "a"), "{}", b.name);
+        let record = store.get(&unknown.run_id).await.unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Queued, "{}", b.name);
+        assert_eq!(
+            store.backlog("a").await.unwrap(),
+            Backlog { queued: 0, running: 2 },
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.handles[1].backlog("b").await.unwrap(),
+            Backlog { queued: 1, running: 0 },
+            "{}",
+            b.name
+        );
+        assert!(store.stats().await.unwrap().oldest_queued_ms.is_some(), "{}", b.name);
+        // One that knows "b" takes it.
+        let claimed = b.handles[2].claim("w2", &limits(&[("b", 1)]), 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{}", b.name);
+        assert_eq!(claimed[0].id, unknown.run_id, "{}", b.name);
+        assert_eq!(store.stats().await.unwrap().oldest_queued_ms, None, "{}", b.name);
+    }
 }
