@@ -46,6 +46,19 @@ pub async fn serve(args: &ServeArgs, config: &Config) -> Result<u8, CliError> {
     };
     let overrides = simulation.as_ref().map(Simulation::overrides).unwrap_or_default();
     let serve_config = serve_config(config, &build_checker()?)?;
+    let webhooks: Vec<String> = serve_config
+        .automations
+        .iter()
+        .filter_map(|a| match &a.trigger {
+            runbook_serve::Trigger::Webhook(w) => Some(format!(
+                "runbook serve: webhook {} (automation \"{}\"): {}",
+                w.path,
+                a.name,
+                runbook_serve::webhook::describe(w)
+            )),
+            runbook_serve::Trigger::Schedule(_) => None,
+        })
+        .collect();
     let url = serve_config.store_url();
     let store: Arc<dyn Store> = runbook_serve::store::open(&url)
         .await
@@ -61,6 +74,9 @@ pub async fn serve(args: &ServeArgs, config: &Config) -> Result<u8, CliError> {
     )
     .await
     .map_err(|e| CliError::usage(e.to_string()))?;
+    for line in &webhooks {
+        eprintln!("{line}");
+    }
     eprintln!("runbook serve: listening on http://{}", handle.local_addr());
     let signal = super::wait_for_signal().await;
     if signal == super::StopSignal::Hangup {

@@ -400,6 +400,7 @@ async fn every_output_ends_with_a_newline() {
             automation: "report".into(),
             trigger: "webhook".into(),
             idem_key: None,
+            dedup: Vec::new(),
             scheduled_for: None,
             params: serde_json::Map::new(),
             event: None,

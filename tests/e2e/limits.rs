@@ -34,11 +34,12 @@ fn addr(server: &Server) -> String {
     server.url.trim_start_matches("http://").to_owned()
 }
 
-/// A delivery's request, signed, with `body` as its body.
+/// A delivery's request, signed with the current time, with `body` as its body.
 fn delivery(id: &str, body: &[u8]) -> String {
+    let now = jiff::Timestamp::now().as_second();
     format!(
-        "POST /hooks/siem HTTP/1.1\r\nHost: x\r\nX-Delivery-Id: {id}\r\nX-Signature-256: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        runbook_serve::webhook::sign(SECRET, None, body),
+        "POST /hooks/siem HTTP/1.1\r\nHost: x\r\nX-Delivery-Id: {id}\r\nX-Timestamp: {now}\r\nX-Signature-256: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        runbook_serve::webhook::sign(SECRET, Some(now), body),
         body.len()
     )
 }
@@ -46,12 +47,14 @@ fn delivery(id: &str, body: &[u8]) -> String {
 async fn post(client: &reqwest::Client, server: &Server, id: &str) -> (reqwest::StatusCode, Option<String>, Duration) {
     let body = format!("{{\"id\": \"{id}\"}}");
     let started = Instant::now();
+    let now = jiff::Timestamp::now().as_second();
     let response = client
         .post(format!("{}/hooks/siem", server.url))
         .header("X-Delivery-Id", id)
+        .header("X-Timestamp", now.to_string())
         .header(
             "X-Signature-256",
-            runbook_serve::webhook::sign(SECRET, None, body.as_bytes()),
+            runbook_serve::webhook::sign(SECRET, Some(now), body.as_bytes()),
         )
         .header("Content-Type", "application/json")
         .body(body)

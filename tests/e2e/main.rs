@@ -19,3 +19,4 @@ mod scripts;
 mod serve;
 mod sim;
 mod support;
+mod webhooks;

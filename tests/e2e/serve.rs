@@ -94,6 +94,11 @@ impl Server {
         let _ = self.child.wait().await;
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -109,11 +114,11 @@ pub(crate) fn workspace_with(sims: &Sims, config: &str, scripts: &[(&str, &str)]
     ws
 }
 
-async fn store(ws: &Workspace) -> SqliteStore {
+pub(crate) async fn store(ws: &Workspace) -> SqliteStore {
     SqliteStore::open_shared(&ws.path().join("runbook.db")).await.unwrap()
 }
 
-async fn all_runs(ws: &Workspace) -> Vec<RunRecord> {
+pub(crate) async fn all_runs(ws: &Workspace) -> Vec<RunRecord> {
     store(ws)
         .await
         .list(&RunFilter {
@@ -148,9 +153,14 @@ pub(crate) fn signed(
     body: &Value,
 ) -> reqwest::RequestBuilder {
     let bytes = serde_json::to_vec(body).unwrap();
+    let now = jiff::Timestamp::now().as_second();
     client
         .post(format!("{url}{path}"))
-        .header("X-Signature-256", runbook_serve::webhook::sign(SECRET, None, &bytes))
+        .header(
+            "X-Signature-256",
+            runbook_serve::webhook::sign(SECRET, Some(now), &bytes),
+        )
+        .header("X-Timestamp", now.to_string())
         .header("X-Delivery-Id", delivery)
         .header("Content-Type", "application/json")
         .body(bytes)
@@ -295,12 +305,14 @@ async fn refused_deliveries_get_their_status_and_leave_nothing_behind() {
     let client = reqwest::Client::new();
     let body = serde_json::to_vec(&json!({"user_id": cf_id(1), "n": 1})).unwrap();
 
+    let now = jiff::Timestamp::now().as_second();
     let bad = client
         .post(format!("{}/hooks/siem", server.url))
         .header(
             "X-Signature-256",
-            runbook_serve::webhook::sign("not-the-secret", None, &body),
+            runbook_serve::webhook::sign("not-the-secret-but-long-enough", Some(now), &body),
         )
+        .header("X-Timestamp", now.to_string())
         .body(body.clone())
         .send()
         .await
@@ -325,7 +337,11 @@ async fn refused_deliveries_get_their_status_and_leave_nothing_behind() {
     let huge = vec![b'x'; runbook_serve::MAX_BODY + 1];
     let too_big = client
         .post(format!("{}/hooks/siem", server.url))
-        .header("X-Signature-256", runbook_serve::webhook::sign(SECRET, None, &huge))
+        .header(
+            "X-Signature-256",
+            runbook_serve::webhook::sign(SECRET, Some(now), &huge),
+        )
+        .header("X-Timestamp", now.to_string())
         .body(huge)
         .send()
         .await
@@ -355,7 +371,6 @@ async fn refused_deliveries_get_their_status_and_leave_nothing_behind() {
     }
 
     // A fresh, correctly signed and stamped delivery is accepted.
-    let now = jiff::Timestamp::now().as_second();
     let fresh = client
         .post(format!("{}/hooks/stamped", server.url))
         .header(
@@ -773,6 +788,7 @@ async fn a_run_in_doubt_shows_its_steps_and_a_person_resolves_it_through_the_api
                 automation: "hook".into(),
                 trigger: "webhook".into(),
                 idem_key: Some("doubt-1".into()),
+                dedup: Vec::new(),
                 scheduled_for: None,
                 params: serde_json::Map::new(),
                 event: None,

@@ -22,6 +22,7 @@ async fn held_run(store: &Arc<dyn Store>, n: usize) -> Result<Arc<dyn runbook_co
             automation: "bench".into(),
             trigger: "api".into(),
             idem_key: Some(format!("journal-{n}-{}", uuid::Uuid::new_v4())),
+            dedup: Vec::new(),
             scheduled_for: None,
             params: serde_json::Map::new(),
             event: None,

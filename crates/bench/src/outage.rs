@@ -21,11 +21,13 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn deliver(client: &reqwest::Client, url: &str, id: &str) -> Result<(u16, Duration)> {
     let body = serde_json::to_vec(&json!({"id": id}))?;
     let started = Instant::now();
+    let now = jiff::Timestamp::now().as_second();
     let response = client
         .post(format!("{url}/hooks/bench"))
+        .header("X-Timestamp", now.to_string())
         .header(
             "X-Signature-256",
-            runbook_serve::webhook::sign(WEBHOOK_SECRET, None, &body),
+            runbook_serve::webhook::sign(WEBHOOK_SECRET, Some(now), &body),
         )
         .header("X-Delivery-Id", id)
         .body(body)

@@ -63,6 +63,12 @@ pub struct ServeSettings {
     pub drain: Duration,
     /// How long a store call on the request path may take before the request is answered 503.
     pub store_timeout: Duration,
+    /// How long webhook deliveries' dedup keys (ids, signatures) are kept: longer than run
+    /// history (`keep`), so that a delivery replayed after its run was pruned is still known.
+    pub dedup_keep: Duration,
+    /// Bytes of webhook bodies being read at once, across every webhook: what bounds the memory
+    /// a flood of deliveries can take before their signatures are checked.
+    pub intake_memory: usize,
 }
 
 /// What starts an automation's runs.
@@ -74,23 +80,53 @@ pub enum Trigger {
     Schedule(Cadence),
 }
 
+/// How a webhook's deliveries are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `"{timestamp}.{body}"` signed with HMAC-SHA256, sent as `sha256=<hex>` (or `<hex>`) in
+    /// `X-Signature-256`, the time in `X-Timestamp`; the timestamp may be waived
+    /// (`require_timestamp = false`), which gives up replay protection.
+    HmacSha256,
+    /// GitHub's: `X-Hub-Signature-256: sha256=<hex>` of the body, `X-GitHub-Delivery` its id.
+    Github,
+    /// The Standard Webhooks specification: `webhook-id`, `webhook-timestamp` and
+    /// `webhook-signature: v1,<base64>` of `"{id}.{timestamp}.{body}"`.
+    StandardWebhooks,
+}
+
+impl Scheme {
+    /// The name used in `runbook.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::HmacSha256 => "hmac-sha256",
+            Scheme::Github => "github",
+            Scheme::StandardWebhooks => "standard-webhooks",
+        }
+    }
+}
+
 /// A webhook's settings.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WebhookTrigger {
     /// `/hooks/...`.
     pub path: String,
-    /// The shared HMAC-SHA256 secret.
+    /// The shared secret (for `standard-webhooks`, a `whsec_` secret is the base64 of the key).
     pub secret: Secret<String>,
-    /// The header carrying `sha256=<hex>` or `<hex>`.
+    /// How deliveries are signed.
+    pub scheme: Scheme,
+    /// The header carrying the signature (lower case).
     pub signature_header: String,
-    /// The header carrying the delivery id (else the body's hash is the id).
+    /// The header carrying the delivery id (lower case).
     pub id_header: Option<String>,
-    /// The header carrying the sending time (unix seconds); when set, the signature covers
-    /// `"{timestamp}.{body}"` and deliveries outside the replay window are refused.
+    /// The header carrying the sending time in unix seconds (lower case); the signature covers
+    /// it and deliveries outside the replay window are refused. `None` only for `github` (which
+    /// sends no time) and for `hmac-sha256` with `require_timestamp = false`.
     pub timestamp_header: Option<String>,
     /// How old (or how far in the future) a timestamped delivery may be.
     pub replay_window: Duration,
+    /// Headers kept in the event besides the scheme's own (lower case).
+    pub keep_headers: Vec<String>,
 }
 
 /// One automation.
@@ -187,6 +223,8 @@ struct ServeRaw {
     queue_limit: Option<u64>,
     drain: Option<String>,
     store_timeout: Option<String>,
+    dedup_keep: Option<String>,
+    intake_memory: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +256,71 @@ struct TriggerRaw {
     id_header: Option<String>,
     timestamp_header: Option<String>,
     replay_window: Option<String>,
+    scheme: Option<String>,
+    require_timestamp: Option<bool>,
+    keep_headers: Option<Vec<String>>,
+}
+
+/// The default budget of webhook bodies being read at once.
+pub const DEFAULT_INTAKE_MEMORY: usize = 64 * 1024 * 1024;
+const MAX_INTAKE_MEMORY: usize = 4 * 1024 * 1024 * 1024 - 1;
+
+/// A webhook secret's least length in bytes (the Standard Webhooks minimum).
+pub const MIN_SECRET_BYTES: usize = 24;
+
+/// A size: `"64MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("\"{text}\" is not a size; write e.g. \"64MiB\"")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("\"{text}\" is not a size; write e.g. \"64MiB\""))
+}
+
+/// Headers a webhook's event never keeps, whatever `keep_headers` says: credentials and
+/// signatures (lower case). Names containing one of [`CREDENTIAL_WORDS`] are refused as well.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-gitlab-token",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "webhook-signature",
+    "x-signature",
+    "x-signature-256",
+];
+
+/// Parts of header names that mark a credential.
+pub const CREDENTIAL_WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "signature",
+    "password",
+    "auth",
+    "api-key",
+    "apikey",
+    "cookie",
+];
+
+/// Whether a header (lower case) may hold a credential.
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name) || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))
 }
 
 /// Lines of a text, to turn byte offsets into line numbers.
@@ -305,6 +408,11 @@ impl ServeConfig {
             queue_limit: serve.queue_limit.unwrap_or(1000),
             drain: duration(&serve.drain, "drain", Duration::from_secs(5))?,
             store_timeout: duration(&serve.store_timeout, "store_timeout", Duration::from_secs(5))?,
+            dedup_keep: duration(&serve.dedup_keep, "dedup_keep", Duration::from_secs(400 * 24 * 3600))?,
+            intake_memory: match &serve.intake_memory {
+                None => DEFAULT_INTAKE_MEMORY,
+                Some(v) => parse_size(v).map_err(|e| err(serve_line, format!("[serve] intake_memory: {e}")))?,
+            },
         };
         if settings.lease < Duration::from_secs(1) {
             return Err(err(serve_line, "[serve] lease must be at least 1s".to_owned()));
@@ -323,6 +431,22 @@ impl ServeConfig {
             if value < Duration::from_millis(100) {
                 return Err(err(serve_line, format!("[serve] {key} must be at least 100ms")));
             }
+        }
+        if settings.dedup_keep < settings.keep {
+            return Err(err(
+                serve_line,
+                format!(
+                    "[serve] dedup_keep ({}) is shorter than keep ({}): a delivery replayed after its run was pruned would start a new run; make dedup_keep at least keep",
+                    humantime::format_duration(settings.dedup_keep),
+                    humantime::format_duration(settings.keep)
+                ),
+            ));
+        }
+        if settings.intake_memory < crate::server::MAX_BODY || settings.intake_memory > MAX_INTAKE_MEMORY {
+            return Err(err(
+                serve_line,
+                "[serve] intake_memory must be between 1MiB (one whole body) and 4GiB; write e.g. \"64MiB\"".to_owned(),
+            ));
         }
 
         let mut automations: Vec<Automation> = Vec::new();
@@ -475,6 +599,23 @@ pub fn resolve_store(store: &str, dir: Option<&Path>) -> String {
     }
 }
 
+/// The length of the HMAC key a secret gives: for `standard-webhooks`, a `whsec_` secret is the
+/// base64 of the key; otherwise the secret's bytes are the key.
+fn webhook_key_len(scheme: Scheme, secret: &str) -> Result<usize, String> {
+    if scheme == Scheme::StandardWebhooks
+        && let Some(encoded) = secret.strip_prefix("whsec_")
+    {
+        use base64::Engine as _;
+        return base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map(|k| k.len())
+            .map_err(|_| {
+                "the secret starts with whsec_ but the rest is not base64; copy it whole from the sender".to_owned()
+            });
+    }
+    Ok(secret.len())
+}
+
 fn parse_trigger(name: &str, t: TriggerRaw) -> Result<Trigger, String> {
     let kinds = [t.schedule.is_some(), t.every.is_some(), t.webhook.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
@@ -512,21 +653,106 @@ fn parse_trigger(name: &str, t: TriggerRaw) -> Result<Trigger, String> {
                 runbook_core::parse_duration(&w).map_err(|e| format!("automation \"{name}\": replay_window: {e}"))?
             }
         };
+        let scheme = match t.scheme.as_deref() {
+            None | Some("hmac-sha256") => Scheme::HmacSha256,
+            Some("github") => Scheme::Github,
+            Some("standard-webhooks") => Scheme::StandardWebhooks,
+            Some(other) => {
+                return Err(format!(
+                    "automation \"{name}\": scheme = \"{other}\" is not a webhook scheme; write \"hmac-sha256\" (the default), \"github\" or \"standard-webhooks\""
+                ));
+            }
+        };
+        let lower = |h: Option<String>| h.map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty());
+        if scheme != Scheme::HmacSha256 {
+            if t.signature_header.is_some() || t.id_header.is_some() || t.timestamp_header.is_some() {
+                return Err(format!(
+                    "automation \"{name}\": scheme = \"{}\" fixes its headers; signature_header, id_header and timestamp_header belong to scheme = \"hmac-sha256\"",
+                    scheme.as_str()
+                ));
+            }
+            if t.require_timestamp.is_some() {
+                return Err(format!(
+                    "automation \"{name}\": require_timestamp belongs to scheme = \"hmac-sha256\""
+                ));
+            }
+        }
+        let key_len = webhook_key_len(scheme, &secret).map_err(|e| format!("automation \"{name}\": {e}"))?;
+        if key_len < MIN_SECRET_BYTES {
+            return Err(format!(
+                "automation \"{name}\": the webhook secret is {key_len} bytes; it must be at least {MIN_SECRET_BYTES} (make one with `openssl rand -hex 32`{}, give it to the sender, and write secret = \"${{SOME_SECRET}}\")",
+                if scheme == Scheme::StandardWebhooks {
+                    ", or a Standard Webhooks secret: \"whsec_\" followed by `openssl rand -base64 32`"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let (signature_header, id_header, timestamp_header) = match scheme {
+            Scheme::Github => (
+                "x-hub-signature-256".to_owned(),
+                Some("x-github-delivery".to_owned()),
+                None,
+            ),
+            Scheme::StandardWebhooks => (
+                "webhook-signature".to_owned(),
+                Some("webhook-id".to_owned()),
+                Some("webhook-timestamp".to_owned()),
+            ),
+            Scheme::HmacSha256 => {
+                let timestamp_header = match (t.require_timestamp, lower(t.timestamp_header)) {
+                    (Some(false), Some(_)) => {
+                        return Err(format!(
+                            "automation \"{name}\": require_timestamp = false waives the timestamp, yet timestamp_header names one; remove one of them"
+                        ));
+                    }
+                    (Some(false), None) => None,
+                    (_, Some(h)) => Some(h),
+                    (_, None) => Some("x-timestamp".to_owned()),
+                };
+                (
+                    lower(t.signature_header).unwrap_or_else(|| "x-signature-256".to_owned()),
+                    Some(lower(t.id_header).unwrap_or_else(|| "x-delivery-id".to_owned())),
+                    timestamp_header,
+                )
+            }
+        };
+        let mut keep_headers = Vec::new();
+        for h in t.keep_headers.unwrap_or_default() {
+            let h = h.trim().to_ascii_lowercase();
+            if h == signature_header || is_credential_header(&h) {
+                return Err(format!(
+                    "automation \"{name}\": keep_headers names \"{h}\", which may carry a credential or the signature: events never keep those"
+                ));
+            }
+            if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(format!(
+                    "automation \"{name}\": keep_headers: \"{h}\" is not a header name"
+                ));
+            }
+            keep_headers.push(h);
+        }
         return Ok(Trigger::Webhook(WebhookTrigger {
             path,
             secret: Secret::new(secret),
-            signature_header: t
-                .signature_header
-                .unwrap_or_else(|| "X-Signature-256".to_owned())
-                .to_ascii_lowercase(),
-            id_header: t.id_header.map(|h| h.to_ascii_lowercase()),
-            timestamp_header: t.timestamp_header.map(|h| h.to_ascii_lowercase()),
+            scheme,
+            signature_header,
+            id_header,
+            timestamp_header,
             replay_window,
+            keep_headers,
         }));
     }
-    if t.secret.is_some() || t.signature_header.is_some() || t.id_header.is_some() || t.timestamp_header.is_some() {
+    if t.secret.is_some()
+        || t.signature_header.is_some()
+        || t.id_header.is_some()
+        || t.timestamp_header.is_some()
+        || t.scheme.is_some()
+        || t.require_timestamp.is_some()
+        || t.keep_headers.is_some()
+    {
         return Err(format!(
-            "automation \"{name}\": secret and the *_header settings belong to webhook triggers"
+            "automation \"{name}\": secret, scheme, require_timestamp, keep_headers and the *_header settings belong to webhook triggers"
         ));
     }
     if let Some(expr) = t.schedule {
@@ -571,7 +797,7 @@ trigger = { schedule = "0 */15 * * * *", tz = "Europe/Helsinki" }
 [[automation]]
 name = "siem"
 script = "s.rhai"
-trigger = { webhook = "/hooks/siem", secret = "s3cret-value", id_header = "X-Delivery-Id" }
+trigger = { webhook = "/hooks/siem", secret = "s3cret-value-at-least-24-bytes", id_header = "X-Delivery-Id" }
 "#,
         )
         .unwrap();
@@ -602,5 +828,87 @@ trigger = { webhook = "/hooks/siem", secret = "s3cret-value", id_header = "X-Del
         assert!(e.message.contains("needs secret"), "{e}");
         let e = parse("[serve]\nlisten = \"0.0.0.0:8787\"\n").unwrap_err();
         assert!(e.message.contains("set api_token"), "{e}");
+    }
+
+    fn webhook(trigger: &str) -> Result<WebhookTrigger, ConfigError> {
+        let config = parse(&format!(
+            "[[automation]]\nname = \"a\"\nscript = \"s.rhai\"\ntrigger = {{ webhook = \"/hooks/a\", {trigger} }}\n"
+        ))?;
+        match &config.automations[0].trigger {
+            Trigger::Webhook(w) => Ok(w.clone()),
+            Trigger::Schedule(_) => panic!("not a webhook"),
+        }
+    }
+
+    const LONG: &str = "a-webhook-secret-of-24-bytes";
+
+    #[test]
+    fn webhook_schemes_fix_or_default_their_headers() {
+        // An existing trigger without a scheme or timestamp header: hmac-sha256, X-Timestamp expected.
+        let w = webhook(&format!("secret = \"{LONG}\", id_header = \"X-Delivery-Id\"")).unwrap();
+        assert_eq!(w.scheme, Scheme::HmacSha256);
+        assert_eq!(w.timestamp_header.as_deref(), Some("x-timestamp"));
+        assert_eq!(w.signature_header, "x-signature-256");
+        let w = webhook(&format!("secret = \"{LONG}\", require_timestamp = false")).unwrap();
+        assert_eq!(w.timestamp_header, None);
+        let w = webhook(&format!("secret = \"{LONG}\", scheme = \"github\"")).unwrap();
+        assert_eq!(
+            (
+                w.signature_header.as_str(),
+                w.id_header.as_deref(),
+                w.timestamp_header.as_deref()
+            ),
+            ("x-hub-signature-256", Some("x-github-delivery"), None)
+        );
+        let w = webhook("secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\", scheme = \"standard-webhooks\"").unwrap();
+        assert_eq!(w.timestamp_header.as_deref(), Some("webhook-timestamp"));
+        for (trigger, expected) in [
+            (
+                format!("secret = \"{LONG}\", scheme = \"svix\""),
+                "is not a webhook scheme",
+            ),
+            (
+                format!("secret = \"{LONG}\", scheme = \"github\", id_header = \"X-Id\""),
+                "fixes its headers",
+            ),
+            (
+                format!("secret = \"{LONG}\", require_timestamp = false, timestamp_header = \"X-T\""),
+                "remove one of them",
+            ),
+            (
+                format!("secret = \"{LONG}\", keep_headers = [\"X-Gitlab-Token\"]"),
+                "may carry a credential",
+            ),
+            (
+                format!("secret = \"{LONG}\", keep_headers = [\"x-signature-256\"]"),
+                "may carry a credential",
+            ),
+            ("secret = \"short-secret\"".to_owned(), "openssl rand -hex 32"),
+            // 24 characters of base64 are 18 bytes of key.
+            (
+                "secret = \"whsec_C2FVsBQIhrscChlQIMV+\", scheme = \"standard-webhooks\"".to_owned(),
+                "must be at least 24",
+            ),
+            (
+                "secret = \"whsec_not base64!\", scheme = \"standard-webhooks\"".to_owned(),
+                "not base64",
+            ),
+        ] {
+            let e = webhook(&trigger).unwrap_err();
+            assert!(e.message.contains(expected), "{trigger}: {e}");
+        }
+    }
+
+    #[test]
+    fn dedup_keys_outlive_history_and_the_intake_budget_holds_a_body() {
+        let config = parse("[serve]\nkeep = \"7d\"\nintake_memory = \"16MiB\"\n").unwrap();
+        assert_eq!(config.settings.dedup_keep, Duration::from_secs(400 * 24 * 3600));
+        assert_eq!(config.settings.intake_memory, 16 * 1024 * 1024);
+        let e = parse("[serve]\nkeep = \"30d\"\ndedup_keep = \"7d\"\n").unwrap_err();
+        assert!(e.message.contains("make dedup_keep at least keep"), "{e}");
+        let e = parse("[serve]\nintake_memory = \"512KiB\"\n").unwrap_err();
+        assert!(e.message.contains("between 1MiB"), "{e}");
+        let e = parse("[serve]\nintake_memory = \"lots\"\n").unwrap_err();
+        assert!(e.message.contains("is not a size"), "{e}");
     }
 }

@@ -114,6 +114,7 @@ pub fn tick_run(automation: &str, params: &Params, retries: u32, script: &str, t
         automation: automation.to_owned(),
         trigger: "schedule".to_owned(),
         idem_key: Some(format!("schedule:{tick}")),
+        dedup: Vec::new(),
         scheduled_for: Some(tick),
         params: params.clone(),
         event: None,

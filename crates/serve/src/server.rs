@@ -71,6 +71,8 @@ struct App {
     /// Each webhook automation's queued runs as last read from the store, plus this instance's
     /// intakes since (see [`queued_runs`]).
     queued: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    /// Bytes of webhook bodies that may be read at once (`intake_memory`).
+    intake_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running server.
@@ -140,12 +142,21 @@ pub async fn start(
         wake: wake.clone(),
         intake_open: AtomicBool::new(true),
         queued: std::sync::Mutex::new(std::collections::HashMap::new()),
+        intake_budget: Arc::new(tokio::sync::Semaphore::new(config.settings.intake_memory)),
     });
     let pool = Pool::new(store.clone(), engine, config.clone(), metrics.clone(), wake.clone());
     let shutdown = CancellationToken::new();
     let ticks_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
 
+    for automation in &config.automations {
+        if let Trigger::Webhook(w) = &automation.trigger {
+            tracing::info!(automation = %automation.name, path = %w.path, scheme = w.scheme.as_str(), expects = %webhook::describe(w), "webhook armed");
+            if w.timestamp_header.is_none() && w.scheme == crate::config::Scheme::HmacSha256 {
+                tracing::warn!(automation = %automation.name, path = %w.path, "require_timestamp = false: a captured delivery re-sent under a new id starts a new run (only the id deduplicates)");
+            }
+        }
+    }
     let mut tickers = Vec::new();
     for automation in &config.automations {
         if let Trigger::Schedule(cadence) = &automation.trigger {
@@ -232,6 +243,11 @@ async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>, metrics: 
                 Ok(0) => {}
                 Ok(n) => tracing::info!(runs = n, "old runs pruned"),
                 Err(e) => tracing::error!(error = %e, "could not prune old runs"),
+            }
+            match store.prune_deliveries(ago(settings.dedup_keep)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "webhook dedup keys past dedup_keep pruned"),
+                Err(e) => tracing::error!(error = %e, "could not prune old webhook dedup keys"),
             }
             match store.compact_journals(ago(settings.journal_retention)).await {
                 Ok(0) => {}
@@ -376,14 +392,22 @@ enum BodyRefused {
     Unreadable,
 }
 
-/// Reads a webhook body of at most [`MAX_BODY`] bytes, keeping nothing past that limit.
-async fn read_body(declared: Option<usize>, body: axum::body::Body) -> Result<axum::body::Bytes, BodyRefused> {
+/// Reads a webhook body of at most [`MAX_BODY`] bytes, keeping nothing past that limit and
+/// handing every kept byte to `mac` as it arrives.
+async fn read_body(
+    declared: Option<usize>,
+    body: axum::body::Body,
+    mac: &mut webhook::Pending,
+) -> Result<Body, BodyRefused> {
     use futures::StreamExt as _;
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(BodyRefused::TooLarge { drained: false });
     }
     let mut stream = body.into_data_stream();
-    let mut kept: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY));
+    // The chunks as the HTTP server hands them over, not copied into one buffer until the MAC
+    // matched: a forged body costs no allocation of its own (a large one per body is what the
+    // allocator keeps around after a flood).
+    let mut kept: Vec<axum::body::Bytes> = Vec::new();
     let mut seen = 0usize;
     let mut deadline = None;
     loop {
@@ -396,13 +420,14 @@ async fn read_body(declared: Option<usize>, body: axum::body::Body) -> Result<ax
         };
         match next {
             None if seen > MAX_BODY => return Err(BodyRefused::TooLarge { drained: true }),
-            None => return Ok(kept.into()),
+            None => return Ok(Body(kept)),
             Some(Err(_)) if seen > MAX_BODY => return Err(BodyRefused::TooLarge { drained: false }),
             Some(Err(_)) => return Err(BodyRefused::Unreadable),
             Some(Ok(chunk)) => {
                 seen = seen.saturating_add(chunk.len());
                 if seen <= MAX_BODY {
-                    kept.extend_from_slice(&chunk);
+                    mac.update(&chunk);
+                    kept.push(chunk);
                 } else if seen > DRAIN_LIMIT {
                     return Err(BodyRefused::TooLarge { drained: false });
                 } else if deadline.is_none() {
@@ -412,6 +437,31 @@ async fn read_body(declared: Option<usize>, body: axum::body::Body) -> Result<ax
             }
         }
     }
+}
+
+/// A webhook body as it arrived, in chunks.
+struct Body(Vec<axum::body::Bytes>);
+
+impl Body {
+    /// The whole body in one piece (copied only when it came in several chunks).
+    fn whole(self) -> axum::body::Bytes {
+        match <[axum::body::Bytes; 1]>::try_from(self.0) {
+            Ok([one]) => one,
+            Err(chunks) => chunks.concat().into(),
+        }
+    }
+}
+
+/// How long a delivery waits for its share of `intake_memory` before it is told to come back.
+const INTAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `response` with `Connection: close`: the request's body was not read, so the connection
+/// cannot carry another request.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }
 
 /// The 413 answer. When the rest of the body was not read, the connection is closed: it cannot carry
@@ -446,11 +496,50 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return response;
     }
+    // The headers first: a request without a well-formed signature or with a stale timestamp
+    // is answered before a byte of its body is read.
+    let now = jiff::Timestamp::now();
+    let mut pending = match webhook::precheck(trigger, &headers, now.as_second()) {
+        Ok(p) => p,
+        Err(rejection) => {
+            app.metrics.rejected(rejection.reason());
+            return closing(error(StatusCode::UNAUTHORIZED, rejection.message(trigger)));
+        }
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let body = match read_body(declared, request.into_body()).await {
+    // Then the memory to read it into, from the budget every webhook shares: a flood of
+    // deliveries waits here (or is told to come back) instead of growing the process. A body
+    // declared larger than the limit is refused without keeping any of it: it needs none.
+    let wanted = declared.unwrap_or(MAX_BODY).clamp(1, MAX_BODY);
+    let permit = if declared.is_some_and(|n| n > MAX_BODY) {
+        None
+    } else {
+        match tokio::time::timeout(
+            INTAKE_WAIT,
+            app.intake_budget
+                .clone()
+                .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX)),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                app.metrics.rejected("busy");
+                let mut response = closing(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many webhook bodies are being read at once; send again shortly",
+                ));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+                return response;
+            }
+        }
+    };
+    let body = match read_body(declared, request.into_body(), &mut pending).await {
         Ok(b) => b,
         Err(BodyRefused::TooLarge { drained }) => {
             app.metrics.rejected("too_large");
@@ -461,12 +550,18 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
             return error(StatusCode::BAD_REQUEST, "the body could not be read");
         }
     };
-    let now = jiff::Timestamp::now();
-    if let Err(rejection) = webhook::verify(trigger, &headers, &body, now.as_second()) {
-        app.metrics.rejected(rejection.reason());
-        return error(StatusCode::UNAUTHORIZED, rejection.message());
-    }
-    let delivery = webhook::delivery_id(trigger, &headers, &body);
+    let verified = match pending.finish() {
+        Ok(v) => v,
+        Err(rejection) => {
+            app.metrics.rejected(rejection.reason());
+            return error(StatusCode::UNAUTHORIZED, rejection.message(trigger));
+        }
+    };
+    let body = body.whole();
+    let (idem_key, dedup) = verified.keys();
+    let delivery = idem_key
+        .clone()
+        .unwrap_or_else(|| format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))));
     let event = webhook::event(trigger, &headers, &body, &delivery, &now.to_string());
     let queue_limit = app.config.settings.queue_limit;
     match queued_runs(&app, &automation.name).await {
@@ -504,10 +599,12 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
             return store_unavailable("the store is unavailable: the delivery was not stored; send it again");
         }
     }
+    drop(body);
     let run = NewRun {
         automation: automation.name.clone(),
         trigger: "webhook".to_owned(),
-        idem_key: Some(delivery),
+        idem_key,
+        dedup,
         scheduled_for: None,
         params: automation.params.clone(),
         event: Some(event),
@@ -515,6 +612,8 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
         retry_of: None,
         script: automation.source.clone(),
     };
+    // The body's budget is held until the delivery is stored: its event is still in memory.
+    let _permit = permit;
     match app.store.enqueue(run).await {
         Ok(queued) if queued.created => {
             one_more_queued(&app, &automation.name);

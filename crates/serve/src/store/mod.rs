@@ -3,7 +3,8 @@
 //!
 //! The contract every backend keeps:
 //! * `enqueue` commits the run (with its event) before it returns, and is idempotent on
-//!   `(automation, idem_key)`: the same delivery or tick again returns the first run's id;
+//!   `(automation, idem_key)` and on every dedup key a webhook delivery carries (kept in their own
+//!   table, longer than run history): the same delivery or tick again returns the first run's id;
 //! * `claim` moves queued runs whose time has come to `running` under a lease owned by the
 //!   caller, never more per automation than its concurrency allows;
 //! * a run whose lease is not renewed (`heartbeat`) goes back to the queue (`recover`);
@@ -125,6 +126,10 @@ pub struct NewRun {
     pub trigger: String,
     /// Idempotency key within the automation (delivery id, tick); `None` for none.
     pub idem_key: Option<String>,
+    /// A webhook delivery's dedup keys (its id, its signature): the run is a duplicate when any
+    /// of them was recorded before, and all of them are recorded with the run, in the
+    /// `deliveries` table, which outlives run history (see [`Store::prune_deliveries`]).
+    pub dedup: Vec<String>,
     /// For ticks: the tick's time (unix ms).
     pub scheduled_for: Option<i64>,
     /// The script's `params` for this run.
@@ -284,7 +289,11 @@ impl Stats {
 /// The durable queue and history.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Queues a run and its event in one transaction, unless `(automation, idem_key)` exists.
+    /// Queues a run and its event in one transaction, unless `(automation, idem_key)` exists or
+    /// any of its `dedup` keys was recorded for the automation (then the answer names the run
+    /// that key was recorded with, which may have been pruned since). A new run's `dedup` keys
+    /// are recorded in the same transaction; a duplicate's other keys are recorded too, all but
+    /// its `idem_key` (see [`duplicate_keys`]).
     async fn enqueue(&self, run: NewRun) -> Result<Enqueued, StoreError>;
 
     /// Claims up to `max` runs that may start now, respecting each automation's
@@ -353,6 +362,7 @@ pub trait Store: Send + Sync {
             automation: original.automation,
             trigger: "retry".to_owned(),
             idem_key: None,
+            dedup: Vec::new(),
             scheduled_for: None,
             params: original.params,
             event: original.event,
@@ -372,8 +382,11 @@ pub trait Store: Send + Sync {
     /// Stores a value for the automation's script.
     async fn state_set(&self, automation: &str, key: &str, value: &Value) -> Result<(), StoreError>;
 
-    /// Deletes finished runs older than `before` (unix ms); returns how many.
+    /// Deletes finished runs older than `before` (unix ms); returns how many. Dedup keys stay.
     async fn prune(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// Deletes webhook dedup keys recorded before `before` (unix ms); returns how many.
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError>;
 
     /// Counts for metrics.
     async fn stats(&self) -> Result<Stats, StoreError>;
@@ -392,6 +405,19 @@ pub trait Store: Send + Sync {
     fn shared_budget(&self) -> Option<std::sync::Arc<dyn runbook_core::http::SharedBudget>> {
         None
     }
+}
+
+/// The keys of a duplicate delivery that are recorded for the first run: its `dedup` keys but
+/// its `idem_key`. A sender's retry signed again (same id, new signature) thus records its new
+/// signature, so that a capture of the retry re-sent under yet another id is a duplicate too; but
+/// a captured delivery re-sent under a new id (a duplicate by its signature) does not claim that
+/// id, which the signature may not cover: a real delivery sent later under it is not lost.
+pub fn duplicate_keys(run: &NewRun) -> Vec<String> {
+    run.dedup
+        .iter()
+        .filter(|k| Some(k.as_str()) != run.idem_key.as_deref())
+        .cloned()
+        .collect()
 }
 
 /// Why a resolution was not recorded.

@@ -118,6 +118,22 @@ CREATE TABLE runbook_journal (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE runbook_deliveries (
+    automation  TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (automation, key)
+);
+CREATE INDEX runbook_deliveries_received ON runbook_deliveries (received_at);
+INSERT INTO runbook_deliveries (automation, key, run_id, received_at)
+    SELECT automation, idem_key, id, created_at FROM runbook_runs WHERE trigger = 'webhook' AND idem_key IS NOT NULL
+    ON CONFLICT DO NOTHING;
+"#,
+    ),
 ];
 
 /// Runs one claim takes at most: small batches keep a busy instance from taking the whole queue
@@ -410,6 +426,32 @@ impl PgStore {
         pooled(&self.pool).await
     }
 
+    /// Records a duplicate delivery's keys for the run its first delivery started (keys already
+    /// recorded keep their run), on the caller's connection (taking a second one from the pool
+    /// while holding one could wait forever).
+    async fn record_keys(
+        client: &deadpool_postgres::Client,
+        automation: &str,
+        keys: &[String],
+        run_id: &str,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO runbook_deliveries (automation, key, run_id, received_at)
+                     SELECT $1, k, $3, {NOW_MS} FROM unnest($2::text[]) AS k
+                     ON CONFLICT (automation, key) DO NOTHING"
+                ),
+                &[&automation, &keys, &run_id],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
     /// Applies the migrations not applied yet, one instance at a time.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
@@ -450,12 +492,55 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn enqueue(&self, run: NewRun) -> Result<Enqueued, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let id = uuid::Uuid::now_v7().to_string();
         let max_retries = i32::try_from(run.max_retries).unwrap_or(i32::MAX);
         let params = json_text(&Value::Object(run.params.clone()));
         let event = run.event.as_ref().map(json_text);
-        let inserted = client
+        // Keys in one order everywhere, so that two instances taking overlapping keys wait for
+        // each other instead of deadlocking.
+        let mut keys = run.dedup.clone();
+        keys.sort();
+        keys.dedup();
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        // The keys first: an insert that meets a key another instance is inserting waits for
+        // that transaction and then sees its key, so a delivery offered twice at once (even
+        // under two ids) is stored once.
+        let mut duplicate_of: Option<String> = None;
+        for key in &keys {
+            let inserted = tx
+                .query_opt(
+                    &format!(
+                        "INSERT INTO runbook_deliveries (automation, key, run_id, received_at) VALUES ($1, $2, $3, {NOW_MS})
+                         ON CONFLICT (automation, key) DO NOTHING RETURNING key"
+                    ),
+                    &[&run.automation, key, &id],
+                )
+                .await
+                .map_err(|e| db_err(&e))?;
+            if inserted.is_none() {
+                let first: String = tx
+                    .query_one(
+                        "SELECT run_id FROM runbook_deliveries WHERE automation = $1 AND key = $2",
+                        &[&run.automation, key],
+                    )
+                    .await
+                    .map_err(|e| db_err(&e))?
+                    .get(0);
+                duplicate_of = Some(first);
+                break;
+            }
+        }
+        if let Some(first) = duplicate_of {
+            tx.rollback().await.map_err(|e| db_err(&e))?;
+            PgStore::record_keys(&client, &run.automation, &super::duplicate_keys(&run), &first).await?;
+            return Ok(Enqueued {
+                run_id: first,
+                automation: run.automation,
+                created: false,
+            });
+        }
+        let inserted = tx
             .query_opt(
                 &format!(
                     "INSERT INTO runbook_runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before,
@@ -480,12 +565,14 @@ impl Store for PgStore {
             .await
             .map_err(|e| db_err(&e))?;
         if inserted.is_some() {
+            tx.commit().await.map_err(|e| db_err(&e))?;
             return Ok(Enqueued {
                 run_id: id,
                 automation: run.automation,
                 created: true,
             });
         }
+        tx.rollback().await.map_err(|e| db_err(&e))?;
         // The key exists: committed by now (the insert waited for it), so a new statement sees it.
         let existing: String = client
             .query_one(
@@ -495,6 +582,7 @@ impl Store for PgStore {
             .await
             .map_err(|e| db_err(&e))?
             .get(0);
+        PgStore::record_keys(&client, &run.automation, &super::duplicate_keys(&run), &existing).await?;
         Ok(Enqueued {
             run_id: existing,
             automation: run.automation,
@@ -890,6 +978,14 @@ impl Store for PgStore {
                 ),
                 &[&before],
             )
+            .await
+            .map_err(|e| db_err(&e))
+    }
+
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM runbook_deliveries WHERE received_at < $1", &[&before])
             .await
             .map_err(|e| db_err(&e))
     }

@@ -71,7 +71,7 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 "#;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// From version 1: runs pin their script and count lease epochs; the journal of their steps.
 const MIGRATE_TO_2: &str = r#"
@@ -104,6 +104,22 @@ CREATE TABLE journal (
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 "#;
 
+/// From version 2: webhook dedup keys in their own table, kept longer than run history; the keys
+/// of the webhook runs already stored are copied into it.
+const MIGRATE_TO_3: &str = r#"
+CREATE TABLE deliveries (
+    automation  TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (automation, key)
+);
+CREATE INDEX deliveries_received ON deliveries (received_at);
+INSERT OR IGNORE INTO deliveries (automation, key, run_id, received_at)
+    SELECT automation, idem_key, id, created_at FROM runs WHERE trigger = 'webhook' AND idem_key IS NOT NULL;
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
+"#;
+
 /// Brings a store of an older schema up to [`SCHEMA_VERSION`], in one transaction, keeping its
 /// runs; refuses one a newer runbook wrote.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -126,6 +142,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if version < 2 {
         tx.execute_batch(MIGRATE_TO_2).map_err(db_err)?;
         tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 2");
+    }
+    if version < 3 {
+        tx.execute_batch(MIGRATE_TO_3).map_err(db_err)?;
+        tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 3");
     }
     tx.commit().map_err(db_err)
 }
@@ -353,9 +373,46 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
     rusqlite::Error::InvalidParameterName(e.to_string())
 }
 
+/// Records `run`'s dedup keys for run `run_id` (keys already recorded keep their run). For a
+/// duplicate, its `idem_key` is left out (see [`super::duplicate_keys`]).
+fn record_keys(
+    conn: &Connection,
+    run: &NewRun,
+    run_id: &str,
+    now: i64,
+    duplicate: bool,
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (automation, key, run_id, received_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let keys = if duplicate {
+        super::duplicate_keys(run)
+    } else {
+        run.dedup.clone()
+    };
+    for key in &keys {
+        stmt.execute(params![run.automation, key, run_id, now])?;
+    }
+    Ok(())
+}
+
 fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Error> {
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_ms();
+    if !run.dedup.is_empty() {
+        let mut seen = conn.prepare_cached("SELECT run_id FROM deliveries WHERE automation = ?1 AND key = ?2")?;
+        for key in &run.dedup {
+            let first: Option<String> = seen.query_row(params![run.automation, key], |r| r.get(0)).optional()?;
+            if let Some(first) = first {
+                record_keys(conn, run, &first, now, true)?;
+                return Ok(Enqueued {
+                    run_id: first,
+                    automation: run.automation.clone(),
+                    created: false,
+                });
+            }
+        }
+    }
     let changed = conn.execute(
         "INSERT INTO runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before,
                            script, script_digest)
@@ -377,6 +434,7 @@ fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Err
         ],
     )?;
     if changed == 1 {
+        record_keys(conn, run, &id, now, false)?;
         return Ok(Enqueued {
             run_id: id,
             automation: run.automation.clone(),
@@ -388,6 +446,7 @@ fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Err
         params![run.automation, run.idem_key],
         |r| r.get(0),
     )?;
+    record_keys(conn, run, &existing, now, true)?;
     Ok(Enqueued {
         run_id: existing,
         automation: run.automation.clone(),
@@ -1000,6 +1059,16 @@ impl Store for SqliteStore {
                 .execute(&format!("DELETE FROM runs WHERE id IN ({old})"), params![before])
                 .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let n = conn
+                .execute("DELETE FROM deliveries WHERE received_at < ?1", params![before])
+                .map_err(db_err)?;
             Ok(n as u64)
         })
         .await

@@ -110,6 +110,7 @@ fn run(automation: &str, key: Option<&str>) -> NewRun {
         automation: automation.to_owned(),
         trigger: "webhook".to_owned(),
         idem_key: key.map(str::to_owned),
+        dedup: Vec::new(),
         scheduled_for: None,
         params: serde_json::Map::new(),
         event: Some(json!({"k": key})),
@@ -179,6 +180,107 @@ async fn the_same_key_is_queued_once_even_from_several_instances() {
             .await
             .unwrap();
         assert_eq!(stored.len(), 50, "{}", b.name);
+    }
+}
+
+fn delivery(key: &str, dedup: &[&str]) -> NewRun {
+    NewRun {
+        idem_key: Some(key.to_owned()),
+        dedup: dedup.iter().map(|k| (*k).to_owned()).collect(),
+        ..run("hook", None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_a_duplicate_when_any_of_its_keys_was_seen_even_after_its_run_was_pruned() {
+    for b in backends().await {
+        let name = b.name;
+        let store = &b.handles[0];
+        let first = store.enqueue(delivery("id1", &["id1", "mac:aa"])).await.unwrap();
+        assert!(first.created, "{name}");
+        // The captured delivery under a new id (same signature), through another instance.
+        let relabelled = b.handles[1].enqueue(delivery("id2", &["id2", "mac:aa"])).await.unwrap();
+        // The sender's own retry, signed again (same id, new signature).
+        let resigned = store.enqueue(delivery("id1", &["id1", "mac:bb"])).await.unwrap();
+        for dup in [&relabelled, &resigned] {
+            assert_eq!(
+                (dup.created, dup.run_id.as_str()),
+                (false, first.run_id.as_str()),
+                "{name}"
+            );
+        }
+        // The re-signed retry's signature is recorded: a capture of it under yet another id is
+        // a duplicate too. The relabelled replay did not claim its id: a real delivery sent
+        // later under it starts its run.
+        let retry_captured = store.enqueue(delivery("id7", &["id7", "mac:bb"])).await.unwrap();
+        assert_eq!(
+            (retry_captured.created, retry_captured.run_id.as_str()),
+            (false, first.run_id.as_str()),
+            "{name}"
+        );
+        assert!(
+            store
+                .enqueue(delivery("id2", &["id2", "mac:cc"]))
+                .await
+                .unwrap()
+                .created,
+            "{name}"
+        );
+        // Keys belong to their automation.
+        let elsewhere = store
+            .enqueue(NewRun {
+                automation: "other".into(),
+                ..delivery("id1", &["id1", "mac:aa"])
+            })
+            .await
+            .unwrap();
+        assert!(elsewhere.created, "{name}");
+        // The run finishes and history is pruned: the keys stay, the delivery is still known.
+        let claimed = store.claim("w", &limits(&[("hook", 1)]), 1, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{name}");
+        assert!(
+            store
+                .complete("w", &claimed[0].id, claimed[0].epoch, done())
+                .await
+                .unwrap()
+        );
+        assert!(store.prune(now_ms() + 1000).await.unwrap() >= 1, "{name}");
+        assert!(store.get(&first.run_id).await.unwrap().is_none(), "{name}");
+        let replayed = b.handles[2].enqueue(delivery("id9", &["id9", "mac:aa"])).await.unwrap();
+        assert_eq!(
+            (replayed.created, replayed.run_id.as_str()),
+            (false, first.run_id.as_str()),
+            "{name}"
+        );
+        // Past dedup_keep the keys go too.
+        assert!(store.prune_deliveries(now_ms() + 1000).await.unwrap() >= 5, "{name}");
+        assert!(
+            store
+                .enqueue(delivery("id1", &["id1", "mac:aa"]))
+                .await
+                .unwrap()
+                .created,
+            "{name}"
+        );
+        // One captured delivery re-sent at once under many ids, through every instance: one run.
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = b.handles[i % 3].clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .enqueue(delivery(&format!("burst{i}"), &[&format!("burst{i}"), "mac:burst"]))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut created = 0;
+        let mut ids = std::collections::BTreeSet::new();
+        for t in tasks {
+            let e = t.await.unwrap();
+            created += usize::from(e.created);
+            ids.insert(e.run_id);
+        }
+        assert_eq!((created, ids.len()), (1, 1), "{name}");
     }
 }
 
@@ -906,6 +1008,10 @@ const OLD_RUNS: &str = "INSERT INTO {runs} (id, automation, trigger, status, att
      VALUES ('old-done', 'a', 'webhook', 'succeeded', 1, 0, '{}', 1, 1, '42', 2),
             ('old-queued', 'a', 'webhook', 'queued', 0, 0, '{\"n\": 1}', 3, 3, NULL, NULL);";
 
+/// A webhook run stored before dedup keys had their own table.
+const OLD_DELIVERY: &str = "INSERT INTO {runs} (id, automation, trigger, idem_key, status, attempts, max_retries, params, created_at, not_before, finished_at)
+     VALUES ('old-delivered', 'hook', 'webhook', 'd-old', 'succeeded', 1, 0, '{}', 1, 1, 2);";
+
 /// What an upgraded store must still hold, and do with a run queued before the upgrade.
 async fn assert_old_runs_kept(name: &str, store: &dyn Store) {
     let old = store.get("old-done").await.unwrap().unwrap();
@@ -928,6 +1034,14 @@ async fn assert_old_runs_kept(name: &str, store: &dyn Store) {
         .await
         .unwrap();
     assert!(store.complete("w", "old-queued", 1, done()).await.unwrap());
+    // The old delivery's key was copied into the dedup table: it outlives the run.
+    assert_eq!(store.prune(100).await.unwrap(), 2, "{name}");
+    let replayed = store.enqueue(delivery("d-old", &["d-old", "mac:new"])).await.unwrap();
+    assert_eq!(
+        (replayed.created, replayed.run_id.as_str()),
+        (false, "old-delivered"),
+        "{name}"
+    );
 }
 
 #[tokio::test]
@@ -938,6 +1052,7 @@ async fn an_sqlite_file_of_the_first_schema_is_upgraded_in_place() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(SQLITE_SCHEMA_1).unwrap();
         conn.execute_batch(&OLD_RUNS.replace("{runs}", "runs")).unwrap();
+        conn.execute_batch(&OLD_DELIVERY.replace("{runs}", "runs")).unwrap();
     }
     let store = SqliteStore::open(&path).await.unwrap();
     assert_old_runs_kept("sqlite", &store).await;
@@ -946,7 +1061,7 @@ async fn an_sqlite_file_of_the_first_schema_is_upgraded_in_place() {
     let version: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
     // Opening it again changes nothing; a file from a newer runbook is refused.
     drop(SqliteStore::open(&path).await.unwrap());
     conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", [])
@@ -978,6 +1093,10 @@ async fn a_postgres_database_of_the_first_schema_is_upgraded_in_place() {
     client.batch_execute(postgres::MIGRATIONS[0].1).await.unwrap();
     client
         .batch_execute(&OLD_RUNS.replace("{runs}", "runbook_runs"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&OLD_DELIVERY.replace("{runs}", "runbook_runs"))
         .await
         .unwrap();
     let store = PgStore::open(&url).await.unwrap();

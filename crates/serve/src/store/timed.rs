@@ -139,6 +139,10 @@ impl Store for TimedStore {
         self.call("prune", self.inner.prune(before)).await
     }
 
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        self.call("prune_deliveries", self.inner.prune_deliveries(before)).await
+    }
+
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.call("stats", self.inner.stats()).await
     }
