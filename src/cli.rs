@@ -57,9 +57,16 @@ pub enum Command {
     Sim(SimArgs),
     /// Run the automations of runbook.toml on webhooks, schedules and intervals, until SIGTERM.
     Serve(ServeArgs),
-    /// The history of serve's runs: list, show, retry, resolve.
+    /// serve's runs: list and show (from the store); start, retry, cancel, resolve (through the
+    /// server's API: RUNBOOK_API_URL, RUNBOOK_API_TOKEN).
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// serve's automations: list (from the store); pause and resume (through the server's API).
+    #[command(subcommand)]
+    Automations(AutomationsCommand),
+    /// API tokens for runbook serve.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Start a project: a commented runbook.toml and a read-only sample script.
@@ -164,7 +171,7 @@ pub enum RunsCommand {
         /// Only this automation.
         #[arg(long)]
         automation: Option<String>,
-        /// Only runs in this state: queued, running, succeeded, failed, refused, diverged, needs_attention.
+        /// Only runs in this state: queued, running, succeeded, failed, refused, diverged, needs_attention, cancelled.
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -182,8 +189,24 @@ pub enum RunsCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
         output: OutputFormat,
     },
-    /// Queue a finished run again (a new run with the same params and event).
+    /// Start a run of an automation now, through the server's API (scope run): its params are
+    /// the automation's, with --param values over them.
+    Start {
+        /// The automation's name.
+        automation: String,
+        /// A parameter: KEY=VALUE; VALUE is JSON when it parses (3, true, ["FI","SE"]), else a string.
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// Queue a finished run again (a new run with the same params and event), through the
+    /// server's API (scope run).
     Retry {
+        /// The run's id.
+        id: String,
+    },
+    /// Cancel a run, through the server's API (scope run): a queued run (or one waiting for a
+    /// person) at once; a running one stops within one heartbeat, its calls in flight finishing.
+    Cancel {
         /// The run's id.
         id: String,
     },
@@ -201,6 +224,42 @@ pub enum RunsCommand {
         /// The change did not take effect: it is sent once more when the run resumes.
         #[arg(long)]
         not_sent: bool,
+    },
+}
+
+/// `automations`.
+#[derive(Debug, Subcommand)]
+pub enum AutomationsCommand {
+    /// The automations of runbook.toml, their triggers, and whether they are paused.
+    List {
+        /// How to print them.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
+        output: OutputFormat,
+    },
+    /// Hold an automation's runs (scope admin): deliveries and ticks are still accepted and
+    /// stored; nothing starts until it is resumed. Every instance sharing the store obeys.
+    Pause {
+        /// The automation's name.
+        name: String,
+    },
+    /// Let a paused automation's runs start again (scope admin), the held ones first.
+    Resume {
+        /// The automation's name.
+        name: String,
+    },
+}
+
+/// `token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new API token: the token on stdout (keep it in a secret store), and on stderr the
+    /// `[[serve.tokens]]` entry with its SHA-256, which holds no usable secret.
+    New {
+        /// The token's name: the actor recorded on what it does (letters, digits, - and _).
+        name: String,
+        /// What it may do: read, run, approve, admin (repeat, or separate with commas).
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
     },
 }
 

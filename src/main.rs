@@ -77,6 +77,10 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Init(args) => commands::init::init(args),
         Command::Serve(args) => commands::serve::serve(args, &Config::load(cli.config.as_deref())?).await,
         Command::Runs(command) => commands::serve::runs(command, &Config::load_lenient(cli.config.as_deref())?).await,
+        Command::Token(command) => commands::serve::token(command),
+        Command::Automations(command) => {
+            commands::serve::automations(command, &Config::load_lenient(cli.config.as_deref())?).await
+        }
         // These send nothing, so they need no secret: an unset `${VAR}` is fine here.
         Command::Check(args) => commands::check::check(args, &Config::load_lenient(cli.config.as_deref())?),
         Command::Actions(args) => commands::actions::actions(args, &Config::load_lenient(cli.config.as_deref())?),

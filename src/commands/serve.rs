@@ -6,7 +6,7 @@ use runbook_serve::store::{RunFilter, Store, redact_url};
 use runbook_serve::{ServeConfig, StartOptions};
 use serde_json::Value;
 
-use crate::cli::{OutputFormat, RunsCommand, ServeArgs};
+use crate::cli::{AutomationsCommand, OutputFormat, RunsCommand, ServeArgs, TokenCommand};
 use crate::commands::{build_checker, build_engine_sharing};
 use crate::config::Config;
 use crate::error::{CliError, exit};
@@ -122,37 +122,32 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
     opened.map_err(|e| CliError::failed(format!("{}: {e}", redact_url(&url))))
 }
 
-/// The script an `[[automation]]` of the configuration names, as it is now (for a retry, which
-/// runs the automation's current script).
-fn automation_script(config: &Config, automation: &str) -> Result<String, CliError> {
-    let path = config.path.as_deref().unwrap_or(std::path::Path::new("runbook.toml"));
-    let script = toml::from_str::<toml::Table>(&config.expanded)
-        .ok()
-        .and_then(|t| {
-            t.get("automation")?
-                .as_array()?
-                .iter()
-                .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(automation))?
-                .get("script")?
-                .as_str()
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "{}: no [[automation]] named \"{automation}\" with a script: a retry runs the automation's current script",
-                path.display()
-            ))
-        })?;
-    let file = path.parent().unwrap_or(std::path::Path::new("")).join(&script);
-    std::fs::read_to_string(&file).map_err(|e| {
-        CliError::usage(format!(
-            "automation \"{automation}\": cannot read the script {}: {e}",
-            file.display()
-        ))
-    })
+/// Remembers the secrets the configuration holds (API tokens, webhook secrets, provider
+/// credentials: every string value of a key named like a secret) so that what is shown of a run
+/// is scrubbed of them, as the server scrubs its answers.
+fn remember_config_secrets(config: &Config) {
+    fn walk(value: &toml::Value, secret: bool) {
+        match value {
+            toml::Value::String(s) if secret => runbook_core::remember(s),
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    walk(v, runbook_serve::is_secret_field(k));
+                }
+            }
+            toml::Value::Array(items) => {
+                for v in items {
+                    walk(v, secret);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Ok(table) = toml::from_str::<toml::Table>(&config.expanded) {
+        walk(&toml::Value::Table(table), false);
+    }
 }
 
-/// `runbook runs list|show|retry|resolve`.
+/// `runbook runs list|show|start|retry|cancel|resolve`.
 pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError> {
     match command {
         RunsCommand::List {
@@ -172,7 +167,11 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
                 status,
                 limit: *limit,
             };
-            let runs = store.list(&filter).await.map_err(|e| CliError::failed(e.to_string()))?;
+            remember_config_secrets(config);
+            let runs = store
+                .list_summaries(&filter)
+                .await
+                .map_err(|e| CliError::failed(e.to_string()))?;
             let rows: Vec<Value> = runs.iter().map(runbook_serve::summary).collect();
             match output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
@@ -190,6 +189,9 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             let Some(run) = store.get(id).await.map_err(|e| CliError::failed(e.to_string()))? else {
                 return Err(CliError::failed(format!("no run {id}")));
             };
+            // The same scrubbing as the server's GET /api/runs/ID.
+            remember_config_secrets(config);
+            let run = runbook_serve::redacted(run);
             match output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default()),
                 OutputFormat::Csv => {
@@ -225,23 +227,146 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
                 );
                 return Ok(exit::OK);
             }
-            resolve(&ApiClient::from_env()?, id, step, sent).await
+            resolve(&ApiClient::from_env("approve")?, id, step, sent).await
+        }
+        RunsCommand::Start { automation, params } => {
+            let mut given = serde_json::Map::new();
+            for p in params {
+                let (k, v) = crate::params::parse_param(p).map_err(CliError::usage)?;
+                given.insert(k, v);
+            }
+            let api = ApiClient::from_env("run")?;
+            let path = format!("/api/automations/{}/runs", percent_segment(automation));
+            let answer = api.post(&path, &serde_json::json!({"params": given}), "run").await?;
+            let run_id = answer["run_id"].as_str().unwrap_or_default();
+            println!("{run_id}");
+            eprintln!(
+                "queued {run_id} (automation \"{automation}\", started by {})",
+                answer["started_by"].as_str().unwrap_or("?")
+            );
+            Ok(exit::OK)
         }
         RunsCommand::Retry { id } => {
-            let store = open_store(config).await?;
-            let Some(original) = store.get(id).await.map_err(|e| CliError::failed(e.to_string()))? else {
-                return Err(CliError::failed(format!("no run {id}")));
-            };
-            let script = automation_script(config, &original.automation)?;
-            let queued = store
-                .retry(id, script)
-                .await
-                .map_err(|e| CliError::failed(e.to_string()))?;
-            println!("{}", queued.run_id);
+            let api = ApiClient::from_env("run")?;
+            let path = format!("/api/runs/{}/retry", percent_segment(id));
+            let answer = api.post(&path, &serde_json::json!({}), "run").await?;
+            let run_id = answer["run_id"].as_str().unwrap_or_default();
+            println!("{run_id}");
             eprintln!(
-                "queued {} (a retry of {id}); a running runbook serve starts it",
-                queued.run_id
+                "queued {run_id} (a retry of {id}, started by {})",
+                answer["started_by"].as_str().unwrap_or("?")
             );
+            Ok(exit::OK)
+        }
+        RunsCommand::Cancel { id } => {
+            let api = ApiClient::from_env("run")?;
+            let path = format!("/api/runs/{}/cancel", percent_segment(id));
+            let answer = api.post(&path, &serde_json::json!({}), "run").await?;
+            println!("{id}");
+            if answer["status"] == "cancelling" {
+                eprintln!(
+                    "run {id} is running: it stops within one heartbeat (calls in flight finish) and ends cancelled"
+                );
+            } else {
+                eprintln!("run {id} cancelled: it will not start");
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// `runbook token new NAME --scope S`.
+pub fn token(command: &TokenCommand) -> Result<u8, CliError> {
+    let TokenCommand::New { name, scopes } = command;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(CliError::usage(format!(
+            "token name \"{name}\" must be letters, digits, - or _"
+        )));
+    }
+    let mut known: Vec<&str> = Vec::new();
+    for s in scopes {
+        let scope = runbook_serve::Scope::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s.trim())
+            .ok_or_else(|| CliError::usage(format!("\"{s}\" is not a scope; write read, run, approve or admin")))?;
+        if !known.contains(&scope.as_str()) {
+            known.push(scope.as_str());
+        }
+    }
+    // 244 random bits from the operating system's generator (two version-4 UUIDs).
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let digest: String = runbook_serve::sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let scopes = known.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    println!("{token}");
+    eprintln!(
+        "# Add to runbook.toml (it holds only the token's SHA-256), and give the token above to its user:\n\
+         [[serve.tokens]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"\nscopes = [{scopes}]"
+    );
+    Ok(exit::OK)
+}
+
+/// `runbook automations list|pause|resume`.
+pub async fn automations(command: &AutomationsCommand, config: &Config) -> Result<u8, CliError> {
+    match command {
+        AutomationsCommand::List { output } => {
+            let store = open_store(config).await?;
+            let switches = store.automations().await.map_err(|e| CliError::failed(e.to_string()))?;
+            let table = toml::from_str::<toml::Table>(&config.expanded).unwrap_or_default();
+            let configured = table
+                .get("automation")
+                .and_then(|a| a.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let mut rows: Vec<Value> = Vec::new();
+            for a in &configured {
+                let Some(name) = a.get("name").and_then(|n| n.as_str()) else {
+                    continue;
+                };
+                let trigger = a.get("trigger");
+                let text = |key: &str| trigger.and_then(|t| t.get(key)).and_then(|v| v.as_str());
+                let trigger = match (text("webhook"), text("schedule"), text("every")) {
+                    (Some(path), _, _) => format!("webhook {path}"),
+                    (_, Some(cron), _) => format!("schedule {cron}"),
+                    (_, _, Some(every)) => format!("every {every}"),
+                    _ => String::new(),
+                };
+                let switch = switches.iter().find(|s| s.name == name);
+                rows.push(serde_json::json!({
+                    "name": name,
+                    "trigger": trigger,
+                    "paused": switch.is_some_and(|s| s.paused),
+                    "changed_by": switch.map(|s| s.changed_by.clone()),
+                    "changed_at": runbook_serve::ms_time(switch.map(|s| s.changed_at)),
+                }));
+            }
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+                OutputFormat::Csv => print!("{}", crate::output::csv(&Value::Array(rows)).map_err(CliError::usage)?),
+                OutputFormat::Pretty if rows.is_empty() => println!("no automations"),
+                OutputFormat::Pretty => print!(
+                    "{}",
+                    crate::output::value_text(&Value::Array(rows), crate::output::width())
+                ),
+            }
+            Ok(exit::OK)
+        }
+        AutomationsCommand::Pause { name } | AutomationsCommand::Resume { name } => {
+            let pause = matches!(command, AutomationsCommand::Pause { .. });
+            let api = ApiClient::from_env("admin")?;
+            let verb = if pause { "pause" } else { "resume" };
+            let path = format!("/api/automations/{}/{verb}", percent_segment(name));
+            api.post(&path, &serde_json::json!({}), "admin").await?;
+            println!("{name}");
+            if pause {
+                eprintln!(
+                    "automation \"{name}\" paused: deliveries and ticks are stored, nothing starts until `runbook automations resume {name}`"
+                );
+            } else {
+                eprintln!("automation \"{name}\" resumed: its held runs start now");
+            }
             Ok(exit::OK)
         }
     }
@@ -256,6 +381,12 @@ fn show_text(run: &runbook_serve::store::RunRecord, width: usize) -> String {
     let t = |ms: Option<i64>| cell(&runbook_serve::ms_time(ms));
     let _ = writeln!(out, "run         {}", run.id);
     let _ = writeln!(out, "automation  {} ({})", run.automation, run.trigger);
+    if !run.started_by.is_empty() {
+        let _ = writeln!(out, "started by  {}", run.started_by);
+    }
+    if let Some(by) = &run.cancelled_by {
+        let _ = writeln!(out, "cancelled by {by}");
+    }
     let _ = writeln!(
         out,
         "status      {} after {} attempt(s)",
@@ -356,22 +487,31 @@ const API_TOKEN_VAR: &str = "RUNBOOK_API_TOKEN";
 /// The server's API, as the environment names it.
 struct ApiClient {
     base: String,
-    token: Option<String>,
+    token: String,
     http: reqwest::Client,
 }
 
 impl ApiClient {
-    fn from_env() -> Result<ApiClient, CliError> {
+    /// The client, for a command that needs `scope`.
+    fn from_env(scope: &str) -> Result<ApiClient, CliError> {
         let base = std::env::var(API_URL_VAR)
             .ok()
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
                 CliError::usage(format!(
                     "{API_URL_VAR} is unset: set it to the address of a running runbook serve, e.g. \
-                     {API_URL_VAR}=http://127.0.0.1:8787 (and {API_TOKEN_VAR} to its api_token)"
+                     {API_URL_VAR}=http://127.0.0.1:8787 (and {API_TOKEN_VAR} to one of its API tokens with the {scope} scope)"
                 ))
             })?;
-        let token = std::env::var(API_TOKEN_VAR).ok().filter(|v| !v.is_empty());
+        let token = std::env::var(API_TOKEN_VAR)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "{API_TOKEN_VAR} is unset: set it to one of the server's API tokens ([[serve.tokens]] or api_token) \
+                     with the {scope} scope; every change through the API records the token's name"
+                ))
+            })?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -383,13 +523,11 @@ impl ApiClient {
         })
     }
 
-    /// POSTs `body` to `path`; the answer's JSON, or an error saying what to do.
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+    /// POSTs `body` to `path` (which needs `scope`); the answer's JSON, or an error saying
+    /// what to do.
+    async fn post(&self, path: &str, body: &Value, scope: &str) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.post(&url).json(body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let request = self.http.post(&url).json(body).bearer_auth(self.token.trim());
         let response = request.send().await.map_err(|e| {
             CliError::failed(format!(
                 "cannot reach runbook serve at {} ({API_URL_VAR}): {e}; is it running there?",
@@ -400,12 +538,14 @@ impl ApiClient {
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         let message = answer["error"].as_str().unwrap_or("").to_owned();
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            let hint = if self.token.is_some() {
-                format!("{API_TOKEN_VAR} is not the server's api_token")
-            } else {
-                format!("set {API_TOKEN_VAR} to the server's api_token")
-            };
-            return Err(CliError::failed(format!("the server refused the request: {hint}")));
+            return Err(CliError::failed(format!(
+                "the server refused the request ({message}): {API_TOKEN_VAR} must be one of its API tokens, with the {scope} scope"
+            )));
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(CliError::failed(format!(
+                "the server refused the request: {message}; set {API_TOKEN_VAR} to a token with the {scope} scope"
+            )));
         }
         if !status.is_success() {
             let message = if message.is_empty() {
@@ -423,7 +563,7 @@ impl ApiClient {
 async fn resolve(api: &ApiClient, id: &str, step: &str, sent: bool) -> Result<u8, CliError> {
     let path = format!("/api/runs/{}/resolve", percent_segment(id));
     let answer = api
-        .post(&path, &serde_json::json!({"step": step, "sent": sent}))
+        .post(&path, &serde_json::json!({"step": step, "sent": sent}), "approve")
         .await?;
     let resolution = answer["resolution"]
         .as_str()

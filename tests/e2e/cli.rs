@@ -407,6 +407,7 @@ async fn every_output_ends_with_a_newline() {
             max_retries: 0,
             retry_of: None,
             script: String::new(),
+            started_by: "webhook".into(),
         },
     )
     .await

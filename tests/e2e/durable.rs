@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cluster::postgres_url;
 use crate::fixtures::tenant;
-use crate::serve::{signed, wait_until, workspace_with};
+use crate::serve::{API_TOKEN, signed, wait_until, workspace_with};
 use crate::support::{Sims, Workspace};
 
 /// The script every kill point crashes: a read, an idempotent write, a non-idempotent write
@@ -46,7 +46,8 @@ const NO_PROBE_STEP: &str = "4";
 
 fn config(store: &str, script: &str, retries: u32) -> String {
     format!(
-        "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"{store}\"\nworkers = 4\ngrace = \"5s\"\nlease = \"2s\"\npoll_interval = \"100ms\"\n\n\
+        "[serve]\nlisten = \"127.0.0.1:0\"\nstore = \"{store}\"\nworkers = 4\ngrace = \"5s\"\nlease = \"2s\"\npoll_interval = \"100ms\"\n\
+         api_token = \"{API_TOKEN}\"\n\n\
          [[automation]]\nname = \"durable\"\nscript = \"{script}\"\nretries = {retries}\nretry_delay = \"100ms\"\nconcurrency = 8\nmax_changes = 1000\n\
          trigger = {{ webhook = \"/hooks/durable\", secret = \"${{SIEM_SECRET}}\", id_header = \"X-Delivery-Id\" }}\n"
     )
@@ -350,7 +351,10 @@ async fn reference(backend: &Backend) -> Reference {
     let run = settled(&backend, &ws, &id, "the uninterrupted run", &server).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     // The steps, as the API shows them.
-    let shown: Value = reqwest::get(format!("{}/api/runs/{id}", server.url))
+    let shown: Value = reqwest::Client::new()
+        .get(format!("{}/api/runs/{id}", server.url))
+        .bearer_auth(API_TOKEN)
+        .send()
         .await
         .unwrap()
         .json()
@@ -486,6 +490,7 @@ async fn crash_at(backend: Backend, reference: Reference, point: &'static str, k
                 let out = ws
                     .command(&["runs", "resolve", &id, NO_PROBE_STEP, flag])
                     .env("RUNBOOK_API_URL", &server.url)
+                    .env("RUNBOOK_API_TOKEN", API_TOKEN)
                     .output()
                     .await
                     .unwrap();
@@ -499,6 +504,7 @@ async fn crash_at(backend: Backend, reference: Reference, point: &'static str, k
             Backend::Postgres(_) => {
                 let answer = reqwest::Client::new()
                     .post(format!("{}/api/runs/{id}/resolve", server.url))
+                    .bearer_auth(API_TOKEN)
                     .json(&json!({"step": NO_PROBE_STEP, "sent": sent}))
                     .send()
                     .await

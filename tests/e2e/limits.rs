@@ -264,8 +264,11 @@ async fn a_full_queue_answers_429_and_stores_nothing_and_sighup_stops_gracefully
     {
         let conn = rusqlite::Connection::open(ws.path().join("runbook.db")).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.execute("UPDATE runs SET idem_key = 'stored-before' WHERE id = 'waiting-1'", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO deliveries (automation, key, run_id, received_at) VALUES ('hook', 'stored-before', 'waiting-1', 0)",
+            [],
+        )
+        .unwrap();
     }
     let (status, _, _) = post(&client, &server, "stored-before").await;
     assert_eq!(status, 200, "a resend of a stored delivery is a duplicate, not refused");

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api;
 mod cli;
 mod cloudflare;
 mod cluster;

@@ -13,6 +13,9 @@ use crate::support::{Sims, Workspace};
 
 pub(crate) const SECRET: &str = "siem-webhook-secret-6f2a";
 
+/// The API token the tests' servers know (as `api_token`: named `admin`, every scope).
+pub(crate) const API_TOKEN: &str = "e2e-api-token-2b7f0c9d14e6a8537f21c0d9";
+
 /// A running `runbook serve`.
 pub(crate) struct Server {
     child: tokio::process::Child,
@@ -107,6 +110,7 @@ impl Server {
 pub(crate) fn workspace_with(sims: &Sims, config: &str, scripts: &[(&str, &str)]) -> Workspace {
     let mut ws = sims.workspace();
     ws.set_env("SIEM_SECRET", SECRET);
+    ws.set_env("RUNBOOK_API_TOKEN", API_TOKEN);
     for (name, text) in scripts {
         ws.file(name, text);
     }
@@ -172,6 +176,7 @@ listen = "127.0.0.1:0"
 store = "sqlite://runbook.db"
 workers = 4
 grace = "10s"
+api_token = "${RUNBOOK_API_TOKEN}"
 
 [[automation]]
 name = "hook"
@@ -607,7 +612,10 @@ async fn metrics_move_and_runs_show_the_calls_a_run_made() {
     let listed = ws.run(&["runs", "list", "--automation", "hook", "-o", "json"]).await;
     assert_eq!(listed.json().as_array().unwrap().len(), 2);
 
-    // A retry is a new run with the same event.
+    // A retry is a new run with the same event, asked for through the API by a named token.
+    let mut ws = ws;
+    ws.set_env("RUNBOOK_API_URL", &server.url);
+    ws.set_env("RUNBOOK_API_TOKEN", API_TOKEN);
     let retried = ws.run(&["runs", "retry", run_id]).await;
     assert_eq!(retried.code, Some(0), "{retried:?}");
     let new_id = retried.stdout.trim().to_owned();
@@ -617,6 +625,7 @@ async fn metrics_move_and_runs_show_the_calls_a_run_made() {
     .await;
     let again = store(&ws).await.get(&new_id).await.unwrap().unwrap();
     assert_eq!(again.retry_of.as_deref(), Some(run_id));
+    assert_eq!(again.started_by, "admin");
     assert_eq!(again.event.unwrap()["delivery_id"], "m-1");
     assert_eq!(server.stop().await, Some(0));
     sims.shutdown().await;
@@ -656,21 +665,16 @@ async fn a_failing_run_is_retried_with_backoff_then_fails() {
 }
 
 #[tokio::test]
-async fn the_api_wants_its_token_when_one_is_set() {
+async fn the_api_wants_its_token() {
     let sims = Sims::start(tenant(1, 0)).await;
-    let config = HOOK_CONFIG.replace(
-        "grace = \"10s\"",
-        "grace = \"10s\"\napi_token = \"${RUNBOOK_API_TOKEN}\"",
-    );
-    let mut ws = workspace_with(&sims, &config, &[("hook.rhai", HOOK_SCRIPT)]);
-    ws.set_env("RUNBOOK_API_TOKEN", "api-token-5b0e9c");
+    let ws = workspace_with(&sims, HOOK_CONFIG, &[("hook.rhai", HOOK_SCRIPT)]);
     let server = Server::start(&ws).await;
     let client = reqwest::Client::new();
     let without = client.get(format!("{}/api/runs", server.url)).send().await.unwrap();
     assert_eq!(without.status(), 401);
     let with = client
         .get(format!("{}/api/runs", server.url))
-        .bearer_auth("api-token-5b0e9c")
+        .bearer_auth(API_TOKEN)
         .send()
         .await
         .unwrap();
@@ -684,7 +688,7 @@ async fn the_api_wants_its_token_when_one_is_set() {
             .status(),
         200
     );
-    assert!(!server.log().contains("api-token-5b0e9c"));
+    assert!(!server.log().contains(API_TOKEN));
     assert_eq!(server.stop().await, Some(0));
     sims.shutdown().await;
 }
@@ -772,14 +776,9 @@ async fn the_readme_webhook_offboards_the_person_the_body_names() {
 #[tokio::test]
 async fn a_run_in_doubt_shows_its_steps_and_a_person_resolves_it_through_the_api() {
     use runbook_core::{Effect, JournalEntry, StepKind, StepStatus};
-    const TOKEN: &str = "api-token-7d41c2";
+    const TOKEN: &str = API_TOKEN;
     let sims = Sims::start(tenant(1, 0)).await;
-    let config = HOOK_CONFIG.replace(
-        "grace = \"10s\"",
-        "grace = \"10s\"\napi_token = \"${RUNBOOK_API_TOKEN}\"",
-    );
-    let mut ws = workspace_with(&sims, &config, &[("hook.rhai", HOOK_SCRIPT)]);
-    ws.set_env("RUNBOOK_API_TOKEN", TOKEN);
+    let mut ws = workspace_with(&sims, HOOK_CONFIG, &[("hook.rhai", HOOK_SCRIPT)]);
     // A run that stopped with a change in doubt, as the store keeps it.
     let id = {
         let store = SqliteStore::open(&ws.path().join("runbook.db")).await.unwrap();
@@ -795,6 +794,7 @@ async fn a_run_in_doubt_shows_its_steps_and_a_person_resolves_it_through_the_api
                 max_retries: 0,
                 retry_of: None,
                 script: "1".into(),
+                started_by: "webhook".into(),
             })
             .await
             .unwrap();
@@ -855,7 +855,7 @@ async fn a_run_in_doubt_shows_its_steps_and_a_person_resolves_it_through_the_api
     let refused = ws.run(&["runs", "resolve", &id, "2", "--sent"]).await;
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
-        refused.stderr.contains("not the server's api_token"),
+        refused.stderr.contains("must be one of its API tokens"),
         "{}",
         refused.stderr
     );

@@ -29,6 +29,7 @@ async fn held_run(store: &Arc<dyn Store>, n: usize) -> Result<Arc<dyn runbook_co
             max_retries: 0,
             retry_of: None,
             script: "bench".into(),
+            started_by: "webhook".into(),
         })
         .await?;
     let mut concurrency = BTreeMap::new();

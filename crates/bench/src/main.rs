@@ -1022,6 +1022,7 @@ async fn drain(runbook: &Path, store_url: &str, instances: usize) -> Result<f64>
                     max_retries: 0,
                     retry_of: None,
                     script: "event.body.n".into(),
+                    started_by: "webhook".into(),
                 })
                 .await?;
         }

@@ -35,8 +35,12 @@ pub struct ServeSettings {
     pub store: String,
     /// Runs executed at once by this instance.
     pub workers: usize,
-    /// Bearer token for `/api/*` (required unless `listen` is loopback).
-    pub api_token: Option<Secret<String>>,
+    /// The API's tokens (`[[serve.tokens]]`, and `api_token` as one named `admin`); without
+    /// any, `/api/*` answers 401 to every request.
+    pub tokens: Vec<ApiToken>,
+    /// Where people and tools reach this server (`https://runbook.example.com`), when not at
+    /// `listen`: its host is accepted in the Host header, its origin in Origin.
+    pub public_url: Option<PublicUrl>,
     /// How long finished runs are kept.
     pub keep: Duration,
     /// How long the journals of finished runs keep their steps' arguments and results (they
@@ -69,6 +73,145 @@ pub struct ServeSettings {
     /// Bytes of webhook bodies being read at once, across every webhook: what bounds the memory
     /// a flood of deliveries can take before their signatures are checked.
     pub intake_memory: usize,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Read run history and the automations.
+    Read,
+    /// Start, retry and cancel runs.
+    Run,
+    /// Resolve changes in doubt (and, later, approve or reject).
+    Approve,
+    /// Pause and resume automations; implies `read` and `run` (not `approve`).
+    Admin,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Run, Scope::Approve, Scope::Admin];
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Run => "run",
+            Scope::Approve => "approve",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Minimum length of an API token, in bytes.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// One API token: its name (the actor recorded on every change it makes), the SHA-256 of its
+/// value, and its scopes.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ApiToken {
+    /// The name: letters, digits, `-`, `_`.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// What it may do, as configured.
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiToken {
+    /// A token named `name` with `scopes`, given its value.
+    pub fn new(name: impl Into<String>, token: &str, scopes: Vec<Scope>) -> ApiToken {
+        ApiToken {
+            name: name.into(),
+            sha256: sha256(token.as_bytes()),
+            scopes,
+        }
+    }
+
+    /// Whether it may act in `scope` (`admin` implies `read` and `run`).
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+            || (matches!(scope, Scope::Read | Scope::Run) && self.scopes.contains(&Scope::Admin))
+    }
+}
+
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// `public_url`, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublicUrl {
+    /// As written.
+    pub url: String,
+    /// `https://host[:port]`, as browsers send it in Origin.
+    pub origin: String,
+    /// The Host header values it stands for (`host` and `host:port`).
+    pub hosts: Vec<String>,
+}
+
+impl PublicUrl {
+    /// Parses `http(s)://host[:port][/path]`.
+    pub fn parse(text: &str) -> Result<PublicUrl, String> {
+        let bad = || {
+            format!("[serve] public_url = \"{text}\" is not an http(s) URL; write e.g. \"https://runbook.example.com\"")
+        };
+        let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return Err(bad()),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("").to_ascii_lowercase();
+        if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        let (host, port_text) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (inner, after) = v6.split_once(']').ok_or_else(bad)?;
+                (format!("[{inner}]"), after.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (authority.clone(), None),
+            },
+        };
+        let port = match port_text {
+            None => default_port,
+            Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(bad());
+        }
+        let origin = if port == default_port {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        };
+        let mut hosts = vec![format!("{host}:{port}")];
+        if port == default_port {
+            hosts.push(host);
+        }
+        Ok(PublicUrl {
+            url: text.to_owned(),
+            origin,
+            hosts,
+        })
+    }
 }
 
 /// What starts an automation's runs.
@@ -169,6 +312,9 @@ pub enum Overlap {
     Skip,
     /// The tick is queued anyway, to run after the others.
     Queue,
+    /// The queued and running runs are cancelled (a running one stops within a heartbeat,
+    /// letting its calls in flight finish), then the tick is queued.
+    Cancel,
 }
 
 impl Overlap {
@@ -177,6 +323,7 @@ impl Overlap {
         match self {
             Overlap::Skip => "skip",
             Overlap::Queue => "queue",
+            Overlap::Cancel => "cancel",
         }
     }
 }
@@ -212,6 +359,9 @@ struct ServeRaw {
     store: Option<String>,
     workers: Option<usize>,
     api_token: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    tokens: Vec<TokenRaw>,
     keep: Option<String>,
     journal_retention: Option<String>,
     lease: Option<String>,
@@ -225,6 +375,16 @@ struct ServeRaw {
     store_timeout: Option<String>,
     dedup_keep: Option<String>,
     intake_memory: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRaw {
+    name: String,
+    token: Option<String>,
+    token_sha256: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -375,15 +535,13 @@ impl ServeConfig {
                 format!("[serve] listen = \"{listen_text}\" is not an address; write e.g. \"127.0.0.1:8787\""),
             )
         })?;
-        let api_token = serve.api_token.filter(|t| !t.is_empty()).map(Secret::new);
-        if api_token.is_none() && !listen.ip().is_loopback() {
-            return Err(err(
-                serve_line,
-                format!(
-                    "[serve] listens on {listen}, beyond this machine: set api_token (e.g. api_token = \"${{RUNBOOK_API_TOKEN}}\") to protect /api/*"
-                ),
-            ));
-        }
+        let tokens = parse_tokens(serve.api_token.as_deref(), &serve.tokens).map_err(|m| err(serve_line, m))?;
+        let public_url = serve
+            .public_url
+            .as_deref()
+            .map(PublicUrl::parse)
+            .transpose()
+            .map_err(|m| err(serve_line, m))?;
         let workers = serve.workers.unwrap_or(4);
         if workers == 0 {
             return Err(err(serve_line, "[serve] workers must be at least 1".to_owned()));
@@ -392,7 +550,8 @@ impl ServeConfig {
             listen,
             store: serve.store.clone().unwrap_or_else(|| "sqlite://runbook.db".to_owned()),
             workers,
-            api_token,
+            tokens,
+            public_url,
             keep: duration(&serve.keep, "keep", Duration::from_secs(30 * 24 * 3600))?,
             journal_retention: duration(
                 &serve.journal_retention,
@@ -525,10 +684,13 @@ impl ServeConfig {
                     match o.get_ref().as_str() {
                         "skip" => Overlap::Skip,
                         "queue" => Overlap::Queue,
+                        "cancel" => Overlap::Cancel,
                         other => {
                             return Err(err(
                                 at,
-                                format!("automation \"{name}\": overlap = \"{other}\"; write \"skip\" or \"queue\""),
+                                format!(
+                                    "automation \"{name}\": overlap = \"{other}\"; write \"skip\", \"queue\" or \"cancel\""
+                                ),
                             ));
                         }
                     }
@@ -586,6 +748,89 @@ impl ServeConfig {
             .map(|a| (a.name.clone(), a.concurrency))
             .collect()
     }
+}
+
+/// How to make a token, for messages.
+const MAKE_TOKEN: &str =
+    "make one with `openssl rand -hex 32` (its SHA-256 for token_sha256: `printf %s \"$TOKEN\" | sha256sum`)";
+
+/// `[[serve.tokens]]` and the `api_token` shorthand.
+fn parse_tokens(api_token: Option<&str>, raw: &[TokenRaw]) -> Result<Vec<ApiToken>, String> {
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    let short = |what: &str, len: usize| {
+        format!("{what} is {len} bytes long; an API token needs at least {MIN_TOKEN_LEN}: {MAKE_TOKEN}")
+    };
+    for t in raw {
+        let name = &t.name;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!(
+                "[[serve.tokens]] name = \"{name}\" must be letters, digits, - or _"
+            ));
+        }
+        if tokens.iter().any(|o| &o.name == name) {
+            return Err(format!(
+                "[[serve.tokens]] name \"{name}\" is used twice: names are the actors runs record"
+            ));
+        }
+        let sha256 = match (&t.token, &t.token_sha256) {
+            (Some(token), None) => {
+                if token.len() < MIN_TOKEN_LEN {
+                    return Err(short(&format!("the token of \"{name}\""), token.len()));
+                }
+                // Remembered so that logs and answers never show it.
+                let _ = Secret::new(token.clone());
+                self::sha256(token.as_bytes())
+            }
+            (None, Some(hex_text)) => {
+                let bytes = hex::decode(hex_text.trim()).ok().filter(|b| b.len() == 32).ok_or_else(|| {
+                    format!(
+                        "[[serve.tokens]] \"{name}\": token_sha256 must be 64 hex digits, the SHA-256 of the token ({MAKE_TOKEN})"
+                    )
+                })?;
+                let mut out = [0u8; 32];
+                out.copy_from_slice(&bytes);
+                out
+            }
+            _ => {
+                return Err(format!(
+                    "[[serve.tokens]] \"{name}\" needs exactly one of token = \"${{SOME_VAR}}\" or token_sha256 = \"<64 hex digits>\""
+                ));
+            }
+        };
+        if t.scopes.is_empty() {
+            return Err(format!(
+                "[[serve.tokens]] \"{name}\" has no scopes: write e.g. scopes = [\"read\"] (read, run, approve, admin)"
+            ));
+        }
+        let mut scopes = Vec::new();
+        for s in &t.scopes {
+            let scope = Scope::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+                format!("[[serve.tokens]] \"{name}\": \"{s}\" is not a scope; write read, run, approve or admin")
+            })?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        tokens.push(ApiToken {
+            name: name.clone(),
+            sha256,
+            scopes,
+        });
+    }
+    if let Some(token) = api_token {
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(short("[serve] api_token", token.len()));
+        }
+        if tokens.iter().any(|t| t.name == "admin") {
+            return Err(
+                "[serve] api_token is shorthand for a token named \"admin\", and [[serve.tokens]] has one: keep one of them"
+                    .to_owned(),
+            );
+        }
+        let _ = Secret::new(token.to_owned());
+        tokens.push(ApiToken::new("admin", token, Scope::ALL.to_vec()));
+    }
+    Ok(tokens)
 }
 
 /// Resolves `sqlite://relative.db` against `dir`; other URLs are returned as they are.
@@ -826,8 +1071,74 @@ trigger = { webhook = "/hooks/siem", secret = "s3cret-value-at-least-24-bytes", 
         let e = parse("[[automation]]\nname = \"a\"\nscript = \"s.rhai\"\ntrigger = { webhook = \"/hooks/a\" }\n")
             .unwrap_err();
         assert!(e.message.contains("needs secret"), "{e}");
-        let e = parse("[serve]\nlisten = \"0.0.0.0:8787\"\n").unwrap_err();
-        assert!(e.message.contains("set api_token"), "{e}");
+        let e = parse("[serve]\napi_token = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("openssl rand -hex 32"), "{e}");
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn tokens_have_names_scopes_and_no_secret_in_the_file_when_hashed() {
+        let hashed = hex::encode(sha256(b"another-token-that-is-long-enough-0000"));
+        let config = parse(&format!(
+            "[serve]\npublic_url = \"https://runbook.example.com/\"\n\
+             [[serve.tokens]]\nname = \"ci\"\ntoken = \"{TOKEN}\"\nscopes = [\"read\", \"run\"]\n\
+             [[serve.tokens]]\nname = \"ops-admin\"\ntoken_sha256 = \"{hashed}\"\nscopes = [\"admin\"]\n"
+        ))
+        .unwrap();
+        let tokens = &config.settings.tokens;
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[0].sha256, sha256(TOKEN.as_bytes()));
+        assert!(tokens[0].allows(Scope::Run) && !tokens[0].allows(Scope::Approve));
+        assert!(tokens[1].allows(Scope::Read) && tokens[1].allows(Scope::Run) && tokens[1].allows(Scope::Admin));
+        assert!(!tokens[1].allows(Scope::Approve), "admin does not imply approve");
+        let public = config.settings.public_url.unwrap();
+        assert_eq!(public.origin, "https://runbook.example.com");
+        assert!(public.hosts.contains(&"runbook.example.com".to_owned()));
+        assert!(public.hosts.contains(&"runbook.example.com:443".to_owned()));
+        assert!(!format!("{tokens:?}").contains(TOKEN));
+
+        let admin = parse(&format!("[serve]\napi_token = \"{TOKEN}\"\n")).unwrap();
+        assert_eq!(admin.settings.tokens[0].name, "admin");
+        assert!(Scope::ALL.iter().all(|s| admin.settings.tokens[0].allows(*s)));
+
+        for (text, expected) in [
+            (
+                format!(
+                    "[serve]\napi_token = \"{TOKEN}\"\n[[serve.tokens]]\nname = \"admin\"\ntoken = \"{TOKEN}x\"\nscopes = [\"read\"]\n"
+                ),
+                "keep one of them",
+            ),
+            (
+                format!(
+                    "[[serve.tokens]]\nname = \"a\"\ntoken = \"{TOKEN}\"\nscopes = [\"read\"]\n[[serve.tokens]]\nname = \"a\"\ntoken = \"{TOKEN}y\"\nscopes = [\"read\"]\n"
+                ),
+                "used twice",
+            ),
+            (
+                "[[serve.tokens]]\nname = \"a\"\ntoken = \"short\"\nscopes = [\"read\"]\n".to_owned(),
+                "at least 32",
+            ),
+            (
+                "[[serve.tokens]]\nname = \"a\"\ntoken_sha256 = \"abc\"\nscopes = [\"read\"]\n".to_owned(),
+                "64 hex digits",
+            ),
+            (
+                format!("[[serve.tokens]]\nname = \"a\"\ntoken = \"{TOKEN}\"\nscopes = [\"write\"]\n"),
+                "not a scope",
+            ),
+            (
+                format!("[[serve.tokens]]\nname = \"a b\"\ntoken = \"{TOKEN}\"\nscopes = [\"read\"]\n"),
+                "letters, digits",
+            ),
+            (
+                "[serve]\npublic_url = \"runbook.example.com\"\n".to_owned(),
+                "not an http(s) URL",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains(expected), "{text}: {e}");
+        }
     }
 
     fn webhook(trigger: &str) -> Result<WebhookTrigger, ConfigError> {

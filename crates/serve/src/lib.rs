@@ -27,11 +27,15 @@
 //!   audit calls (secrets redacted) and its journal's steps until the retention (`keep`)
 //!   expires; journals of finished runs lose their arguments and results after
 //!   `journal_retention`.
+//! * **Every change has an actor.** `/api/*` always needs a named token ([`ApiToken`]) with the
+//!   [`Scope`] the endpoint asks for; the token's name is recorded on the runs it starts, retries
+//!   or cancels and on the automations it pauses. The Host and Origin headers are checked and
+//!   changes must be JSON, so a browser page cannot use an operator's loopback server.
 //!
 //! ## Pieces
 //! [`ServeConfig`] parses `[serve]` and `[[automation]]`; [`store::Store`] is the durable queue
 //! and history (SQLite here, behind a trait); [`start`] runs the HTTP endpoints (`/hooks/*`,
-//! `/healthz`, `/readyz`, `/metrics`, `/api/runs`) behind a connection limit and header and body
+//! `/healthz`, `/readyz`, `/metrics`, `/api/*`) behind a connection limit and header and body
 //! timeouts, the tick tasks and the workers, and [`ServerHandle::shutdown`] stops them in order,
 //! within `grace` + `drain`.
 
@@ -45,7 +49,11 @@ pub mod webhook;
 mod worker;
 
 pub use config::{
-    Automation, ConfigError, Overlap, ServeConfig, ServeSettings, Trigger, WebhookTrigger, resolve_store,
+    ApiToken, Automation, ConfigError, MIN_TOKEN_LEN, Overlap, PublicUrl, Scheme, Scope, ServeConfig, ServeSettings,
+    Trigger, WebhookTrigger, resolve_store, sha256,
 };
 pub use schedule::Cadence;
-pub use server::{MAX_BODY, ServeError, ServerHandle, StartOptions, ms_time, start, summary};
+pub use server::{
+    MAX_BODY, ServeError, ServerHandle, StartOptions, is_secret_field, ms_time, redact_value, redacted, start, summary,
+    trigger_text,
+};

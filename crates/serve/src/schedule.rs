@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Automation, Overlap};
 use crate::metrics::Metrics;
-use crate::store::{NewRun, Params, Store};
+use crate::store::{CancelError, NewRun, Params, RunFilter, RunStatus, Store};
 
 /// When an automation's ticks fall.
 #[derive(Debug, Clone)]
@@ -121,6 +121,7 @@ pub fn tick_run(automation: &str, params: &Params, retries: u32, script: &str, t
         max_retries: retries,
         retry_of: None,
         script: script.to_owned(),
+        started_by: "schedule".to_owned(),
     }
 }
 
@@ -162,7 +163,9 @@ impl Ticker {
         if self.automation.overlap == Overlap::Skip && backlog.queued + backlog.running > 0 {
             return Ok(Offered::Skipped("overlap"));
         }
-        if backlog.queued >= self.queue_limit {
+        if self.automation.overlap == Overlap::Cancel && backlog.queued + backlog.running > 0 {
+            self.cancel_overlapping(tick).await?;
+        } else if backlog.queued >= self.queue_limit {
             return Ok(Offered::Skipped("queue_full"));
         }
         let a = &self.automation;
@@ -175,6 +178,32 @@ impl Ticker {
             self.wake.notify_one();
         }
         Ok(Offered::Stored)
+    }
+
+    /// `overlap = "cancel"`: cancels the automation's queued and running runs (recorded as
+    /// cancelled by `schedule`) before `tick` is queued.
+    async fn cancel_overlapping(&self, tick: i64) -> Result<(), crate::store::StoreError> {
+        let name = &self.automation.name;
+        for status in [RunStatus::Queued, RunStatus::Running] {
+            let filter = RunFilter {
+                automation: Some(name.clone()),
+                status: Some(status),
+                limit: usize::try_from(self.queue_limit)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1000),
+            };
+            for run in self.store.list_summaries(&filter).await? {
+                match self.store.cancel(&run.id, "schedule").await {
+                    Ok(_) => {
+                        tracing::info!(automation = %name, run_id = %run.id, tick, "a run overlapping the next tick is cancelled (overlap = \"cancel\")")
+                    }
+                    // It finished meanwhile: nothing to cancel.
+                    Err(CancelError::Finished { .. } | CancelError::NoRun(_)) => {}
+                    Err(CancelError::Store(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Offers `tick` until it is stored or skipped, retrying a failing store with backoff until

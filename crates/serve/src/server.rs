@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,9 +18,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ServeConfig, Trigger};
+use crate::config::{ApiToken, Scope, ServeConfig, Trigger, sha256};
 use crate::metrics::Metrics;
-use crate::store::{NewRun, ResolveError, RunFilter, RunRecord, Store, TIMED_OUT, TimedStore};
+use crate::store::{
+    CancelError, Cancelled, NewRun, ResolveError, RunFilter, RunRecord, RunSummary, Store, TIMED_OUT, TimedStore,
+};
 use crate::webhook;
 use crate::worker::{self, Pool};
 
@@ -68,11 +70,15 @@ struct App {
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     intake_open: AtomicBool,
+    /// Bytes of webhook bodies that may be read at once (`intake_memory`).
+    intake_budget: Arc<tokio::sync::Semaphore>,
+    /// The worker pool (its engine checks the params of runs started through the API).
+    pool: Arc<Pool>,
+    /// Where this server listens, as bound (port 0 resolved).
+    bound: SocketAddr,
     /// Each webhook automation's queued runs as last read from the store, plus this instance's
     /// intakes since (see [`queued_runs`]).
     queued: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
-    /// Bytes of webhook bodies that may be read at once (`intake_memory`).
-    intake_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running server.
@@ -131,6 +137,7 @@ pub async fn start(
 
     let metrics = Arc::new(Metrics::new());
     let wake = Arc::new(Notify::new());
+    let pool = Pool::new(store.clone(), engine, config.clone(), metrics.clone(), wake.clone());
     let app = Arc::new(App {
         config: config.clone(),
         store: Arc::new(TimedStore::new(
@@ -141,10 +148,16 @@ pub async fn start(
         metrics: metrics.clone(),
         wake: wake.clone(),
         intake_open: AtomicBool::new(true),
-        queued: std::sync::Mutex::new(std::collections::HashMap::new()),
         intake_budget: Arc::new(tokio::sync::Semaphore::new(config.settings.intake_memory)),
+        pool: pool.clone(),
+        bound: addr,
+        queued: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
-    let pool = Pool::new(store.clone(), engine, config.clone(), metrics.clone(), wake.clone());
+    if config.settings.tokens.is_empty() {
+        tracing::warn!(
+            "no API token is configured: /api/* answers 401 to every request; add [[serve.tokens]] (name, token = \"${{VAR}}\", scopes) or api_token = \"${{RUNBOOK_API_TOKEN}}\" to [serve] (make a token with `openssl rand -hex 32`)"
+        );
+    }
     let shutdown = CancellationToken::new();
     let ticks_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
@@ -265,8 +278,13 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/runs", get(list_runs))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/retry", post(retry_run))
+        .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/resolve", post(resolve_run))
-        .layer(middleware::from_fn_with_state(app.clone(), require_token));
+        .route("/api/automations", get(list_automations))
+        .route("/api/automations/{name}/runs", post(start_run))
+        .route("/api/automations/{name}/pause", post(pause_automation))
+        .route("/api/automations/{name}/resume", post(resume_automation))
+        .layer(middleware::from_fn_with_state(app.clone(), guard));
     Router::new()
         .route("/hooks/{*path}", post(hook))
         .route("/healthz", get(healthz))
@@ -567,7 +585,7 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
     match queued_runs(&app, &automation.name).await {
         Ok(queued) if queued >= queue_limit => {
             // A delivery stored before is answered as the duplicate it is, full queue or not.
-            match app.store.run_by_key(&automation.name, &delivery).await {
+            match app.store.known_delivery(&automation.name, &dedup).await {
                 Ok(Some(run_id)) => {
                     app.metrics.delivered(&automation.name, "duplicate");
                     return (StatusCode::OK, axum::Json(json!({"run_id": run_id, "duplicate": true}))).into_response();
@@ -611,6 +629,7 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
         max_retries: automation.retries,
         retry_of: None,
         script: automation.source.clone(),
+        started_by: "webhook".to_owned(),
     };
     // The body's budget is held until the delivery is stored: its event is still in memory.
     let _permit = permit;
@@ -695,33 +714,159 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if let Some(token) = &app.config.settings.api_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let expected = token.expose().as_bytes();
-        let same = given.len() == expected.len() && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected).into();
-        if !same {
-            return error(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <api_token>");
+/// The Host header values `/api/*` answers: the listen address as bound (and `localhost:PORT`
+/// on loopback), and `public_url`'s host. A name that resolves to this machine only through an
+/// attacker's DNS (rebinding) is refused. On an unspecified address (`0.0.0.0`), any IP literal
+/// with the right port is accepted too: a literal cannot be rebound.
+fn host_allowed(app: &App, host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let port = app.bound.port();
+    if let Some(public) = &app.config.settings.public_url
+        && public.hosts.contains(&host)
+    {
+        return true;
+    }
+    let ip = app.bound.ip();
+    if let Ok(addr) = host.parse::<SocketAddr>() {
+        return addr.port() == port && (addr.ip() == ip || ip.is_unspecified());
+    }
+    host == format!("localhost:{port}") && (ip.is_loopback() || ip.is_unspecified())
+}
+
+/// Whether `origin` (the Origin header) is this server's own: its listen address, or
+/// `public_url`'s origin.
+fn origin_allowed(app: &App, origin: &str) -> bool {
+    let origin = origin.trim().to_ascii_lowercase();
+    if app
+        .config
+        .settings
+        .public_url
+        .as_ref()
+        .is_some_and(|p| p.origin == origin)
+    {
+        return true;
+    }
+    origin
+        .strip_prefix("http://")
+        .is_some_and(|host| host_allowed(app, host))
+}
+
+/// The hook for a CSRF token: the console (later) will hand its sessions a token that lets a
+/// form post without a JSON body. Until then no request carries a valid one.
+fn csrf_token_valid(_app: &App, _headers: &HeaderMap) -> bool {
+    false
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Every `/api/*` request passes here: the Host header (DNS rebinding), the Origin (another
+/// site's page), the content type of a change (a cross-origin form cannot send JSON), then the
+/// bearer token, compared by SHA-256 in constant time. The token found rides along as the
+/// request's actor; each endpoint checks its scope.
+async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    if !host_allowed(&app, &host) {
+        let mut known = vec![app.bound.to_string()];
+        if let Some(public) = &app.config.settings.public_url {
+            known.push(public.hosts[0].clone());
+        }
+        let shown: String = host.chars().take(100).collect();
+        tracing::warn!(host = %shown, "an API request for a foreign Host was refused");
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server's API answers requests for {} only, not Host \"{shown}\"; if it is reached under that name, set [serve] public_url",
+                known.join(" or ")
+            ),
+        );
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(&app, origin) {
+            let shown: String = origin.chars().take(100).collect();
+            tracing::warn!(origin = %shown, "a cross-origin API request was refused");
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("cross-origin requests are refused: Origin \"{shown}\" is not this server's"),
+            );
         }
     }
+    let changes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if changes && !is_json(headers) && !csrf_token_valid(&app, headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a change through the API must be sent as Content-Type: application/json",
+        );
+    }
+    let tokens = &app.config.settings.tokens;
+    if tokens.is_empty() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this server has no API token: add [[serve.tokens]] with a name, token = \"${SOME_VAR}\" and scopes \
+             (or api_token = \"${RUNBOOK_API_TOKEN}\") to [serve] in runbook.toml, make the token with \
+             `openssl rand -hex 32`, and restart runbook serve",
+        );
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given.filter(|g| !g.is_empty()) else {
+        return error(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <token>");
+    };
+    let digest = sha256(given.as_bytes());
+    let mut found: Option<&ApiToken> = None;
+    for token in tokens {
+        // Every token is compared, each in constant time.
+        if bool::from(subtle::ConstantTimeEq::ct_eq(&token.sha256[..], &digest[..])) {
+            found = Some(token);
+        }
+    }
+    let Some(actor) = found.cloned() else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not one of this server's API tokens",
+        );
+    };
+    request.extensions_mut().insert(actor);
     next.run(request).await
 }
 
-/// Who made a request that needs `scope`, or why it may not (answered 403). The `api_token`
-/// holds every scope and is named `admin`; without one (a server on loopback only), requests
-/// are made by `local`. The bearer token itself was checked by [`require_token`].
-fn require_scope(app: &App, _headers: &HeaderMap, scope: &str) -> Result<String, String> {
-    let _ = scope;
-    if app.config.settings.api_token.is_some() {
-        Ok("admin".to_owned())
-    } else {
-        Ok("local".to_owned())
+/// `None` when `actor` may act in `scope`; else the 403 answer, naming the scope needed.
+fn refused(actor: &ApiToken, scope: Scope, what: &str) -> Option<Response> {
+    if actor.allows(scope) {
+        return None;
     }
+    let or_admin = if matches!(scope, Scope::Read | Scope::Run) {
+        " (or admin)"
+    } else {
+        ""
+    };
+    let message = format!(
+        "the token \"{}\" may not {what}: that needs a token with the {} scope{or_admin}",
+        actor.name,
+        scope.as_str()
+    );
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": message, "scope": scope.as_str()})),
+        )
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -731,9 +876,9 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-/// A run without its logs, calls and result: what a listing shows.
-pub fn summary(r: &RunRecord) -> Value {
-    json!({
+/// What a listing shows of a run, with remembered secrets scrubbed.
+pub fn summary(r: &RunSummary) -> Value {
+    redact_value(json!({
         "id": r.id,
         "automation": r.automation,
         "trigger": r.trigger,
@@ -743,7 +888,10 @@ pub fn summary(r: &RunRecord) -> Value {
         "started_at": ms_time(r.started_at),
         "finished_at": ms_time(r.finished_at),
         "error": r.error,
-    })
+        "retry_of": r.retry_of,
+        "started_by": r.started_by,
+        "cancelled_by": r.cancelled_by,
+    }))
 }
 
 /// A unix-ms time as RFC 3339.
@@ -753,7 +901,79 @@ pub fn ms_time(ms: Option<i64>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn list_runs(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+/// Whether a field's name says its value is a secret (`password`, `token`, `secret`,
+/// `authorization`, ...).
+pub fn is_secret_field(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "private_key",
+        "credential",
+        "cookie",
+    ]
+    .iter()
+    .any(|k| key.contains(k))
+}
+
+/// `value` with every remembered secret scrubbed from its strings, and the string values of
+/// fields named like secrets (`password`, `token`, `authorization`, ...) replaced by `***`.
+pub fn redact_value(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(runbook_core::redact(&s).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_value).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(_) if is_secret_field(&k) => Value::String("***".to_owned()),
+                        other => redact_value(other),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// A run as every reader is shown it — `GET /api/runs/ID`, `runbook runs show` and its
+/// `--output json` — with [`redact_value`] applied to everything it holds.
+pub fn redacted(mut run: RunRecord) -> RunRecord {
+    let scrub = |v: Value| redact_value(v);
+    run.params = match scrub(Value::Object(std::mem::take(&mut run.params))) {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    run.event = run.event.map(scrub);
+    run.result = run.result.map(scrub);
+    run.error = run.error.map(|e| runbook_core::redact(&e).into_owned());
+    run.logs = scrub(std::mem::take(&mut run.logs));
+    run.calls = scrub(std::mem::take(&mut run.calls));
+    for step in &mut run.steps {
+        step.args = scrub(std::mem::take(&mut step.args));
+        step.result = step.result.take().map(scrub);
+        step.error = step.error.take().and_then(|e| {
+            let value = serde_json::to_value(&e).ok()?;
+            serde_json::from_value(scrub(value)).ok()
+        });
+    }
+    run
+}
+
+async fn list_runs(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Some(refused) = refused(&actor, Scope::Read, "read run history") {
+        return refused;
+    }
     let status = match q.status.as_deref().map(str::parse) {
         None => None,
         Some(Ok(s)) => Some(s),
@@ -764,21 +984,35 @@ async fn list_runs(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         status,
         limit: q.limit.unwrap_or(50).min(1000),
     };
-    match app.store.list(&filter).await {
+    match app.store.list_summaries(&filter).await {
         Ok(runs) => axum::Json(runs.iter().map(summary).collect::<Vec<_>>()).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+async fn get_run(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(refused) = refused(&actor, Scope::Read, "read run history") {
+        return refused;
+    }
     match app.store.get(&id).await {
-        Ok(Some(run)) => axum::Json(run).into_response(),
+        Ok(Some(run)) => axum::Json(redacted(run)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn retry_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+async fn retry_run(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(refused) = refused(&actor, Scope::Run, "retry runs") {
+        return refused;
+    }
     let original = match app.store.get(&id).await {
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -793,16 +1027,203 @@ async fn retry_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respo
             ),
         );
     };
-    match app.store.retry(&id, automation.source.clone()).await {
+    match app.store.retry(&id, automation.source.clone(), &actor.name).await {
         Ok(queued) => {
+            tracing::info!(run_id = %queued.run_id, retry_of = %id, by = %actor.name, "run retried");
             app.wake.notify_one();
             (
                 StatusCode::ACCEPTED,
-                axum::Json(json!({"run_id": queued.run_id, "retry_of": id})),
+                axum::Json(json!({"run_id": queued.run_id, "retry_of": id, "started_by": actor.name})),
             )
                 .into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn cancel_run(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(refused) = refused(&actor, Scope::Run, "cancel runs") {
+        return refused;
+    }
+    match app.store.cancel(&id, &actor.name).await {
+        Ok(outcome) => {
+            let status = match outcome {
+                Cancelled::Now => "cancelled",
+                Cancelled::Stopping => "cancelling",
+            };
+            tracing::info!(run_id = %id, by = %actor.name, status, "run cancelled");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"run_id": id, "status": status, "cancelled_by": actor.name})),
+            )
+                .into_response()
+        }
+        Err(e @ CancelError::NoRun(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ CancelError::Finished { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+}
+
+async fn start_run(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = refused(&actor, Scope::Run, "start runs") {
+        return refused;
+    }
+    let Some(automation) = app.config.automation(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no automation \"{name}\" in this server's runbook.toml"),
+        );
+    };
+    let body: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
+        StartBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{e}; send JSON {{\"params\": {{\"name\": value}}}}"),
+                );
+            }
+        }
+    };
+    let mut params = automation.params.clone();
+    params.extend(body.params);
+    let names = runbook_core::SettingNames::new(
+        format!("max_changes of automation \"{name}\" in runbook.toml"),
+        format!("timeout of automation \"{name}\" in runbook.toml"),
+        "params.{name} in the request",
+    );
+    let problems: Vec<String> = app
+        .pool
+        .engine
+        .check_run(&automation.source, &params, &names)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !problems.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "error": format!("automation \"{name}\" cannot start with these params: {}", problems.join("; ")),
+                "problems": problems,
+            })),
+        )
+            .into_response();
+    }
+    let run = NewRun {
+        automation: name.clone(),
+        trigger: "api".to_owned(),
+        idem_key: None,
+        dedup: Vec::new(),
+        scheduled_for: None,
+        params,
+        event: None,
+        max_retries: automation.retries,
+        retry_of: None,
+        script: automation.source.clone(),
+        started_by: actor.name.clone(),
+    };
+    match app.store.enqueue(run).await {
+        Ok(queued) => {
+            tracing::info!(run_id = %queued.run_id, automation = %name, by = %actor.name, "run started through the API");
+            app.wake.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"run_id": queued.run_id, "automation": name, "started_by": actor.name})),
+            )
+                .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_automations(State(app): State<Arc<App>>, Extension(actor): Extension<ApiToken>) -> Response {
+    if let Some(refused) = refused(&actor, Scope::Read, "list automations") {
+        return refused;
+    }
+    let switches = match app.store.automations().await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let rows: Vec<Value> = app
+        .config
+        .automations
+        .iter()
+        .map(|a| {
+            let switch = switches.iter().find(|s| s.name == a.name);
+            json!({
+                "name": a.name,
+                "trigger": trigger_text(&a.trigger),
+                "paused": switch.is_some_and(|s| s.paused),
+                "changed_by": switch.map(|s| s.changed_by.clone()),
+                "changed_at": ms_time(switch.map(|s| s.changed_at)),
+            })
+        })
+        .collect();
+    axum::Json(rows).into_response()
+}
+
+/// An automation's trigger in a few words: `webhook /hooks/siem`, `schedule 0 * * * * *`.
+pub fn trigger_text(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Webhook(w) => format!("webhook {}", w.path),
+        Trigger::Schedule(cadence) => format!("schedule {cadence}"),
+    }
+}
+
+async fn pause_automation(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(name): Path<String>,
+) -> Response {
+    switch_automation(&app, &actor, &name, true).await
+}
+
+async fn resume_automation(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(name): Path<String>,
+) -> Response {
+    switch_automation(&app, &actor, &name, false).await
+}
+
+async fn switch_automation(app: &App, actor: &ApiToken, name: &str, paused: bool) -> Response {
+    let verb = if paused { "pause" } else { "resume" };
+    if let Some(refused) = refused(actor, Scope::Admin, &format!("{verb} automations")) {
+        return refused;
+    }
+    if app.config.automation(name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no automation \"{name}\" in this server's runbook.toml"),
+        );
+    }
+    match app.store.set_paused(name, paused, &actor.name).await {
+        Ok(()) => {
+            tracing::info!(automation = %name, by = %actor.name, paused, "automation {verb}d");
+            if !paused {
+                app.wake.notify_one();
+            }
+            axum::Json(json!({"automation": name, "paused": paused, "changed_by": actor.name})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -817,14 +1238,14 @@ struct ResolveBody {
 
 async fn resolve_run(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<axum::Json<ResolveBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let by = match require_scope(&app, &headers, "approve") {
-        Ok(by) => by,
-        Err(refused) => return error(StatusCode::FORBIDDEN, refused),
-    };
+    if let Some(refused) = refused(&actor, Scope::Approve, "resolve changes in doubt") {
+        return refused;
+    }
+    let by = actor.name.clone();
     let body = match body {
         Ok(axum::Json(body)) => body,
         Err(e) => {

@@ -48,6 +48,11 @@ struct Held {
     cancel: CancellationToken,
     /// Set when a heartbeat found the lease gone: the attempt records nothing.
     lost: Arc<AtomicBool>,
+    /// Stops the attempt gently (no new step; calls in flight finish and are journaled) when a
+    /// person cancels the run.
+    interrupt: CancellationToken,
+    /// Set when a heartbeat learned that a person cancelled the run.
+    cancelling: Arc<AtomicBool>,
 }
 
 impl Pool {
@@ -107,11 +112,15 @@ pub(crate) async fn run(pool: Arc<Pool>) {
                             fence: Arc::new(Fence::renewed_at(claim_sent, lease, lease / 4)),
                             cancel: pool.abort_runs.child_token(),
                             lost: Arc::new(AtomicBool::new(false)),
+                            interrupt: CancellationToken::new(),
+                            cancelling: Arc::new(AtomicBool::new(false)),
                         };
                         let attempt = Attempt {
                             fence: held.fence.clone(),
                             cancel: held.cancel.clone(),
                             lost: held.lost.clone(),
+                            interrupt: held.interrupt.clone(),
+                            cancelling: held.cancelling.clone(),
                         };
                         pool.in_flight().insert(run.id.clone(), held);
                         let pool = pool.clone();
@@ -146,6 +155,8 @@ struct Attempt {
     fence: Arc<Fence>,
     cancel: CancellationToken,
     lost: Arc<AtomicBool>,
+    interrupt: CancellationToken,
+    cancelling: Arc<AtomicBool>,
 }
 
 /// Renews the leases of every run this instance holds, a few times per lease. A renewal moves
@@ -187,6 +198,21 @@ async fn heartbeats(pool: Arc<Pool>) {
                 pool.metrics.store_error("heartbeat");
                 tracing::error!(error = %e, "could not renew leases");
             }
+        }
+        // The same beat tells the attempts a person cancelled to stop.
+        match pool.store.cancel_requested(&pool.owner).await {
+            Ok(cancelled) => {
+                let in_flight = pool.in_flight();
+                for id in cancelled {
+                    if let Some(h) = in_flight.get(&id)
+                        && !h.cancelling.swap(true, Ordering::SeqCst)
+                    {
+                        tracing::info!(run_id = %id, "the run was cancelled; stopping it (calls in flight finish)");
+                        h.interrupt.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not read which runs were cancelled"),
         }
     }
 }
@@ -254,6 +280,7 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
         .max_changes(automation.max_changes)
         .timeout(Some(automation.timeout))
         .cancel(attempt.cancel.clone())
+        .interrupt(attempt.interrupt.clone())
         .journal(pool.store.journal(&run.id, run.attempt, run.epoch))
         .fence(attempt.fence.clone())
         .names(SettingNames::new(
@@ -293,6 +320,22 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
             }
             tracing::warn!(run_id = %run.id, error = %e.describe(), "this attempt lost the run's lease; it recorded nothing more");
             return;
+        }
+        Err(e)
+            if attempt.cancelling.load(Ordering::SeqCst)
+                && !pool.abort_runs.is_cancelled()
+                && e.kind != RunErrorKind::NeedsAttention =>
+        {
+            // A person cancelled it: it stopped at a step's edge, its calls in flight journaled.
+            Completion {
+                status: RunStatus::Cancelled,
+                result: None,
+                error: Some(format!("cancelled while it ran ({})", e.describe())),
+                error_kind: Some("cancelled".to_owned()),
+                logs: serde_json::to_value(&e.records.logs).unwrap_or_default(),
+                calls: serde_json::to_value(&e.records.audit).unwrap_or_default(),
+                retry_at: None,
+            }
         }
         Err(e) if e.kind == RunErrorKind::Cancelled && pool.abort_runs.is_cancelled() => {
             // Stopped by shutdown, not by its own doing: it runs again after the restart.

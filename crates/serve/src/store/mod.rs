@@ -65,11 +65,13 @@ pub enum RunStatus {
     /// A change in doubt (sent, never answered, nothing to tell whether it took effect) waits for
     /// a person: `runbook runs resolve RUN STEP --sent|--not-sent`.
     NeedsAttention,
+    /// Stopped by a person (`runbook runs cancel`): final.
+    Cancelled,
 }
 
 impl RunStatus {
     /// Every status.
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
@@ -77,10 +79,11 @@ impl RunStatus {
         RunStatus::Refused,
         RunStatus::Diverged,
         RunStatus::NeedsAttention,
+        RunStatus::Cancelled,
     ];
 
     /// The statuses of finished runs, as SQL text: `'succeeded', 'failed', ...`.
-    pub(crate) const FINAL_SQL: &'static str = "'succeeded', 'failed', 'refused', 'diverged'";
+    pub(crate) const FINAL_SQL: &'static str = "'succeeded', 'failed', 'refused', 'diverged', 'cancelled'";
 
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
@@ -92,6 +95,7 @@ impl RunStatus {
             RunStatus::Refused => "refused",
             RunStatus::Diverged => "diverged",
             RunStatus::NeedsAttention => "needs_attention",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -99,7 +103,7 @@ impl RunStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused | RunStatus::Diverged
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused | RunStatus::Diverged | RunStatus::Cancelled
         )
     }
 }
@@ -110,8 +114,8 @@ impl std::str::FromStr for RunStatus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         RunStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
             format!(
-                "\"{s}\" is not a run status; write queued, running, succeeded, failed, refused, diverged or \
-                     needs_attention"
+                "\"{s}\" is not a run status; write queued, running, succeeded, failed, refused, diverged, \
+                     needs_attention or cancelled"
             )
         })
     }
@@ -143,6 +147,8 @@ pub struct NewRun {
     /// The automation's script text at enqueue time: every attempt runs this text, so that a
     /// resumed attempt replays the journal against the script that wrote it.
     pub script: String,
+    /// Who started it: `webhook`, `schedule`, or the name of the API token that asked.
+    pub started_by: String,
 }
 
 /// What `enqueue` did.
@@ -244,6 +250,104 @@ pub struct RunRecord {
     pub script_digest: String,
     /// The steps its journal holds, in key order (filled by `get`; `list` leaves it empty).
     pub steps: Vec<JournalEntry>,
+    /// Who started it: `webhook`, `schedule`, or an API token's name (empty for a run queued
+    /// before runbook recorded it).
+    pub started_by: String,
+    /// Who cancelled it (or asked to, while it runs).
+    pub cancelled_by: Option<String>,
+}
+
+impl RunRecord {
+    /// What a listing shows of it.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            id: self.id.clone(),
+            automation: self.automation.clone(),
+            trigger: self.trigger.clone(),
+            status: self.status,
+            attempts: self.attempts,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            error: self.error.clone(),
+            retry_of: self.retry_of.clone(),
+            started_by: self.started_by.clone(),
+            cancelled_by: self.cancelled_by.clone(),
+        }
+    }
+}
+
+/// A run without its params, event, result, logs, calls or steps: what a listing shows, read
+/// from the store without loading the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Id (time-ordered).
+    pub id: String,
+    /// The automation.
+    pub automation: String,
+    /// What started it.
+    pub trigger: String,
+    /// State.
+    pub status: RunStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Queued (unix ms).
+    pub created_at: i64,
+    /// Last attempt started (unix ms).
+    pub started_at: Option<i64>,
+    /// Finished (unix ms).
+    pub finished_at: Option<i64>,
+    /// The last error.
+    pub error: Option<String>,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
+    /// Who started it.
+    pub started_by: String,
+    /// Who cancelled it.
+    pub cancelled_by: Option<String>,
+}
+
+/// What [`Store::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The run was queued or waiting for a person: it is `cancelled` now and will not start.
+    Now,
+    /// The run is running: its worker learns at its next heartbeat, stops it gently (calls in
+    /// flight finish and are journaled) and records it `cancelled`.
+    Stopping,
+}
+
+/// Why a run was not cancelled.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// No run has that id.
+    #[error("no run {0}")]
+    NoRun(String),
+    /// The run is over.
+    #[error("run {run} is {status}: a finished run cannot be cancelled")]
+    Finished {
+        /// The run.
+        run: String,
+        /// Its final status.
+        status: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An automation's switch as the store keeps it (an automation never paused has none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AutomationSwitch {
+    /// The automation.
+    pub name: String,
+    /// Whether its runs are held: deliveries and ticks are stored, nothing starts.
+    pub paused: bool,
+    /// Who paused or resumed it last.
+    pub changed_by: String,
+    /// When (unix ms).
+    pub changed_at: i64,
 }
 
 /// Which runs to list.
@@ -346,9 +450,26 @@ pub trait Store: Send + Sync {
     /// Runs, newest first.
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// Runs, newest first, as summaries: reads only the columns a listing shows.
+    async fn list_summaries(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Cancels a run for `by`: a queued run (or one waiting for a person) at once; a running one
+    /// through its worker, which the next heartbeat tells ([`Store::cancel_requested`]).
+    async fn cancel(&self, id: &str, by: &str) -> Result<Cancelled, CancelError>;
+
+    /// The runs `owner` holds that a person asked to cancel.
+    async fn cancel_requested(&self, owner: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Pauses (or resumes) an automation for `by`: a paused automation's queued runs are not
+    /// claimed; its deliveries and ticks are still stored.
+    async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError>;
+
+    /// The automations' switches the store keeps, by name.
+    async fn automations(&self) -> Result<Vec<AutomationSwitch>, StoreError>;
+
     /// Queues a new run repeating a finished one (same automation, params and event), running
-    /// `script`: the automation's script as it is now.
-    async fn retry(&self, id: &str, script: String) -> Result<Enqueued, StoreError> {
+    /// `script`: the automation's script as it is now; `by` asked for it.
+    async fn retry(&self, id: &str, script: String, by: &str) -> Result<Enqueued, StoreError> {
         let Some(original) = self.get(id).await? else {
             return Err(StoreError(format!("no run {id}")));
         };
@@ -369,6 +490,7 @@ pub trait Store: Send + Sync {
             max_retries: original.max_retries,
             retry_of: Some(original.id),
             script,
+            started_by: by.to_owned(),
         })
         .await
     }
@@ -394,9 +516,10 @@ pub trait Store: Send + Sync {
     /// How many runs of `automation` are queued and running (one indexed count each).
     async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError>;
 
-    /// The run already stored for `(automation, idem_key)`, if any (a unique-index lookup): a
-    /// delivery sent again is recognised even when the queue is full.
-    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError>;
+    /// The run of the delivery already stored under any of `keys` (its id, its signature) for
+    /// `automation`, if any — found in the dedup keys, which outlive run history: a delivery sent
+    /// again is recognised even when the queue is full.
+    async fn known_delivery(&self, automation: &str, keys: &[String]) -> Result<Option<String>, StoreError>;
 
     /// Whether the store answers and would take a write (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -31,8 +31,9 @@ use tokio_postgres::Row;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    Backlog, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord,
-    RunStatus, Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
+    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow,
+    NewRun, ResolveError, RunFilter, RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, fenced, history_steps,
+    journal_entries, json_text, script_digest,
 };
 
 /// The database's clock in unix milliseconds: one clock for every instance's leases.
@@ -132,6 +133,14 @@ CREATE INDEX runbook_deliveries_received ON runbook_deliveries (received_at);
 INSERT INTO runbook_deliveries (automation, key, run_id, received_at)
     SELECT automation, idem_key, id, created_at FROM runbook_runs WHERE trigger = 'webhook' AND idem_key IS NOT NULL
     ON CONFLICT DO NOTHING;
+ALTER TABLE runbook_runs ADD COLUMN started_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE runbook_runs ADD COLUMN cancelled_by TEXT;
+CREATE TABLE runbook_automations (
+    name       TEXT PRIMARY KEY,
+    paused     BOOLEAN NOT NULL DEFAULT FALSE,
+    changed_by TEXT NOT NULL,
+    changed_at BIGINT NOT NULL
+);
 "#,
     ),
 ];
@@ -193,7 +202,27 @@ fn count(n: i32) -> u32 {
 }
 
 const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
-     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest";
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest, started_by, cancelled_by";
+
+const SUMMARY_COLUMNS: &str = "id, automation, trigger, status, attempts, created_at, started_at, finished_at, error, retry_of, started_by, cancelled_by";
+
+fn summary(row: &Row) -> RunSummary {
+    let status: String = row.get(3);
+    RunSummary {
+        id: row.get(0),
+        automation: row.get(1),
+        trigger: row.get(2),
+        status: status.parse().unwrap_or(RunStatus::Failed),
+        attempts: count(row.get(4)),
+        created_at: row.get(5),
+        started_at: row.get(6),
+        finished_at: row.get(7),
+        error: row.get(8),
+        retry_of: row.get(9),
+        started_by: row.get(10),
+        cancelled_by: row.get(11),
+    }
+}
 
 fn record(row: &Row) -> RunRecord {
     let status: String = row.get(3);
@@ -219,6 +248,8 @@ fn record(row: &Row) -> RunRecord {
         finished_at: row.get(18),
         script_digest: row.get(19),
         steps: Vec::new(),
+        started_by: row.get(20),
+        cancelled_by: row.get(21),
     }
 }
 
@@ -544,8 +575,8 @@ impl Store for PgStore {
             .query_opt(
                 &format!(
                     "INSERT INTO runbook_runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before,
-                                               script, script_digest)
-                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, {NOW_MS}, {NOW_MS}, $10, $11)
+                                               script, script_digest, started_by)
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, {NOW_MS}, {NOW_MS}, $10, $11, $12)
                      ON CONFLICT (automation, idem_key) DO NOTHING RETURNING id"
                 ),
                 &[
@@ -560,6 +591,7 @@ impl Store for PgStore {
                     &run.retry_of,
                     &run.script,
                     &script_digest(&run.script),
+                    &run.started_by,
                 ],
             )
             .await
@@ -610,7 +642,8 @@ impl Store for PgStore {
             .query(
                 &format!(
                     "SELECT DISTINCT automation FROM runbook_runs
-                     WHERE status = 'queued' AND not_before <= {NOW_MS} AND automation = ANY($1)"
+                     WHERE status = 'queued' AND not_before <= {NOW_MS} AND automation = ANY($1)
+                       AND automation NOT IN (SELECT name FROM runbook_automations WHERE paused)"
                 ),
                 &[&known],
             )
@@ -729,8 +762,11 @@ impl Store for PgStore {
         let changed = client
             .execute(
                 &format!(
-                    "UPDATE runbook_runs SET status = $3, result = $4, error = $5, error_kind = $6, logs = $7, calls = $8,
-                         finished_at = CASE WHEN $9 THEN {NOW_MS} END, not_before = COALESCE($10, not_before),
+                    "UPDATE runbook_runs SET
+                         status = CASE WHEN cancelled_by IS NOT NULL AND $3 = 'queued' THEN 'cancelled' ELSE $3 END,
+                         result = $4, error = $5, error_kind = $6, logs = $7, calls = $8,
+                         finished_at = CASE WHEN $9 OR cancelled_by IS NOT NULL THEN {NOW_MS} END,
+                         not_before = COALESCE($10, not_before),
                          lease_owner = NULL, lease_until = NULL
                      WHERE id = $1 AND lease_owner = $2 AND status = 'running' AND epoch = $11"
                 ),
@@ -757,9 +793,13 @@ impl Store for PgStore {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE runbook_runs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), started_at = NULL,
-                     lease_owner = NULL, lease_until = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' AND epoch = $3",
+                &format!(
+                    "UPDATE runbook_runs SET
+                         status = CASE WHEN cancelled_by IS NULL THEN 'queued' ELSE 'cancelled' END,
+                         finished_at = CASE WHEN cancelled_by IS NULL THEN finished_at ELSE {NOW_MS} END,
+                         attempts = GREATEST(attempts - 1, 0), started_at = NULL, lease_owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running' AND epoch = $3"
+                ),
                 &[&id, &owner, &epoch_sql(epoch)],
             )
             .await
@@ -853,6 +893,16 @@ impl Store for PgStore {
     async fn recover(&self, _all_running: bool) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        // A run a person asked to cancel whose instance died is cancelled, not queued again.
+        tx.execute(
+            &format!(
+                "UPDATE runbook_runs SET status = 'cancelled', finished_at = {NOW_MS}, lease_owner = NULL, lease_until = NULL
+                 WHERE status = 'running' AND lease_until < {NOW_MS} AND cancelled_by IS NOT NULL"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
         // A run lost on its last allowed attempt with a change in doubt that only a person can
         // settle waits for one (see the SQLite store).
         tx.execute(
@@ -927,6 +977,120 @@ impl Store for PgStore {
             .await
             .map_err(|e| db_err(&e))?;
         Ok(rows.iter().map(record).collect())
+    }
+
+    async fn list_summaries(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let client = self.client().await?;
+        let limit = if filter.limit == 0 { 50 } else { filter.limit };
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM runbook_runs
+                     WHERE ($1::text IS NULL OR automation = $1) AND ($2::text IS NULL OR status = $2)
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[
+                    &filter.automation,
+                    &filter.status.map(RunStatus::as_str),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(rows.iter().map(summary).collect())
+    }
+
+    async fn cancel(&self, id: &str, by: &str) -> Result<Cancelled, CancelError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        let Some(row) = tx
+            .query_opt("SELECT status FROM runbook_runs WHERE id = $1 FOR UPDATE", &[&id])
+            .await
+            .map_err(|e| db_err(&e))?
+        else {
+            return Err(CancelError::NoRun(id.to_owned()));
+        };
+        let status: String = row.get(0);
+        let outcome = match status.parse::<RunStatus>() {
+            Ok(RunStatus::Queued | RunStatus::NeedsAttention) => {
+                tx.execute(
+                    &format!(
+                        "UPDATE runbook_runs SET status = 'cancelled', cancelled_by = $2, finished_at = {NOW_MS},
+                             lease_owner = NULL, lease_until = NULL
+                         WHERE id = $1"
+                    ),
+                    &[&id, &by],
+                )
+                .await
+                .map_err(|e| db_err(&e))?;
+                Cancelled::Now
+            }
+            Ok(RunStatus::Running) => {
+                tx.execute(
+                    "UPDATE runbook_runs SET cancelled_by = COALESCE(cancelled_by, $2) WHERE id = $1",
+                    &[&id, &by],
+                )
+                .await
+                .map_err(|e| db_err(&e))?;
+                Cancelled::Stopping
+            }
+            _ => {
+                return Err(CancelError::Finished {
+                    run: id.to_owned(),
+                    status,
+                });
+            }
+        };
+        tx.commit().await.map_err(|e| db_err(&e))?;
+        Ok(outcome)
+    }
+
+    async fn cancel_requested(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM runbook_runs WHERE status = 'running' AND lease_owner = $1 AND cancelled_by IS NOT NULL",
+                &[&owner],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO runbook_automations (name, paused, changed_by, changed_at) VALUES ($1, $2, $3, {NOW_MS})
+                     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, changed_by = excluded.changed_by,
+                         changed_at = excluded.changed_at"
+                ),
+                &[&automation, &paused, &by],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    async fn automations(&self) -> Result<Vec<AutomationSwitch>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, paused, changed_by, changed_at FROM runbook_automations ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(rows
+            .iter()
+            .map(|r| AutomationSwitch {
+                name: r.get(0),
+                paused: r.get(1),
+                changed_by: r.get(2),
+                changed_at: r.get(3),
+            })
+            .collect())
     }
 
     async fn last_tick(&self, automation: &str) -> Result<Option<i64>, StoreError> {
@@ -1038,12 +1202,12 @@ impl Store for PgStore {
         })
     }
 
-    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError> {
+    async fn known_delivery(&self, automation: &str, keys: &[String]) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT id FROM runbook_runs WHERE automation = $1 AND idem_key = $2",
-                &[&automation, &idem_key],
+                "SELECT run_id FROM runbook_deliveries WHERE automation = $1 AND key = ANY($2) LIMIT 1",
+                &[&automation, &keys],
             )
             .await
             .map_err(|e| db_err(&e))?;

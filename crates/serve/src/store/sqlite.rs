@@ -26,8 +26,9 @@ use tokio::sync::oneshot;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    Backlog, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow, NewRun, ResolveError, RunFilter, RunRecord,
-    RunStatus, Stats, Store, StoreError, fenced, history_steps, journal_entries, json_text, script_digest,
+    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow,
+    NewRun, ResolveError, RunFilter, RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, fenced, history_steps,
+    journal_entries, json_text, script_digest,
 };
 
 const SCHEMA: &str = r#"
@@ -104,8 +105,9 @@ CREATE TABLE journal (
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 "#;
 
-/// From version 2: webhook dedup keys in their own table, kept longer than run history; the keys
-/// of the webhook runs already stored are copied into it.
+/// From version 2: webhook dedup keys in their own table, kept longer than run history (the keys
+/// of the webhook runs already stored are copied into it); who started and who cancelled each
+/// run; automations a person paused.
 const MIGRATE_TO_3: &str = r#"
 CREATE TABLE deliveries (
     automation  TEXT NOT NULL,
@@ -117,6 +119,14 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_received ON deliveries (received_at);
 INSERT OR IGNORE INTO deliveries (automation, key, run_id, received_at)
     SELECT automation, idem_key, id, created_at FROM runs WHERE trigger = 'webhook' AND idem_key IS NOT NULL;
+ALTER TABLE runs ADD COLUMN started_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN cancelled_by TEXT;
+CREATE TABLE automations (
+    name       TEXT PRIMARY KEY,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    changed_by TEXT NOT NULL,
+    changed_at INTEGER NOT NULL
+);
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 "#;
 
@@ -415,8 +425,8 @@ fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Err
     }
     let changed = conn.execute(
         "INSERT INTO runs (id, automation, trigger, idem_key, status, max_retries, params, event, scheduled_for, retry_of, created_at, not_before,
-                           script, script_digest)
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)
+                           script, script_digest, started_by)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)
          ON CONFLICT (automation, idem_key) DO NOTHING",
         params![
             id,
@@ -430,7 +440,8 @@ fn insert_run(conn: &Connection, run: &NewRun) -> Result<Enqueued, rusqlite::Err
             run.retry_of,
             now,
             run.script,
-            script_digest(&run.script)
+            script_digest(&run.script),
+            run.started_by
         ],
     )?;
     if changed == 1 {
@@ -459,7 +470,27 @@ fn parse_json(text: Option<String>) -> Option<Value> {
 }
 
 const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
-     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest";
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest, started_by, cancelled_by";
+
+const SUMMARY_COLUMNS: &str = "id, automation, trigger, status, attempts, created_at, started_at, finished_at, error, retry_of, started_by, cancelled_by";
+
+fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
+    let status: String = row.get(3)?;
+    Ok(RunSummary {
+        id: row.get(0)?,
+        automation: row.get(1)?,
+        trigger: row.get(2)?,
+        status: status.parse().unwrap_or(RunStatus::Failed),
+        attempts: row.get(4)?,
+        created_at: row.get(5)?,
+        started_at: row.get(6)?,
+        finished_at: row.get(7)?,
+        error: row.get(8)?,
+        retry_of: row.get(9)?,
+        started_by: row.get(10)?,
+        cancelled_by: row.get(11)?,
+    })
+}
 
 fn record(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = row.get(3)?;
@@ -488,6 +519,8 @@ fn record(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         finished_at: row.get(18)?,
         script_digest: row.get(19)?,
         steps: Vec::new(),
+        started_by: row.get(20)?,
+        cancelled_by: row.get(21)?,
     })
 }
 
@@ -713,7 +746,8 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "SELECT id, automation, attempts, max_retries, params, event, created_at, epoch, script FROM (
                              SELECT *, ROW_NUMBER() OVER (PARTITION BY automation ORDER BY not_before, id) AS rank
-                             FROM runs WHERE status = 'queued' AND not_before <= ?1)
+                             FROM runs WHERE status = 'queued' AND not_before <= ?1
+                               AND automation NOT IN (SELECT name FROM automations WHERE paused = 1))
                          WHERE rank <= ?2 ORDER BY not_before, id",
                     )
                     .map_err(db_err)?;
@@ -812,8 +846,11 @@ impl Store for SqliteStore {
             };
             let changed = conn
                 .execute(
-                    "UPDATE runs SET status = ?3, result = ?4, error = ?5, error_kind = ?6, logs = ?7, calls = ?8,
-                         finished_at = ?9, not_before = COALESCE(?10, not_before), lease_owner = NULL, lease_until = NULL
+                    "UPDATE runs SET
+                         status = CASE WHEN cancelled_by IS NOT NULL AND ?3 = 'queued' THEN 'cancelled' ELSE ?3 END,
+                         result = ?4, error = ?5, error_kind = ?6, logs = ?7, calls = ?8,
+                         finished_at = CASE WHEN cancelled_by IS NOT NULL AND ?3 = 'queued' THEN ?12 ELSE ?9 END,
+                         not_before = COALESCE(?10, not_before), lease_owner = NULL, lease_until = NULL
                      WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' AND epoch = ?11",
                     params![
                         id,
@@ -826,7 +863,8 @@ impl Store for SqliteStore {
                         json_text(&c.calls),
                         finished,
                         not_before,
-                        epoch_sql(epoch)
+                        epoch_sql(epoch),
+                        now
                     ],
                 )
                 .map_err(db_err)?;
@@ -841,9 +879,12 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let changed = conn
                 .execute(
-                    "UPDATE runs SET status = 'queued', attempts = MAX(attempts - 1, 0), started_at = NULL, lease_owner = NULL, lease_until = NULL
+                    "UPDATE runs SET
+                         status = CASE WHEN cancelled_by IS NULL THEN 'queued' ELSE 'cancelled' END,
+                         finished_at = CASE WHEN cancelled_by IS NULL THEN finished_at ELSE ?4 END,
+                         attempts = MAX(attempts - 1, 0), started_at = NULL, lease_owner = NULL, lease_until = NULL
                      WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' AND epoch = ?3",
-                    params![id, owner, epoch_sql(epoch)],
+                    params![id, owner, epoch_sql(epoch), now_ms()],
                 )
                 .map_err(db_err)?;
             Ok(changed == 1)
@@ -926,6 +967,13 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let now = now_ms();
             let tx = conn.transaction().map_err(db_err)?;
+            // A run a person asked to cancel whose process died is cancelled, not queued again.
+            tx.execute(
+                "UPDATE runs SET status = 'cancelled', finished_at = ?1, lease_owner = NULL, lease_until = NULL
+                 WHERE status = 'running' AND (?2 OR lease_until < ?1) AND cancelled_by IS NOT NULL",
+                params![now, all_running],
+            )
+            .map_err(db_err)?;
             // A run whose process died on its last allowed attempt with a change in doubt that
             // only a person can settle waits for one: failed, it could only be retried as a new
             // run, which would send its changes again.
@@ -997,6 +1045,111 @@ impl Store for SqliteStore {
                     params![filter.automation, filter.status.map(RunStatus::as_str), limit],
                     record,
                 )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list_summaries(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM runs
+                     WHERE (?1 IS NULL OR automation = ?1) AND (?2 IS NULL OR status = ?2)
+                     ORDER BY id DESC LIMIT ?3"
+                ))
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(
+                    params![filter.automation, filter.status.map(RunStatus::as_str), limit],
+                    summary,
+                )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: &str, by: &str) -> Result<Cancelled, CancelError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let Some((status, _)) = run_lease(&tx, &id).map_err(db_err)? else {
+                return Ok(Err(CancelError::NoRun(id)));
+            };
+            let outcome = match status.parse::<RunStatus>() {
+                Ok(RunStatus::Queued | RunStatus::NeedsAttention) => {
+                    tx.execute(
+                        "UPDATE runs SET status = 'cancelled', cancelled_by = ?2, finished_at = ?3,
+                             lease_owner = NULL, lease_until = NULL
+                         WHERE id = ?1",
+                        params![id, by, now_ms()],
+                    )
+                    .map_err(db_err)?;
+                    Ok(Cancelled::Now)
+                }
+                Ok(RunStatus::Running) => {
+                    tx.execute(
+                        "UPDATE runs SET cancelled_by = COALESCE(cancelled_by, ?2) WHERE id = ?1",
+                        params![id, by],
+                    )
+                    .map_err(db_err)?;
+                    Ok(Cancelled::Stopping)
+                }
+                _ => Err(CancelError::Finished { run: id, status }),
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(outcome)
+        })
+        .await?
+    }
+
+    async fn cancel_requested(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let owner = owner.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id FROM runs WHERE status = 'running' AND lease_owner = ?1 AND cancelled_by IS NOT NULL",
+                )
+                .map_err(db_err)?;
+            let rows = stmt.query_map(params![owner], |r| r.get(0)).map_err(db_err)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError> {
+        let (automation, by) = (automation.to_owned(), by.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO automations (name, paused, changed_by, changed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, changed_by = excluded.changed_by,
+                     changed_at = excluded.changed_at",
+                params![automation, paused, by, now_ms()],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn automations(&self) -> Result<Vec<AutomationSwitch>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, paused, changed_by, changed_at FROM automations ORDER BY name")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(AutomationSwitch {
+                        name: r.get(0)?,
+                        paused: r.get(1)?,
+                        changed_by: r.get(2)?,
+                        changed_at: r.get(3)?,
+                    })
+                })
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
@@ -1135,16 +1288,23 @@ impl Store for SqliteStore {
     }
 
     /// A write transaction begun and rolled back on the writer: a locked file does not answer.
-    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError> {
-        let (automation, key) = (automation.to_owned(), idem_key.to_owned());
+    async fn known_delivery(&self, automation: &str, keys: &[String]) -> Result<Option<String>, StoreError> {
+        let (automation, keys) = (automation.to_owned(), keys.to_vec());
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT id FROM runs WHERE automation = ?1 AND idem_key = ?2",
-                params![automation, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)
+            for key in &keys {
+                let found: Option<String> = conn
+                    .query_row(
+                        "SELECT run_id FROM deliveries WHERE automation = ?1 AND key = ?2",
+                        params![automation, key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            Ok(None)
         })
         .await
     }

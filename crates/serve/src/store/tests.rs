@@ -117,6 +117,7 @@ fn run(automation: &str, key: Option<&str>) -> NewRun {
         max_retries: 1,
         retry_of: None,
         script: format!("// {automation}\n1"),
+        started_by: "webhook".to_owned(),
     }
 }
 
@@ -469,7 +470,7 @@ async fn a_released_run_keeps_its_attempt_count_and_a_retry_repeats_a_finished_r
         assert!(store.release("w", &claimed[0].id, claimed[0].epoch).await.unwrap());
         let record = store.get(&queued.run_id).await.unwrap().unwrap();
         assert_eq!((record.status, record.attempts), (RunStatus::Queued, 0), "{}", b.name);
-        let err = store.retry(&queued.run_id, "2".into()).await.unwrap_err();
+        let err = store.retry(&queued.run_id, "2".into(), "ci").await.unwrap_err();
         assert!(err.to_string().contains("only a finished run"), "{}: {err}", b.name);
         let claimed = b.handles[1].claim("w", &limits(&[("a", 1)]), 1, LEASE).await.unwrap();
         assert!(
@@ -479,7 +480,7 @@ async fn a_released_run_keeps_its_attempt_count_and_a_retry_repeats_a_finished_r
                 .unwrap()
         );
         // A retry runs the automation's script as it is now.
-        let retry = b.handles[2].retry(&queued.run_id, "2".into()).await.unwrap();
+        let retry = b.handles[2].retry(&queued.run_id, "2".into(), "ci").await.unwrap();
         let copy = store.get(&retry.run_id).await.unwrap().unwrap();
         assert_eq!(
             (copy.trigger.as_str(), copy.retry_of.as_deref(), copy.event),
@@ -932,7 +933,7 @@ async fn diverged_runs_are_final_and_counted_and_needs_attention_outlives_prunin
             .await
             .unwrap();
         assert_eq!(listed.len(), 1, "{}", b.name);
-        assert!(store.retry(&waiting.id, String::new()).await.is_err());
+        assert!(store.retry(&waiting.id, String::new(), "ci").await.is_err());
         assert_eq!(store.prune(now_ms() + 1000).await.unwrap(), 1, "{}", b.name);
         assert!(store.get(&waiting.id).await.unwrap().is_some(), "{}", b.name);
         assert!(store.get(&diverged.id).await.unwrap().is_none(), "{}", b.name);
@@ -1135,5 +1136,209 @@ async fn a_claim_takes_only_configured_automations_and_the_backlog_counts_what_w
         assert_eq!(claimed.len(), 1, "{}", b.name);
         assert_eq!(claimed[0].id, unknown.run_id, "{}", b.name);
         assert_eq!(store.stats().await.unwrap().oldest_queued_ms, None, "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_automation_keeps_its_runs_queued_until_resumed_on_every_instance() {
+    for b in backends().await {
+        let paused = b.handles[0].enqueue(run("a", Some("p1"))).await.unwrap();
+        b.handles[0].enqueue(run("b", Some("other"))).await.unwrap();
+        b.handles[0].set_paused("a", true, "ops").await.unwrap();
+        // Deliveries and ticks of a paused automation are still stored.
+        let later = b.handles[1].enqueue(run("a", Some("p2"))).await.unwrap();
+        assert!(later.created, "{}", b.name);
+        let claimed = b.handles[1]
+            .claim("w", &limits(&[("a", 5), ("b", 5)]), 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.iter().map(|c| c.automation.as_str()).collect::<Vec<_>>(),
+            vec!["b"],
+            "{}: a paused automation's run was claimed",
+            b.name
+        );
+        let switches = b.handles[2].automations().await.unwrap();
+        assert_eq!(switches.len(), 1, "{}", b.name);
+        assert_eq!(
+            (
+                switches[0].name.as_str(),
+                switches[0].paused,
+                switches[0].changed_by.as_str()
+            ),
+            ("a", true, "ops"),
+            "{}",
+            b.name
+        );
+        b.handles[2].set_paused("a", false, "ops-2").await.unwrap();
+        let claimed = b.handles[1].claim("w", &limits(&[("a", 5)]), 10, LEASE).await.unwrap();
+        let mut ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        let mut expected = vec![paused.run_id.clone(), later.run_id.clone()];
+        expected.sort();
+        assert_eq!(ids, expected, "{}: resumed, both runs start", b.name);
+        let switches = b.handles[0].automations().await.unwrap();
+        assert_eq!((switches[0].paused, switches[0].changed_by.as_str()), (false, "ops-2"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_queued_and_waiting_runs_at_once_and_running_ones_through_their_worker() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let name = b.name;
+        // A queued run: cancelled at once, never claimed.
+        let queued = store.enqueue(run("q", Some("1"))).await.unwrap();
+        assert_eq!(store.cancel(&queued.run_id, "ci").await.unwrap(), Cancelled::Now);
+        let record = store.get(&queued.run_id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.status, record.cancelled_by.as_deref()),
+            (RunStatus::Cancelled, Some("ci")),
+            "{name}"
+        );
+        assert!(record.finished_at.is_some() && record.status.is_final(), "{name}");
+        assert!(
+            b.handles[1]
+                .claim("w", &limits(&[("q", 5)]), 5, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = store.cancel(&queued.run_id, "ci").await.unwrap_err();
+        assert!(matches!(again, CancelError::Finished { .. }), "{name}: {again}");
+        assert!(matches!(
+            store.cancel("no-such-run", "ci").await.unwrap_err(),
+            CancelError::NoRun(_)
+        ));
+
+        // A running run: its worker learns at its heartbeat and records the end.
+        let held = claimed(store, "r1", "w").await;
+        assert_eq!(b.handles[1].cancel(&held.id, "ci").await.unwrap(), Cancelled::Stopping);
+        assert_eq!(store.get(&held.id).await.unwrap().unwrap().status, RunStatus::Running);
+        assert_eq!(
+            store.cancel_requested("w").await.unwrap(),
+            vec![held.id.clone()],
+            "{name}"
+        );
+        assert!(store.cancel_requested("someone-else").await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .heartbeat("w", &[(held.id.clone(), held.epoch)], LEASE)
+                .await
+                .unwrap(),
+            vec![held.id.clone()],
+            "{name}: a run being cancelled keeps its lease while it stops"
+        );
+        assert!(
+            store
+                .complete("w", &held.id, held.epoch, stopped(RunStatus::Cancelled))
+                .await
+                .unwrap()
+        );
+        let record = store.get(&held.id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.status, record.cancelled_by.as_deref()),
+            (RunStatus::Cancelled, Some("ci"))
+        );
+
+        // One that fails after the request is not retried; one whose worker dies is not re-queued;
+        // one released at shutdown is not either.
+        let failing = claimed(store, "r2", "w").await;
+        store.cancel(&failing.id, "ci").await.unwrap();
+        let mut retry = stopped(RunStatus::Failed);
+        retry.retry_at = Some(0);
+        assert!(store.complete("w", &failing.id, failing.epoch, retry).await.unwrap());
+        assert_eq!(
+            store.get(&failing.id).await.unwrap().unwrap().status,
+            RunStatus::Cancelled,
+            "{name}"
+        );
+        store.enqueue(run("a", Some("r3"))).await.unwrap();
+        let lapsing = store
+            .claim("w", &limits(&[("a", 1)]), 1, Duration::from_millis(1))
+            .await
+            .unwrap()
+            .remove(0);
+        store.cancel(&lapsing.id, "ci").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.recover(false).await.unwrap();
+        assert_eq!(
+            store.get(&lapsing.id).await.unwrap().unwrap().status,
+            RunStatus::Cancelled,
+            "{name}"
+        );
+        let released = claimed(store, "r4", "w").await;
+        store.cancel(&released.id, "ci").await.unwrap();
+        assert!(store.release("w", &released.id, released.epoch).await.unwrap());
+        assert_eq!(
+            store.get(&released.id).await.unwrap().unwrap().status,
+            RunStatus::Cancelled,
+            "{name}"
+        );
+
+        // A run waiting for a person may be cancelled too.
+        let waiting = claimed(store, "r5", "w").await;
+        assert!(
+            store
+                .complete("w", &waiting.id, waiting.epoch, stopped(RunStatus::NeedsAttention))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.cancel(&waiting.id, "ops").await.unwrap(), Cancelled::Now);
+        assert_eq!(
+            store.get(&waiting.id).await.unwrap().unwrap().status,
+            RunStatus::Cancelled,
+            "{name}"
+        );
+        // A cancelled run can be retried like any finished one.
+        let retried = store.retry(&queued.run_id, "1".into(), "ci").await.unwrap();
+        assert!(retried.created, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_records_who_started_it_and_summaries_match_the_records() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let held = claimed(store, "s3", "w").await;
+        assert!(store.complete("w", &held.id, held.epoch, done()).await.unwrap());
+        let first = store.enqueue(run("x", Some("s1"))).await.unwrap();
+        let mut tick = run("x", Some("s2"));
+        tick.started_by = "schedule".into();
+        store.enqueue(tick).await.unwrap();
+        let retry = store.retry(&held.id, "2".into(), "ci-token").await.unwrap();
+        let records = store
+            .list(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        let summaries = b.handles[1]
+            .list_summaries(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            summaries,
+            records.iter().map(RunRecord::summary).collect::<Vec<_>>(),
+            "{}",
+            b.name
+        );
+        let by = |id: &str| records.iter().find(|r| r.id == id).unwrap().started_by.clone();
+        assert_eq!(by(&first.run_id), "webhook", "{}", b.name);
+        assert_eq!(by(&retry.run_id), "ci-token", "{}", b.name);
+        assert_eq!(records.iter().filter(|r| r.started_by == "schedule").count(), 1);
+        let only = store
+            .list_summaries(&RunFilter {
+                status: Some(RunStatus::Succeeded),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(only.len(), 1, "{}", b.name);
     }
 }

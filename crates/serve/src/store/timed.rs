@@ -17,7 +17,8 @@ use runbook_core::Resolution;
 use serde_json::Value;
 
 use super::{
-    Backlog, ClaimedRun, Completion, Enqueued, NewRun, ResolveError, RunFilter, RunRecord, Stats, Store, StoreError,
+    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, Enqueued, NewRun, ResolveError,
+    RunFilter, RunRecord, RunSummary, Stats, Store, StoreError,
 };
 use crate::metrics::Metrics;
 
@@ -118,8 +119,29 @@ impl Store for TimedStore {
         self.call("list", self.inner.list(filter)).await
     }
 
-    async fn retry(&self, id: &str, script: String) -> Result<Enqueued, StoreError> {
-        self.call("retry", self.inner.retry(id, script)).await
+    async fn list_summaries(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        self.call("list_summaries", self.inner.list_summaries(filter)).await
+    }
+
+    async fn cancel(&self, id: &str, by: &str) -> Result<Cancelled, CancelError> {
+        self.call("cancel", self.inner.cancel(id, by)).await
+    }
+
+    async fn cancel_requested(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        self.call("cancel_requested", self.inner.cancel_requested(owner)).await
+    }
+
+    async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError> {
+        self.call("set_paused", self.inner.set_paused(automation, paused, by))
+            .await
+    }
+
+    async fn automations(&self) -> Result<Vec<AutomationSwitch>, StoreError> {
+        self.call("automations", self.inner.automations()).await
+    }
+
+    async fn retry(&self, id: &str, script: String, by: &str) -> Result<Enqueued, StoreError> {
+        self.call("retry", self.inner.retry(id, script, by)).await
     }
 
     async fn last_tick(&self, automation: &str) -> Result<Option<i64>, StoreError> {
@@ -151,8 +173,8 @@ impl Store for TimedStore {
         self.call("backlog", self.inner.backlog(automation)).await
     }
 
-    async fn run_by_key(&self, automation: &str, idem_key: &str) -> Result<Option<String>, StoreError> {
-        self.call("run_by_key", self.inner.run_by_key(automation, idem_key))
+    async fn known_delivery(&self, automation: &str, keys: &[String]) -> Result<Option<String>, StoreError> {
+        self.call("known_delivery", self.inner.known_delivery(automation, keys))
             .await
     }
 
