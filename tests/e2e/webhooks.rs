@@ -476,3 +476,59 @@ async fn a_waived_timestamp_is_announced_at_start_and_only_the_id_deduplicates()
     );
     assert_eq!(server.stop().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_declared_over_the_limit_keep_nothing_while_they_drain() {
+    if !std::path::Path::new("/proc/self/status").exists() {
+        eprintln!("*** SKIPPED: no /proc to read the server's peak memory from ***");
+        return;
+    }
+    // Each declares 2 MB, so takes no share of the intake budget, sends just under 1 MiB
+    // and stalls: were those bytes kept, 200 connections would hold 200 MB.
+    const CONNECTIONS: usize = 200;
+    const SENT: usize = 1_040_000;
+    let ws = workspace("");
+    let server = Server::start(&ws).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let baseline = peak_rss_kib(server.pid());
+    let at = now();
+    let chunk = vec![b'x'; SENT];
+    let mut streams = Vec::new();
+    for i in 0..CONNECTIONS {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /hooks/plain HTTP/1.1\r\nHost: {addr}\r\nX-Timestamp: {at}\r\nX-Signature-256: sha256={}\r\n\
+             X-Delivery-Id: big-{i}\r\nContent-Length: 2000000\r\n\r\n",
+            "ab".repeat(32)
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    let mut writes = Vec::new();
+    for mut stream in streams {
+        let chunk = chunk.clone();
+        writes.push(tokio::spawn(async move {
+            let _ = stream.write_all(&chunk).await;
+            stream
+        }));
+    }
+    let mut streams = Vec::new();
+    for w in writes {
+        streams.push(w.await.unwrap());
+    }
+    // Give the server time to read what was sent (it drains as it arrives).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = peak_rss_kib(server.pid());
+    eprintln!(
+        "{CONNECTIONS} stalled bodies declared over the limit, {SENT} bytes each sent: server peak RSS {baseline} KiB before, {peak} KiB after"
+    );
+    let bound_kib = 64 * 1024;
+    assert!(
+        peak.saturating_sub(baseline) < bound_kib,
+        "peak RSS grew by {} KiB while {CONNECTIONS} oversize bodies drained (bound {bound_kib} KiB): their bytes were kept",
+        peak.saturating_sub(baseline)
+    );
+    drop(streams);
+    assert!(all_runs(&ws).await.is_empty(), "an oversize body started a run");
+    assert_eq!(server.stop().await, Some(0));
+}

@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeSettings;
 
+/// The most one connection buffers of its request (headers, and body not yet read).
+const CONNECTION_BUFFER: usize = 64 * 1024;
+
 /// The connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -79,6 +82,10 @@ pub(crate) async fn serve(listener: TcpListener, router: axum::Router, limits: L
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
+                // What one connection may buffer of what its client sends (headers included):
+                // hyper's default lets a fast sender fill ~400 KiB per connection before the
+                // handler reads, which `max_connections` times is beyond any budget.
+                .max_buf_size(CONNECTION_BUFFER)
                 .keep_alive(true);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);

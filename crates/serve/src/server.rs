@@ -72,6 +72,8 @@ struct App {
     intake_open: AtomicBool,
     /// Bytes of webhook bodies that may be read at once (`intake_memory`).
     intake_budget: Arc<tokio::sync::Semaphore>,
+    /// The store's gauges as last read for `/metrics`, and when.
+    stats: tokio::sync::Mutex<Option<(std::time::Instant, crate::store::Stats)>>,
     /// The worker pool (its engine checks the params of runs started through the API).
     pool: Arc<Pool>,
     /// Where this server listens, as bound (port 0 resolved).
@@ -149,6 +151,7 @@ pub async fn start(
         wake: wake.clone(),
         intake_open: AtomicBool::new(true),
         intake_budget: Arc::new(tokio::sync::Semaphore::new(config.settings.intake_memory)),
+        stats: tokio::sync::Mutex::new(None),
         pool: pool.clone(),
         bound: addr,
         queued: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -427,7 +430,10 @@ async fn read_body(
     // allocator keeps around after a flood).
     let mut kept: Vec<axum::body::Bytes> = Vec::new();
     let mut seen = 0usize;
-    let mut deadline = None;
+    // A body declared larger than the limit is only drained, from its first byte: it holds no
+    // share of the intake budget, so none of it may be kept.
+    let oversize = declared.is_some_and(|n| n > MAX_BODY);
+    let mut deadline = oversize.then(|| tokio::time::Instant::now() + DRAIN_TIME);
     loop {
         let next = match deadline {
             None => stream.next().await,
@@ -437,13 +443,13 @@ async fn read_body(
             },
         };
         match next {
-            None if seen > MAX_BODY => return Err(BodyRefused::TooLarge { drained: true }),
+            None if seen > MAX_BODY || oversize => return Err(BodyRefused::TooLarge { drained: true }),
             None => return Ok(Body(kept)),
-            Some(Err(_)) if seen > MAX_BODY => return Err(BodyRefused::TooLarge { drained: false }),
+            Some(Err(_)) if seen > MAX_BODY || oversize => return Err(BodyRefused::TooLarge { drained: false }),
             Some(Err(_)) => return Err(BodyRefused::Unreadable),
             Some(Ok(chunk)) => {
                 seen = seen.saturating_add(chunk.len());
-                if seen <= MAX_BODY {
+                if seen <= MAX_BODY && !oversize {
                     mac.update(&chunk);
                     kept.push(chunk);
                 } else if seen > DRAIN_LIMIT {
@@ -699,14 +705,28 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// This instance's metrics, always; the store's gauges only when it answers in time
 /// (`runbook_store_up` says which).
+/// How long the store's gauges are reused: `/metrics` is open, and each fresh read scans the
+/// runs; a flood of scrapes must not take the store from webhook intake.
+const STATS_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let stats = match app.store.stats().await {
-        Ok(stats) => Some(stats),
-        Err(e) => {
-            tracing::warn!(error = %e, "the store's gauges are left out of /metrics");
-            None
-        }
+    // One read at a time; scrapes meanwhile wait for it and share its answer.
+    let mut cached = app.stats.lock().await;
+    let stats = match &*cached {
+        Some((at, stats)) if at.elapsed() < STATS_FRESH => Some(stats.clone()),
+        _ => match app.store.stats().await {
+            Ok(stats) => {
+                *cached = Some((std::time::Instant::now(), stats.clone()));
+                Some(stats)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's gauges are left out of /metrics");
+                *cached = None;
+                None
+            }
+        },
     };
+    drop(cached);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.render(stats.as_ref()),
@@ -921,8 +941,9 @@ pub fn is_secret_field(key: &str) -> bool {
     .any(|k| key.contains(k))
 }
 
-/// `value` with every remembered secret scrubbed from its strings, and the string values of
-/// fields named like secrets (`password`, `token`, `authorization`, ...) replaced by `***`.
+/// `value` with every remembered secret scrubbed from its strings, and the values of fields
+/// named like secrets (`password`, `token`, `authorization`, ...) replaced by `***` whatever
+/// their type (a number, a list, a nested map); `null` and booleans say nothing and stay.
 pub fn redact_value(value: Value) -> Value {
     match value {
         Value::String(s) => Value::String(runbook_core::redact(&s).into_owned()),
@@ -931,7 +952,8 @@ pub fn redact_value(value: Value) -> Value {
             map.into_iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        Value::String(_) if is_secret_field(&k) => Value::String("***".to_owned()),
+                        v @ (Value::Null | Value::Bool(_)) => v,
+                        _ if is_secret_field(&k) => Value::String("***".to_owned()),
                         other => redact_value(other),
                     };
                     (k, v)
@@ -1037,7 +1059,17 @@ async fn retry_run(
             )
                 .into_response()
         }
-        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) if e.0.contains("can be retried") || e.0.starts_with("no run") => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, run_id = %id, "could not record a retry");
+            store_unavailable(&format!(
+                "the store did not confirm the retry ({}): it may have been queued; check `runbook runs list --automation {}` before retrying again",
+                short_cause(&e),
+                original.automation
+            ))
+        }
     }
 }
 
@@ -1150,7 +1182,13 @@ async fn start_run(
             )
                 .into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, automation = %name, "could not record a run started through the API");
+            store_unavailable(&format!(
+                "the store did not confirm the run ({}): it may have been queued; check `runbook runs list --automation {name}` before starting it again",
+                short_cause(&e)
+            ))
+        }
     }
 }
 
@@ -1281,5 +1319,35 @@ async fn resolve_run(
             error(StatusCode::CONFLICT, e.to_string())
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_named_like_a_secret_is_hidden_whatever_its_value() {
+        let shown = redact_value(json!({
+            "password": "hunter2-hunter2",
+            "api_keys": ["k-1", "k-2"],
+            "token": 123_456,
+            "secret": {"value": "s"},
+            "client_secret": null,
+            "has_token": true,
+            "user": {"email": "ann@example.com", "auth": {"authorization": "Bearer x"}},
+        }));
+        assert_eq!(
+            shown,
+            json!({
+                "password": "***",
+                "api_keys": "***",
+                "token": "***",
+                "secret": "***",
+                "client_secret": null,
+                "has_token": true,
+                "user": {"email": "ann@example.com", "auth": {"authorization": "***"}},
+            })
+        );
     }
 }

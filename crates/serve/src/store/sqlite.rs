@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -192,6 +193,11 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
 /// Intakes committed together at most.
 const MAX_BATCH: usize = 512;
 
+/// Intakes waiting for the writer at most: while the file is locked or the disk stalls, an
+/// intake beyond them is refused at once (its sender is told to send it again) instead of
+/// holding its event in memory for as long as the stall lasts.
+const MAX_WAITING_INTAKES: usize = 4096;
+
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 type Reply = oneshot::Sender<Result<Enqueued, StoreError>>;
@@ -206,6 +212,8 @@ enum Msg {
 pub struct SqliteStore {
     writer: Arc<Mutex<mpsc::Sender<Msg>>>,
     reader: Arc<Mutex<Connection>>,
+    /// Intakes sent to the writer and not yet taken by it.
+    waiting_intakes: Arc<AtomicUsize>,
     path: PathBuf,
     // Held for the store's life: the exclusive claim on the file.
     _lock: Arc<File>,
@@ -282,13 +290,16 @@ impl SqliteStore {
         migrate(&mut writer, &path)?;
         let reader = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Msg>();
+        let waiting_intakes = Arc::new(AtomicUsize::new(0));
+        let taken = waiting_intakes.clone();
         std::thread::Builder::new()
             .name("runbook-store".to_owned())
-            .spawn(move || write_loop(&mut writer, &rx))
+            .spawn(move || write_loop(&mut writer, &rx, &taken))
             .map_err(StoreError::new)?;
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(tx)),
             reader: Arc::new(Mutex::new(reader)),
+            waiting_intakes,
             path,
             _lock: Arc::new(lock),
         })
@@ -329,7 +340,7 @@ impl SqliteStore {
     }
 }
 
-fn write_loop(conn: &mut Connection, rx: &mpsc::Receiver<Msg>) {
+fn write_loop(conn: &mut Connection, rx: &mpsc::Receiver<Msg>, waiting_intakes: &AtomicUsize) {
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -347,6 +358,7 @@ fn write_loop(conn: &mut Connection, rx: &mpsc::Receiver<Msg>) {
                             Err(_) => break,
                         }
                     }
+                    waiting_intakes.fetch_sub(batch.len(), Ordering::SeqCst);
                     commit_batch(conn, batch);
                 }
             }
@@ -354,8 +366,13 @@ fn write_loop(conn: &mut Connection, rx: &mpsc::Receiver<Msg>) {
     }
 }
 
-/// One transaction for every intake of the batch; answers only after the commit.
-fn commit_batch(conn: &mut Connection, batch: Vec<(Box<NewRun>, Reply)>) {
+/// One transaction for every intake of the batch; answers only after the commit. An intake
+/// whose caller stopped waiting (it answered its sender 503, "send it again") is not stored.
+fn commit_batch(conn: &mut Connection, mut batch: Vec<(Box<NewRun>, Reply)>) {
+    batch.retain(|(_, reply)| !reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
     let outcome = (|| -> Result<Vec<Enqueued>, rusqlite::Error> {
         let tx = conn.transaction()?;
         let mut results = Vec::with_capacity(batch.len());
@@ -692,8 +709,17 @@ fn lease_ms(lease: Duration) -> i64 {
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, run: NewRun) -> Result<Enqueued, StoreError> {
+        if self.waiting_intakes.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_INTAKES {
+            self.waiting_intakes.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError(format!(
+                "{MAX_WAITING_INTAKES} intakes are already waiting for the store (is the file locked?)"
+            )));
+        }
         let (tx, rx) = oneshot::channel();
-        self.send(Msg::Enqueue(Box::new(run), tx))?;
+        if let Err(e) = self.send(Msg::Enqueue(Box::new(run), tx)) {
+            self.waiting_intakes.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
         rx.await
             .map_err(|_| StoreError("the store's writer has stopped".to_owned()))?
     }

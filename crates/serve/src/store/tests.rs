@@ -629,6 +629,10 @@ async fn an_unreachable_server_is_a_clear_error_without_the_password() {
         redact_url("postgres://runbook:hunter2@db.internal:5432/runbook?sslmode=disable"),
         "postgres://runbook:***@db.internal:5432/runbook?sslmode=disable"
     );
+    assert_eq!(
+        redact_url("postgres://runbook@db.internal/runbook?sslmode=require&password=hunter2"),
+        "postgres://runbook@db.internal/runbook?sslmode=require&password=***"
+    );
     let Err(err) = open("mysql://x").await else {
         panic!("mysql:// is not a store");
     };
