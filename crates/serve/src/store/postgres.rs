@@ -421,6 +421,33 @@ impl Journal for PgJournal {
 }
 
 impl PgStore {
+    /// `columns` of the runs a listing's `filter` selects, newest first, each read by `read`.
+    async fn select_runs<T>(
+        &self,
+        columns: &str,
+        filter: &RunFilter,
+        read: fn(&Row) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.client().await?;
+        let limit = if filter.limit == 0 { 50 } else { filter.limit };
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {columns} FROM runbook_runs
+                     WHERE ($1::text IS NULL OR automation = $1) AND ($2::text IS NULL OR status = $2)
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[
+                    &filter.automation,
+                    &filter.status.map(RunStatus::as_str),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(rows.iter().map(read).collect())
+    }
+
     /// Connects to `url` (`postgres://user@host:port/db`, libpq's URL form; `options=-csearch_path=…`
     /// picks a schema; `sslmode`, `sslrootcert`, `connect_timeout` and `statement_timeout` as
     /// [`pg_tls`](super::pg_tls) says) and applies the migrations this build knows.
@@ -959,45 +986,11 @@ impl Store for PgStore {
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let client = self.client().await?;
-        let limit = if filter.limit == 0 { 50 } else { filter.limit };
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM runbook_runs
-                     WHERE ($1::text IS NULL OR automation = $1) AND ($2::text IS NULL OR status = $2)
-                     ORDER BY id DESC LIMIT $3"
-                ),
-                &[
-                    &filter.automation,
-                    &filter.status.map(RunStatus::as_str),
-                    &i64::try_from(limit).unwrap_or(i64::MAX),
-                ],
-            )
-            .await
-            .map_err(|e| db_err(&e))?;
-        Ok(rows.iter().map(record).collect())
+        self.select_runs(RECORD_COLUMNS, filter, record).await
     }
 
     async fn list_summaries(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        let client = self.client().await?;
-        let limit = if filter.limit == 0 { 50 } else { filter.limit };
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM runbook_runs
-                     WHERE ($1::text IS NULL OR automation = $1) AND ($2::text IS NULL OR status = $2)
-                     ORDER BY id DESC LIMIT $3"
-                ),
-                &[
-                    &filter.automation,
-                    &filter.status.map(RunStatus::as_str),
-                    &i64::try_from(limit).unwrap_or(i64::MAX),
-                ],
-            )
-            .await
-            .map_err(|e| db_err(&e))?;
-        Ok(rows.iter().map(summary).collect())
+        self.select_runs(SUMMARY_COLUMNS, filter, summary).await
     }
 
     async fn cancel(&self, id: &str, by: &str) -> Result<Cancelled, CancelError> {

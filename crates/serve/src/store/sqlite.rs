@@ -325,6 +325,34 @@ impl SqliteStore {
             .map_err(|_| StoreError("the store's writer has stopped".to_owned()))?
     }
 
+    /// `columns` of the runs a listing's `filter` selects, newest first, each read by `read`.
+    async fn select_runs<T: Send + 'static>(
+        &self,
+        columns: &'static str,
+        filter: &RunFilter,
+        read: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM runs
+                     WHERE (?1 IS NULL OR automation = ?1) AND (?2 IS NULL OR status = ?2)
+                     ORDER BY id DESC LIMIT ?3"
+                ))
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(
+                    params![filter.automation, filter.status.map(RunStatus::as_str), limit],
+                    read,
+                )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
     /// Runs `f` on the reading connection.
     async fn read<T: Send + 'static>(
         &self,
@@ -1056,47 +1084,11 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let filter = filter.clone();
-        self.read(move |conn| {
-            let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {RECORD_COLUMNS} FROM runs
-                     WHERE (?1 IS NULL OR automation = ?1) AND (?2 IS NULL OR status = ?2)
-                     ORDER BY id DESC LIMIT ?3"
-                ))
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(
-                    params![filter.automation, filter.status.map(RunStatus::as_str), limit],
-                    record,
-                )
-                .map_err(db_err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
-        })
-        .await
+        self.select_runs(RECORD_COLUMNS, filter, record).await
     }
 
     async fn list_summaries(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        let filter = filter.clone();
-        self.read(move |conn| {
-            let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM runs
-                     WHERE (?1 IS NULL OR automation = ?1) AND (?2 IS NULL OR status = ?2)
-                     ORDER BY id DESC LIMIT ?3"
-                ))
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(
-                    params![filter.automation, filter.status.map(RunStatus::as_str), limit],
-                    summary,
-                )
-                .map_err(db_err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
-        })
-        .await
+        self.select_runs(SUMMARY_COLUMNS, filter, summary).await
     }
 
     async fn cancel(&self, id: &str, by: &str) -> Result<Cancelled, CancelError> {
