@@ -237,13 +237,19 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             }
             let api = ApiClient::from_env("run")?;
             let path = format!("/api/automations/{}/runs", percent_segment(automation));
-            let answer = api.post(&path, &serde_json::json!({"params": given}), "run").await?;
+            let answer = api
+                .post_once(&path, &serde_json::json!({"params": given}), "run")
+                .await?;
             let run_id = answer["run_id"].as_str().unwrap_or_default();
             println!("{run_id}");
-            eprintln!(
-                "queued {run_id} (automation \"{automation}\", started by {})",
-                answer["started_by"].as_str().unwrap_or("?")
-            );
+            if answer["duplicate"] == true {
+                eprintln!("queued {run_id} (automation \"{automation}\"; the server had it from an earlier attempt)");
+            } else {
+                eprintln!(
+                    "queued {run_id} (automation \"{automation}\", started by {})",
+                    answer["started_by"].as_str().unwrap_or("?")
+                );
+            }
             Ok(exit::OK)
         }
         RunsCommand::Retry { id } => {
@@ -526,26 +532,61 @@ impl ApiClient {
     /// POSTs `body` to `path` (which needs `scope`); the answer's JSON, or an error saying
     /// what to do.
     async fn post(&self, path: &str, body: &Value, scope: &str) -> Result<Value, CliError> {
+        self.send(path, body, scope, None).await.map_err(|e| e.error)
+    }
+
+    /// POSTs a start under an idempotency key of its own, sending it again (same key) while the
+    /// server cannot be reached or answers 503: however often it is sent, it is one run.
+    async fn post_once(&self, path: &str, body: &Value, scope: &str) -> Result<Value, CliError> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut wait = std::time::Duration::from_secs(1);
+        let mut attempts = 1;
+        loop {
+            match self.send(path, body, scope, Some(&key)).await {
+                Err(e) if e.retryable && attempts < 4 => {
+                    eprintln!(
+                        "{}; sending it again in {}s (the same start: it runs once)",
+                        e.error.message,
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempts += 1;
+                }
+                other => return other.map_err(|e| e.error),
+            }
+        }
+    }
+
+    async fn send(&self, path: &str, body: &Value, scope: &str, key: Option<&str>) -> Result<Value, Failed> {
         let url = format!("{}{path}", self.base);
-        let request = self.http.post(&url).json(body).bearer_auth(self.token.trim());
-        let response = request.send().await.map_err(|e| {
-            CliError::failed(format!(
+        let mut request = self.http.post(&url).json(body).bearer_auth(self.token.trim());
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.map_err(|e| Failed {
+            error: CliError::failed(format!(
                 "cannot reach runbook serve at {} ({API_URL_VAR}): {e}; is it running there?",
                 self.base
-            ))
+            )),
+            retryable: true,
         })?;
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         let message = answer["error"].as_str().unwrap_or("").to_owned();
+        let refused = |error: CliError| Failed {
+            error,
+            retryable: status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        };
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(CliError::failed(format!(
+            return Err(refused(CliError::failed(format!(
                 "the server refused the request ({message}): {API_TOKEN_VAR} must be one of its API tokens, with the {scope} scope"
-            )));
+            ))));
         }
         if status == reqwest::StatusCode::FORBIDDEN {
-            return Err(CliError::failed(format!(
+            return Err(refused(CliError::failed(format!(
                 "the server refused the request: {message}; set {API_TOKEN_VAR} to a token with the {scope} scope"
-            )));
+            ))));
         }
         if !status.is_success() {
             let message = if message.is_empty() {
@@ -553,10 +594,17 @@ impl ApiClient {
             } else {
                 message
             };
-            return Err(CliError::failed(message));
+            return Err(refused(CliError::failed(message)));
         }
         Ok(answer)
     }
+}
+
+/// Why a request through the API failed, and whether sending it again may succeed.
+struct Failed {
+    error: CliError,
+    /// The server could not be reached, or answered 503.
+    retryable: bool,
 }
 
 /// `runbook runs resolve RUN STEP --sent|--not-sent`.

@@ -615,3 +615,46 @@ async fn a_tick_with_overlap_cancel_cancels_the_run_still_going() {
     assert_eq!(server.stop().await, Some(0));
     sims.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_sent_again_with_its_idempotency_key_is_one_run() {
+    let sims = Sims::start(tenant(1, 0)).await;
+    let mut ws = workspace(&sims, "");
+    let server = Server::start(&ws).await;
+    let client = reqwest::Client::new();
+    let start = |key: &str| {
+        client
+            .post(format!("{}/api/automations/lookup/runs", server.url))
+            .bearer_auth(RUN_TOKEN)
+            .header("Idempotency-Key", key)
+            .json(&json!({"params": {"who": cf_id(1)}}))
+            .send()
+    };
+    let first = start("start-7f3a").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = start("start-7f3a").await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        (again["run_id"].clone(), again["duplicate"].clone()),
+        (first["run_id"].clone(), json!(true))
+    );
+    let other = start("start-other").await.unwrap();
+    assert_eq!(other.status(), 202, "another key is another start");
+    let bad = start(&"k".repeat(201)).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let (_, runs) = call(&server, "GET", "/api/runs?automation=lookup", Some(READ_TOKEN), None).await;
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    // The CLI sends a key of its own.
+    ws.set_env("RUNBOOK_API_URL", &server.url);
+    ws.set_env("RUNBOOK_API_TOKEN", RUN_TOKEN);
+    let out = ws
+        .run(&["runs", "start", "lookup", "--param", &format!("who={}", cf_id(1))])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (_, runs) = call(&server, "GET", "/api/runs?automation=lookup", Some(READ_TOKEN), None).await;
+    assert_eq!(runs.as_array().unwrap().len(), 3, "{runs}");
+    assert_eq!(server.stop().await, Some(0));
+    sims.shutdown().await;
+}

@@ -1107,15 +1107,33 @@ struct StartBody {
     params: serde_json::Map<String, Value>,
 }
 
+/// The longest `Idempotency-Key` a start takes.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
 async fn start_run(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<ApiToken>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     if let Some(refused) = refused(&actor, Scope::Run, "start runs") {
         return refused;
     }
+    // A start sent again with the same key (a client that did not hear the first answer) is
+    // the first start: one run, whoever sends it.
+    let idem_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.trim().is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => {
+            Some(format!("api:{}", key.trim()))
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID"),
+            );
+        }
+    };
     let Some(automation) = app.config.automation(&name) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -1162,7 +1180,7 @@ async fn start_run(
     let run = NewRun {
         automation: name.clone(),
         trigger: "api".to_owned(),
-        idem_key: None,
+        idem_key,
         dedup: Vec::new(),
         scheduled_for: None,
         params,
@@ -1173,6 +1191,11 @@ async fn start_run(
         started_by: actor.name.clone(),
     };
     match app.store.enqueue(run).await {
+        Ok(queued) if !queued.created => (
+            StatusCode::OK,
+            axum::Json(json!({"run_id": queued.run_id, "automation": name, "duplicate": true})),
+        )
+            .into_response(),
         Ok(queued) => {
             tracing::info!(run_id = %queued.run_id, automation = %name, by = %actor.name, "run started through the API");
             app.wake.notify_one();
@@ -1185,7 +1208,7 @@ async fn start_run(
         Err(e) => {
             tracing::error!(error = %e, automation = %name, "could not record a run started through the API");
             store_unavailable(&format!(
-                "the store did not confirm the run ({}): it may have been queued; check `runbook runs list --automation {name}` before starting it again",
+                "the store did not confirm the run ({}): it may have been queued; send it again with the same Idempotency-Key (runbook runs start does), or check `runbook runs list --automation {name}` before starting it again",
                 short_cause(&e)
             ))
         }
