@@ -452,7 +452,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 /// Headers a webhook's event never keeps, whatever `keep_headers` says: credentials and
-/// signatures (lower case). Names containing one of [`CREDENTIAL_WORDS`] are refused as well.
+/// signatures (lower case). Names that say they hold a secret ([`crate::redact::is_secret_field`])
+/// are refused as well.
 pub const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
@@ -466,21 +467,12 @@ pub const CREDENTIAL_HEADERS: &[&str] = &[
     "x-signature-256",
 ];
 
-/// Parts of header names that mark a credential.
-pub const CREDENTIAL_WORDS: &[&str] = &[
-    "token",
-    "secret",
-    "signature",
-    "password",
-    "auth",
-    "api-key",
-    "apikey",
-    "cookie",
-];
-
 /// Whether a header (lower case) may hold a credential.
 pub fn is_credential_header(name: &str) -> bool {
-    CREDENTIAL_HEADERS.contains(&name) || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))
+    CREDENTIAL_HEADERS.contains(&name)
+        || crate::redact::is_secret_field(name)
+        // `X-Auth-Key`, `X-Auth-User` and the like: for a header, an `auth` part is enough.
+        || name.split(['-', '_']).any(|part| part == "auth")
 }
 
 /// Lines of a text, to turn byte offsets into line numbers.

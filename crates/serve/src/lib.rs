@@ -42,6 +42,7 @@
 mod config;
 mod connections;
 mod metrics;
+mod redact;
 mod schedule;
 mod server;
 pub mod store;
@@ -52,8 +53,6 @@ pub use config::{
     ApiToken, Automation, ConfigError, MIN_TOKEN_LEN, Overlap, PublicUrl, Scheme, Scope, ServeConfig, ServeSettings,
     Trigger, WebhookTrigger, resolve_store, sha256,
 };
+pub use redact::{is_secret_field, redact_value, redacted};
 pub use schedule::Cadence;
-pub use server::{
-    MAX_BODY, ServeError, ServerHandle, StartOptions, is_secret_field, ms_time, redact_value, redacted, start, summary,
-    trigger_text,
-};
+pub use server::{MAX_BODY, ServeError, ServerHandle, StartOptions, ms_time, start, summary, trigger_text};

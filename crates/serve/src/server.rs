@@ -20,9 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiToken, Scope, ServeConfig, Trigger, sha256};
 use crate::metrics::Metrics;
-use crate::store::{
-    CancelError, Cancelled, NewRun, ResolveError, RunFilter, RunRecord, RunSummary, Store, TIMED_OUT, TimedStore,
-};
+use crate::redact::{redact_value, redacted};
+use crate::store::{CancelError, Cancelled, NewRun, ResolveError, RunFilter, RunSummary, Store, TIMED_OUT, TimedStore};
 use crate::webhook;
 use crate::worker::{self, Pool};
 
@@ -332,17 +331,13 @@ async fn body_deadline(State(app): State<Arc<App>>, request: Request, next: Next
         return response;
     }
     app.metrics.rejected("body_timeout");
-    let mut response = error(
+    closing(error(
         StatusCode::REQUEST_TIMEOUT,
         format!(
             "the body did not arrive within {} (body_timeout)",
             humantime::format_duration(limit)
         ),
-    );
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-    response
+    ))
 }
 
 /// How long a count of an automation's queued runs is used before the store is asked again.
@@ -379,10 +374,14 @@ fn one_more_queued(app: &App, automation: &str) {
 
 /// 503 with `Retry-After`, for a store that failed or did not answer in time.
 fn store_unavailable(message: &str) -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    retry_after(error(StatusCode::SERVICE_UNAVAILABLE, message), "5")
+}
+
+/// `response` telling its client to send again after `seconds`.
+fn retry_after(mut response: Response, seconds: &'static str) -> Response {
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static(seconds));
     response
 }
 
@@ -491,11 +490,9 @@ fn closing(mut response: Response) -> Response {
 /// The 413 answer. When the rest of the body was not read, the connection is closed: it cannot carry
 /// another request (a client that reused it would see its next request cut off).
 fn too_large(drained: bool) -> Response {
-    let mut response = error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB");
+    let response = error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB");
     if !drained {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return closing(response);
     }
     response
 }
@@ -511,14 +508,13 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
     };
     if !app.intake_open.load(Ordering::SeqCst) {
         app.metrics.rejected("shutting_down");
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down; send again shortly",
+        return retry_after(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down; send again shortly",
+            ),
+            "5",
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return response;
     }
     // The headers first: a request without a well-formed signature or with a stale timestamp
     // is answered before a byte of its body is read.
@@ -552,14 +548,13 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
             Ok(Ok(permit)) => Some(permit),
             _ => {
                 app.metrics.rejected("busy");
-                let mut response = closing(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many webhook bodies are being read at once; send again shortly",
-                ));
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
-                return response;
+                return retry_after(
+                    closing(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many webhook bodies are being read at once; send again shortly",
+                    )),
+                    "2",
+                );
             }
         }
     };
@@ -604,17 +599,16 @@ async fn hook(State(app): State<Arc<App>>, headers: HeaderMap, request: Request)
                 }
             }
             app.metrics.rejected("queue_full");
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "automation \"{}\" has {queued} queued runs (queue_limit {queue_limit}): nothing was stored; send it again later",
-                    automation.name
+            return retry_after(
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "automation \"{}\" has {queued} queued runs (queue_limit {queue_limit}): nothing was stored; send it again later",
+                        automation.name
+                    ),
                 ),
+                "30",
             );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
-            return response;
         }
         Ok(_) => {}
         Err(e) => {
@@ -919,73 +913,6 @@ pub fn ms_time(ms: Option<i64>) -> Value {
     ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
         .map(|t| Value::String(t.to_string()))
         .unwrap_or(Value::Null)
-}
-
-/// Whether a field's name says its value is a secret (`password`, `token`, `secret`,
-/// `authorization`, ...).
-pub fn is_secret_field(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "authorization",
-        "private_key",
-        "credential",
-        "cookie",
-    ]
-    .iter()
-    .any(|k| key.contains(k))
-}
-
-/// `value` with every remembered secret scrubbed from its strings, and the values of fields
-/// named like secrets (`password`, `token`, `authorization`, ...) replaced by `***` whatever
-/// their type (a number, a list, a nested map); `null` and booleans say nothing and stay.
-pub fn redact_value(value: Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(runbook_core::redact(&s).into_owned()),
-        Value::Array(items) => Value::Array(items.into_iter().map(redact_value).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        v @ (Value::Null | Value::Bool(_)) => v,
-                        _ if is_secret_field(&k) => Value::String("***".to_owned()),
-                        other => redact_value(other),
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-/// A run as every reader is shown it — `GET /api/runs/ID`, `runbook runs show` and its
-/// `--output json` — with [`redact_value`] applied to everything it holds.
-pub fn redacted(mut run: RunRecord) -> RunRecord {
-    let scrub = |v: Value| redact_value(v);
-    run.params = match scrub(Value::Object(std::mem::take(&mut run.params))) {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    run.event = run.event.map(scrub);
-    run.result = run.result.map(scrub);
-    run.error = run.error.map(|e| runbook_core::redact(&e).into_owned());
-    run.logs = scrub(std::mem::take(&mut run.logs));
-    run.calls = scrub(std::mem::take(&mut run.calls));
-    for step in &mut run.steps {
-        step.args = scrub(std::mem::take(&mut step.args));
-        step.result = step.result.take().map(scrub);
-        step.error = step.error.take().and_then(|e| {
-            let value = serde_json::to_value(&e).ok()?;
-            serde_json::from_value(scrub(value)).ok()
-        });
-    }
-    run
 }
 
 async fn list_runs(
@@ -1342,35 +1269,5 @@ async fn resolve_run(
             error(StatusCode::CONFLICT, e.to_string())
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_field_named_like_a_secret_is_hidden_whatever_its_value() {
-        let shown = redact_value(json!({
-            "password": "hunter2-hunter2",
-            "api_keys": ["k-1", "k-2"],
-            "token": 123_456,
-            "secret": {"value": "s"},
-            "client_secret": null,
-            "has_token": true,
-            "user": {"email": "ann@example.com", "auth": {"authorization": "Bearer x"}},
-        }));
-        assert_eq!(
-            shown,
-            json!({
-                "password": "***",
-                "api_keys": "***",
-                "token": "***",
-                "secret": "***",
-                "client_secret": null,
-                "has_token": true,
-                "user": {"email": "ann@example.com", "auth": {"authorization": "***"}},
-            })
-        );
     }
 }
