@@ -47,8 +47,12 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run a script.
     Run(RunArgs),
-    /// Show what a script would change, without changing anything (same as run --plan).
+    /// Show what a script would change, without changing anything (same as run --plan); --out saves
+    /// the plan for review and `runbook apply`.
     Plan(RunArgs),
+    /// Apply a saved plan: re-plan with fresh reads, refuse a stale plan (exit 4), then send
+    /// exactly the planned changes.
+    Apply(ApplyArgs),
     /// Check scripts without running them: syntax, and that every action called exists with a fitting arity.
     Check(CheckArgs),
     /// List the actions, or describe one (`runbook actions cloudflare.list_users`).
@@ -106,6 +110,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub plan: bool,
 
+    /// With plan: save the plan to this file, for review and `runbook apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Make the changes without asking (needed when there is no terminal to ask on).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
     /// The blast-radius guard: the most targets (users, ...) the run's changes may touch.
     #[arg(
         long,
@@ -149,6 +161,55 @@ pub struct RunArgs {
     /// With --simulate: seed the simulators from this fixture instead of the demo tenant.
     #[arg(long, value_name = "FILE", requires = "simulate")]
     pub fixture: Option<PathBuf>,
+}
+
+/// `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan file `runbook plan --out` saved.
+    pub plan: PathBuf,
+
+    /// Make the changes without asking (needed when there is no terminal to ask on).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// How many items parallel() works on at once.
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    pub concurrency: Option<usize>,
+
+    /// Stop the run after this long (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Write one JSON object per action call to this file.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// How to print the result.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+impl ApplyArgs {
+    /// The run settings an apply shares with `runbook run`.
+    pub fn as_run(&self) -> RunArgs {
+        RunArgs {
+            script: None,
+            resume: None,
+            params: Vec::new(),
+            params_file: None,
+            plan: false,
+            out: None,
+            yes: self.yes,
+            max_changes: None,
+            concurrency: self.concurrency,
+            timeout: self.timeout,
+            audit_log: self.audit_log.clone(),
+            output: self.output,
+            simulate: false,
+            fixture: None,
+        }
+    }
 }
 
 /// `serve`.

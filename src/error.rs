@@ -2,7 +2,8 @@
 
 /// Exit codes (DESIGN.md): 0 success, 1 the script or an action failed (or the run ended
 /// `diverged` / `needs_attention`), 2 usage, config or
-/// compile error, 3 refused by the blast-radius guard, 130 interrupted. The one table: every
+/// compile error, or changes without a terminal and without `--yes`, 3 refused by the blast-radius
+/// guard or the policy, 4 the saved plan no longer matches, 130 interrupted. The one table: every
 /// command's exit code comes from here.
 pub mod exit {
     use runbook_core::RunErrorKind;
@@ -13,8 +14,10 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// Usage, configuration or compile error; a script that cannot run as written.
     pub const USAGE: u8 = 2;
-    /// Refused by the blast-radius guard.
+    /// Refused by the blast-radius guard or the policy.
     pub const REFUSED: u8 = 3;
+    /// The saved or approved plan no longer matches: nothing outside it was sent.
+    pub const STALE: u8 = 4;
     /// Interrupted (Ctrl-C, SIGTERM).
     pub const INTERRUPTED: u8 = 130;
 
@@ -25,6 +28,7 @@ pub mod exit {
                 USAGE
             }
             RunErrorKind::Guard => REFUSED,
+            RunErrorKind::Stale => STALE,
             RunErrorKind::Cancelled => INTERRUPTED,
             // A run that stopped as diverged or needs_attention failed: its error line names the
             // state, and the journal keeps what it did.

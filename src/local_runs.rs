@@ -41,6 +41,8 @@ const SCRIPT_FILE: &str = "script.rhai";
 const JOURNAL_FILE: &str = "journal.jsonl";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
+/// An apply's approved effects: the only changes its attempts may send.
+const APPROVED_FILE: &str = "approved.json";
 
 /// Where a run stands, as `run.json` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,8 @@ pub enum RunStatus {
     Refused,
     /// Finished: a resume took a different step than the journal recorded.
     Diverged,
+    /// Finished: an apply stopped before a change outside its approved plan.
+    Stale,
 }
 
 impl RunStatus {
@@ -73,6 +77,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Refused => "refused",
             RunStatus::Diverged => "diverged",
+            RunStatus::Stale => "stale",
         }
     }
 
@@ -80,7 +85,7 @@ impl RunStatus {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused | RunStatus::Diverged
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused | RunStatus::Diverged | RunStatus::Stale
         )
     }
 
@@ -94,6 +99,7 @@ impl RunStatus {
             Some(RunErrorKind::NeedsAttention) => RunStatus::NeedsAttention,
             Some(RunErrorKind::Diverged) => RunStatus::Diverged,
             Some(RunErrorKind::Guard) => RunStatus::Refused,
+            Some(RunErrorKind::Stale) => RunStatus::Stale,
             Some(_) => RunStatus::Failed,
         }
     }
@@ -354,6 +360,43 @@ impl LocalRun {
         let status = record.status;
         *lock(&self.record) = record;
         Ok(status)
+    }
+
+    /// Makes the run an apply of `approved`: records the approved effects, then the re-plan's
+    /// reads (`seeds`) as steps the run replays instead of reading again. Both are kept before
+    /// anything is sent, so a resumed attempt is held to the same plan and sees the same reads.
+    pub fn seed(&mut self, approved: &[runbook_core::PlannedChange], seeds: &[JournalEntry]) -> Result<(), CliError> {
+        let path = self.dir.join(APPROVED_FILE);
+        let text = serde_json::to_vec_pretty(approved).unwrap_or_default();
+        write_atomically(&path, &text)
+            .map_err(|e| CliError::usage(format!("cannot write the approved plan {}: {e}", path.display())))?;
+        let lines: Vec<u8> = seeds.iter().flat_map(|e| line_of(e, None)).collect();
+        if !lines.is_empty() {
+            self.journal.file.append(&lines).map_err(|e| {
+                CliError::usage(format!(
+                    "cannot write the journal {}: {e}",
+                    self.dir.join(JOURNAL_FILE).display()
+                ))
+            })?;
+        }
+        let record = self.record();
+        self.journal = Arc::new(FileJournal::open(&self.dir, record.attempt, record.epoch)?);
+        Ok(())
+    }
+
+    /// The approved effects, when the run is an apply.
+    pub fn approved(&self) -> Result<Option<Vec<runbook_core::PlannedChange>>, CliError> {
+        let path = self.dir.join(APPROVED_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CliError::usage(format!(
+                    "{}: the run's approved plan cannot be read ({e}); it is not resumed",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CliError::usage(format!("cannot read {}: {e}", path.display()))),
+        }
     }
 
     /// The run's id.

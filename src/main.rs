@@ -73,6 +73,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Run(args) => run(&cli, args, args.plan).await,
         Command::Plan(args) => run(&cli, args, true).await,
+        Command::Apply(args) => commands::apply::apply(args, &Config::load(cli.config.as_deref())?).await,
         Command::Sim(args) => commands::sim::sim(args).await,
         Command::Init(args) => commands::init::init(args),
         Command::Serve(args) => commands::serve::serve(args, &Config::load(cli.config.as_deref())?).await,

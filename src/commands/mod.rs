@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod actions;
+pub mod apply;
 pub mod check;
 pub mod init;
 pub mod run;

@@ -54,6 +54,25 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
     }
     let max_changes = args.max_changes.unwrap_or(runbook_core::DEFAULT_MAX_CHANGES);
     let concurrency = args.concurrency.unwrap_or(runbook_core::DEFAULT_CONCURRENCY);
+    if args.out.is_some() && !plan {
+        return Err(CliError::usage(
+            "--out saves a plan: use it with `runbook plan` (or `runbook run --plan`)",
+        ));
+    }
+    // A run that would change something shows its plan and asks first (or needs --yes); the
+    // simulators of --simulate are nobody's services, so a simulated run never asks.
+    if !plan && !args.yes && !args.simulate {
+        let apply = super::apply::Apply {
+            args,
+            shown: shown.clone(),
+            source,
+            params,
+            max_changes,
+            concurrency,
+            saved: None,
+        };
+        return super::apply::plan_confirm_apply(&engine, apply).await;
+    }
     let local = if plan {
         None
     } else {
@@ -79,6 +98,7 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         timeout: args.timeout,
         local,
         resumed: false,
+        expect: None,
     };
     execute(&engine, attempt).await
 }
@@ -107,6 +127,10 @@ pub async fn resume(args: &RunArgs, run_id: &str, plan: bool, config: &Config) -
     }
     let mut local = LocalRun::open(&store, run_id)?;
     let record = local.record();
+    // A resumed apply is held to the plan it was approved with.
+    let expect = local
+        .approved()?
+        .map(|effects| Arc::new(runbook_core::Expectation::new(effects)));
     if record.simulate {
         return Err(CliError::usage(format!(
             "run {run_id} ran against the simulators of --simulate, which lived only in its process: it \
@@ -163,33 +187,36 @@ pub async fn resume(args: &RunArgs, run_id: &str, plan: bool, config: &Config) -
         timeout: args.timeout.or(recorded_timeout),
         local: Some(local),
         resumed: true,
+        expect,
     };
     execute(&engine, attempt).await
 }
 
-fn names() -> SettingNames {
+pub(crate) fn names() -> SettingNames {
     SettingNames::new("--max-changes", "--timeout", "--param {name}=VALUE")
 }
 
 /// One attempt of a run, ready to go.
-struct Attempt<'a> {
-    args: &'a RunArgs,
-    plan: bool,
+pub(crate) struct Attempt<'a> {
+    pub args: &'a RunArgs,
+    pub plan: bool,
     /// The script's path, for messages.
-    shown: String,
-    source: String,
-    params: Map<String, serde_json::Value>,
-    max_changes: u64,
-    concurrency: usize,
-    timeout: Option<Duration>,
+    pub shown: String,
+    pub source: String,
+    pub params: Map<String, serde_json::Value>,
+    pub max_changes: u64,
+    pub concurrency: usize,
+    pub timeout: Option<Duration>,
     /// Where the run is journaled (not in plan mode).
-    local: Option<LocalRun>,
+    pub local: Option<LocalRun>,
     /// Whether this is a resume.
-    resumed: bool,
+    pub resumed: bool,
+    /// An apply: the approved effects, the only changes it may send.
+    pub expect: Option<Arc<runbook_core::Expectation>>,
 }
 
 /// Runs an attempt and prints its result; returns the exit code.
-async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> {
+pub(crate) async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> {
     let Attempt {
         args,
         plan,
@@ -201,8 +228,10 @@ async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> 
         timeout,
         local,
         resumed,
+        expect,
     } = attempt;
     let cancel = runbook_core::CancellationToken::new();
+    let params_kept = params.clone();
     let mut options = RunOptions::new()
         .params(params)
         .plan(plan)
@@ -211,6 +240,14 @@ async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> 
         .timeout(timeout)
         .interrupt(cancel.clone())
         .names(names());
+    if let Some(expect) = &expect {
+        options = options.expect(expect.clone());
+    }
+    // A plan keeps its reads and `now()` in memory: `--out` saves the values `now()` returned.
+    let plan_journal = plan.then(|| Arc::new(runbook_core::MemoryJournal::new()));
+    if let Some(journal) = &plan_journal {
+        options = options.journal(journal.clone());
+    }
     // How to go on after an interruption: a --simulate run's simulators go with its process.
     let mut resume_hint = None;
     if let Some(local) = &local {
@@ -263,6 +300,17 @@ async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> 
     {
         eprintln!("warning: {}", e.message);
     }
+    if let (Some(out), Some(journal)) = (&args.out, &plan_journal) {
+        super::apply::save_plan(
+            out,
+            &shown,
+            &source,
+            &params_kept,
+            max_changes,
+            outcome.as_ref(),
+            journal,
+        )?;
+    }
     if plan && args.output == OutputFormat::Csv {
         // The CSV on stdout stays parseable; what the plan would change goes to stderr.
         let planned = match &outcome {
@@ -303,6 +351,15 @@ async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8, CliError> 
             let message = runbook_core::redact(&e.message);
             match e.kind {
                 RunErrorKind::Diverged => eprintln!("error: run {} diverged: {place}{message}", e.run_id),
+                RunErrorKind::Stale => {
+                    eprintln!("error: run {} stopped as stale: {place}{message}", e.run_id);
+                    if let Some(expect) = &expect {
+                        let unsent = expect.unreached();
+                        if !unsent.is_empty() {
+                            eprintln!("{} approved change(s) were not sent", unsent.len());
+                        }
+                    }
+                }
                 RunErrorKind::NeedsAttention => {
                     eprintln!("error: run {} needs_attention: {place}{message}", e.run_id);
                     if let Some(local) = &local {

@@ -18,6 +18,7 @@ fn status_of(kind: Option<RunErrorKind>) -> &'static str {
     match kind {
         None => "succeeded",
         Some(RunErrorKind::Guard) => "refused",
+        Some(RunErrorKind::Stale) => "stale",
         Some(RunErrorKind::Timeout) => "timed_out",
         Some(RunErrorKind::Cancelled) => "cancelled",
         Some(_) => "failed",
@@ -32,6 +33,7 @@ pub fn document(outcome: Result<&RunOutcome, &RunError>) -> Value {
             "status": status_of(None),
             "result": o.result,
             "planned_changes": o.records.planned_changes,
+            "planned_targets": o.records.planned_changes.iter().map(|c| c.targets).sum::<u64>(),
             "calls": o.records.calls,
         }),
         Err(e) => json!({
@@ -39,6 +41,7 @@ pub fn document(outcome: Result<&RunOutcome, &RunError>) -> Value {
             "status": status_of(Some(e.kind)),
             "result": Value::Null,
             "planned_changes": e.records.planned_changes,
+            "planned_targets": e.records.planned_changes.iter().map(|c| c.targets).sum::<u64>(),
             "calls": e.records.calls,
             "error": {
                 "kind": e.kind,
@@ -82,7 +85,10 @@ fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool, width: usize) -> 
         Err(e) => (&e.records.planned_changes, None),
     };
     if plan {
-        if result.is_none() {
+        // A plan past the guard's cap is whole: only other failures cut it short.
+        if let Err(e) = outcome
+            && e.kind != RunErrorKind::Guard
+        {
             out.push_str("The run failed before it finished (see stderr); what it planned until then:\n");
         }
         out.push_str(&plan_text(planned));
@@ -137,7 +143,8 @@ pub fn applied_text(audit: &[AuditRecord], finished: bool) -> Option<String> {
     Some(runbook_core::redact(&out).into_owned())
 }
 
-/// The list of planned changes.
+/// The planned changes for people: grouped by action, each target with its label, and the full
+/// total.
 pub fn plan_text(planned: &[PlannedChange]) -> String {
     let mut out = String::new();
     if planned.is_empty() {
@@ -147,22 +154,77 @@ pub fn plan_text(planned: &[PlannedChange]) -> String {
     let targets: u64 = planned.iter().map(|c| c.targets).sum();
     let _ = writeln!(
         out,
-        "Plan: {} change(s) touching {} target(s). Nothing was sent.",
+        "Plan: {} change{} to {} target{}. Nothing was sent.",
         planned.len(),
-        targets
+        plural(planned.len() as u64),
+        targets,
+        plural(targets)
     );
-    for (i, change) in planned.iter().enumerate() {
+    // Groups in the order their actions first appear.
+    let mut groups: Vec<(&str, Vec<&PlannedChange>)> = Vec::new();
+    for change in planned {
+        match groups.iter_mut().find(|(action, _)| *action == change.action) {
+            Some((_, list)) => list.push(change),
+            None => groups.push((&change.action, vec![change])),
+        }
+    }
+    for (action, list) in groups {
+        let targets: u64 = list.iter().map(|c| c.targets).sum();
+        let effect = list[0].effect.as_str();
         let _ = writeln!(
             out,
-            "  {:>3}. {:<28} {:<11} targets: {:<3} {}",
-            i + 1,
-            change.action,
-            change.effect.as_str(),
-            change.targets,
-            compact(&change.args)
+            "  {action} × {targets} target{} ({effect}, {} call{})",
+            plural(targets),
+            list.len(),
+            plural(list.len() as u64)
         );
+        for change in list {
+            let rest = compact(&other_args(change));
+            if change.labels.is_empty() {
+                let _ = writeln!(out, "      step {:<6} {rest}", change.step);
+                continue;
+            }
+            let first = &change.labels[0];
+            let more = change.labels.len() > 1;
+            if more || rest != "{}" {
+                let line = format!(
+                    "      step {:<6} {}",
+                    change.step,
+                    if rest == "{}" { String::new() } else { rest }
+                );
+                let _ = writeln!(out, "{}", line.trim_end());
+                for target in &change.labels {
+                    let _ = writeln!(out, "        - {}", target.display());
+                }
+            } else {
+                let _ = writeln!(out, "      step {:<6} {}", change.step, first.display());
+            }
+        }
     }
     out
+}
+
+/// A change's arguments without those naming its targets (they are listed with their labels).
+fn other_args(change: &PlannedChange) -> Value {
+    let ids: Vec<&str> = change.labels.iter().map(|t| t.id.as_str()).collect();
+    let names_targets = |v: &Value| match v {
+        Value::String(s) => ids.contains(&s.as_str()),
+        Value::Array(items) => !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(|s| ids.contains(&s))),
+        _ => false,
+    };
+    match &change.args {
+        Value::Object(map) if !ids.is_empty() => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !names_targets(v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn compact(value: &Value) -> String {

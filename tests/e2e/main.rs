@@ -12,6 +12,7 @@ mod engine;
 mod fixtures;
 mod limits;
 mod mistakes;
+mod plans;
 mod privx;
 mod records;
 mod resume;

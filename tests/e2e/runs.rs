@@ -34,8 +34,7 @@ async fn plan_sends_no_change_and_run_sends_exactly_one() {
     let plan = ws.run(&["plan", "disable.rhai"]).await;
     assert_eq!(plan.code, Some(0), "{plan:?}");
     assert!(
-        plan.stdout
-            .contains("Plan: 1 change(s) touching 1 target(s). Nothing was sent."),
+        plan.stdout.contains("Plan: 1 change to 1 target. Nothing was sent."),
         "{}",
         plan.stdout
     );

@@ -63,7 +63,7 @@ async fn revoke_mfa_plans_then_resets_exactly_the_flagged_users() {
             ("dave@example.com", 3)
         ]
     );
-    let acted: Vec<&str> = report["acted_on"]
+    let acted: Vec<&str> = report["selected"]
         .as_array()
         .unwrap()
         .iter()
@@ -105,7 +105,7 @@ async fn revoke_mfa_follows_its_params() {
         .run(&["run", &revoke, "-p", "threshold=2", "-p", "mode=disable", "-o", "json"])
         .await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    let acted: Vec<String> = out.json()["result"]["acted_on"]
+    let acted: Vec<String> = out.json()["result"]["selected"]
         .as_array()
         .unwrap()
         .iter()
@@ -428,8 +428,7 @@ async fn the_readmes_first_runbook_plans_on_the_demo_tenant() {
     let plan = ws.run(&["plan", "first.rhai", "--simulate"]).await;
     assert_eq!(plan.code, Some(0), "{plan:?}");
     assert!(
-        plan.stdout
-            .contains("Plan: 1 change(s) touching 3 target(s). Nothing was sent."),
+        plan.stdout.contains("Plan: 1 change to 3 targets. Nothing was sent."),
         "{}",
         plan.stdout
     );
@@ -442,8 +441,7 @@ async fn the_quick_start_runs_on_the_built_in_demo_tenant() {
     let plan = ws.run(&["plan", &revoke, "--simulate"]).await;
     assert_eq!(plan.code, Some(0), "{plan:?}");
     assert!(
-        plan.stdout
-            .contains("Plan: 1 change(s) touching 3 target(s). Nothing was sent."),
+        plan.stdout.contains("Plan: 1 change to 3 targets. Nothing was sent."),
         "{}",
         plan.stdout
     );
@@ -451,7 +449,7 @@ async fn the_quick_start_runs_on_the_built_in_demo_tenant() {
     let run = ws.run(&["run", &revoke, "--simulate"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     for expected in [
-        "acted_on (3):",
+        "selected (3):",
         "jonas.berg@example.com",
         "ambiguous (1):",
         "maria.virtanen@example.com",

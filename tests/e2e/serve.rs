@@ -495,7 +495,7 @@ async fn the_polling_example_acts_only_on_new_offenders() {
     let mut runs = all_runs(&ws).await;
     runs.sort_by(|a, b| a.id.cmp(&b.id));
     let acted = |r: &RunRecord| -> Vec<String> {
-        r.result.as_ref().unwrap()["acted_on"]
+        r.result.as_ref().unwrap()["selected"]
             .as_array()
             .unwrap()
             .iter()

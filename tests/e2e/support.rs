@@ -54,9 +54,35 @@ impl Workspace {
     }
 
     /// The binary, in this directory, with no provider variables but those set here, keeping its
-    /// runs in [`Workspace::state_dir`].
+    /// runs in [`Workspace::state_dir`]. A `runbook run` gets `--yes`, as a job without a terminal
+    /// passes it; the tests of the confirmation itself use [`Workspace::command_as_given`].
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
+        let mut args = args.to_vec();
+        if args.first() == Some(&"run") && !args.contains(&"--plan") && !args.contains(&"--yes") {
+            args.push("--yes");
+        }
+        self.command_as_given(&args)
+    }
+
+    /// The binary with exactly these arguments.
+    pub fn command_as_given(&self, args: &[&str]) -> tokio::process::Command {
+        self.program(env!("CARGO_BIN_EXE_runbook"), args)
+    }
+
+    /// The binary on a terminal of its own (a pseudo-terminal made by util-linux `script`): what is
+    /// written to the command's stdin is typed on that terminal.
+    pub fn command_on_terminal(&self, args: &[&str]) -> tokio::process::Command {
+        let mut line = shell_quote(env!("CARGO_BIN_EXE_runbook"));
+        for arg in args {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        self.program("script", &["-qec", &line, "/dev/null"])
+    }
+
+    /// `program` in this directory with the binary's clean environment.
+    fn program(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -85,7 +111,23 @@ impl Workspace {
 
     /// Runs the binary to completion.
     pub async fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().await.unwrap();
+        Output::of(self.command(args)).await
+    }
+
+    /// Runs the binary to completion with exactly these arguments.
+    pub async fn run_as_given(&self, args: &[&str]) -> Output {
+        Output::of(self.command_as_given(args)).await
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Output {
+    /// Runs `cmd` to completion.
+    pub async fn of(mut cmd: tokio::process::Command) -> Output {
+        let out = cmd.output().await.unwrap();
         Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -478,6 +478,7 @@ async fn fanout(runbook: &Path, runs: usize) -> Result<Vec<u64>> {
                 runbook,
                 &[
                     "run",
+                    "--yes",
                     script,
                     "--concurrency",
                     &c,
@@ -493,7 +494,7 @@ async fn fanout(runbook: &Path, runs: usize) -> Result<Vec<u64>> {
             anyhow::ensure!(child.ok, "the job failed: {}", child.stderr);
             let doc: Value = serde_json::from_str(&child.stdout)?;
             anyhow::ensure!(
-                doc["result"]["acted_on"].as_array().map(Vec::len) == Some(USERS / 100),
+                doc["result"]["selected"].as_array().map(Vec::len) == Some(USERS / 100),
                 "unexpected report: {}",
                 doc["result"]
             );
@@ -546,7 +547,15 @@ async fn rate_limited(runbook: &Path, runs: usize) -> Result<()> {
         let env = provider_env(&sims, &format!("{RATE}/1s"));
         let child = run_child(
             runbook,
-            &["run", script.to_str().unwrap(), "--concurrency", "64", "-o", "json"],
+            &[
+                "run",
+                "--yes",
+                script.to_str().unwrap(),
+                "--concurrency",
+                "64",
+                "-o",
+                "json",
+            ],
             &env,
             dir.path(),
         )
@@ -610,7 +619,15 @@ async fn real_scale(runbook: &Path, runs: usize) -> Result<()> {
             let script = scripts_dir().join("revoke_mfa_for_failed_logins.rhai");
             let child = run_child(
                 runbook,
-                &["run", script.to_str().unwrap(), "--max-changes", "1000", "-o", "json"],
+                &[
+                    "run",
+                    "--yes",
+                    script.to_str().unwrap(),
+                    "--max-changes",
+                    "1000",
+                    "-o",
+                    "json",
+                ],
                 &env,
                 dir.path(),
             )
@@ -632,7 +649,15 @@ async fn real_scale(runbook: &Path, runs: usize) -> Result<()> {
     let watch = scripts_dir().join("watch_failed_logins.rhai");
     let child = run_child(
         runbook,
-        &["run", watch.to_str().unwrap(), "--max-changes", "1000", "-o", "json"],
+        &[
+            "run",
+            "--yes",
+            watch.to_str().unwrap(),
+            "--max-changes",
+            "1000",
+            "-o",
+            "json",
+        ],
         &env,
         dir.path(),
     )
@@ -679,7 +704,7 @@ async fn cold_start(runbook: &Path, runs: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("one.rhai");
     std::fs::write(&script, "40 + 2")?;
-    let args = ["run", script.to_str().unwrap()];
+    let args = ["run", "--yes", script.to_str().unwrap()];
     for _ in 0..5 {
         run_child(runbook, &args, &[], dir.path()).await?;
     }
@@ -727,7 +752,7 @@ async fn memory(runbook: &Path, runs: usize, fanout_rss: Option<Vec<u64>>) -> Re
     let mut rss = Vec::new();
     let mut walls = Vec::new();
     for _ in 0..runs {
-        let child = run_child(runbook, &["run", script.to_str().unwrap()], &env, dir.path()).await?;
+        let child = run_child(runbook, &["run", "--yes", script.to_str().unwrap()], &env, dir.path()).await?;
         anyhow::ensure!(
             child.ok && child.stdout.trim() == USERS.to_string(),
             "listing failed: {} {}",
@@ -782,6 +807,7 @@ async fn peer(runbook: &Path, python: &Path, runs: usize) -> Result<()> {
             runbook,
             &[
                 "run",
+                "--yes",
                 script.to_str().unwrap(),
                 "--concurrency",
                 "16",

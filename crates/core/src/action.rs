@@ -362,6 +362,28 @@ impl ActionSpec {
         format!("{}({})", self.name, parts.join(", "))
     }
 
+    /// The targets a call with these (validated) arguments names: the values of the parameter
+    /// [`Targets::CountOf`] names, or the first required parameter's value for [`Targets::One`].
+    pub fn target_ids(&self, args: &Value) -> Vec<String> {
+        let param = match self.targets {
+            Targets::None => return Vec::new(),
+            Targets::One => match self.required_params().next() {
+                Some(p) => p.name,
+                None => return Vec::new(),
+            },
+            Targets::CountOf(param) => param,
+        };
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match args.get(param) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items.iter().map(text).collect(),
+            Some(v) => vec![text(v)],
+        }
+    }
+
     /// How many targets a call with these (validated) arguments touches.
     pub fn count_targets(&self, args: &Value) -> u64 {
         match self.targets {

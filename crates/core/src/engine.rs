@@ -225,8 +225,8 @@ impl Engine {
             }
         };
         // A durable run reads what earlier attempts recorded before it takes a step.
-        let durable = match (&options.journal, options.plan) {
-            (Some(journal), false) => {
+        let durable = match &options.journal {
+            Some(journal) => {
                 match Durable::open(journal.clone(), options.journal_limits, options.fence.clone()).await {
                     Ok(durable) => Some(durable),
                     Err(error) => {
@@ -243,7 +243,7 @@ impl Engine {
                     }
                 }
             }
-            _ => None,
+            None => None,
         };
         let pipeline = Pipeline::new(PipelineSetup {
             run_id: run_id.clone(),
@@ -256,6 +256,7 @@ impl Engine {
             state: options.state.clone().unwrap_or_else(|| Arc::new(MemoryState::new())),
             durable,
             fence: options.fence.clone(),
+            expect: options.expect.clone(),
         });
         let lanes = self.lanes.clone();
         let run = Arc::new(RunState {
@@ -338,7 +339,10 @@ impl Engine {
         // another way than the attempt before it.
         let value = match value {
             Ok(result) => match run.pipeline.unreached_steps().first() {
-                None => Ok(result),
+                None => match run.pipeline.plan_refusal() {
+                    None => Ok(result),
+                    Some(message) => Err((RunErrorKind::Guard, message, None)),
+                },
                 Some(missed) => Err((
                     RunErrorKind::Diverged,
                     format!(

@@ -260,6 +260,11 @@ impl JournalEntry {
 }
 
 fn compact(value: &Value) -> String {
+    compact_json(value)
+}
+
+/// A value's JSON on one line, cut at 120 characters.
+pub(crate) fn compact_json(value: &Value) -> String {
     let text = value.to_string();
     if text.chars().count() > 120 {
         let cut: String = text.chars().take(117).collect();
@@ -457,6 +462,11 @@ pub fn sort_by_key(entries: &mut [JournalEntry]) {
 
 fn key_order(key: &str) -> Vec<u64> {
     key.split('/').map(|part| part.parse().unwrap_or(u64::MAX)).collect()
+}
+
+/// Orders two step keys structurally.
+pub fn compare_keys(a: &str, b: &str) -> std::cmp::Ordering {
+    key_order(a).cmp(&key_order(b))
 }
 
 /// Keeps an attempt from sending a change after its lease may have passed to another worker:

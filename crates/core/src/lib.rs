@@ -63,6 +63,7 @@ pub mod http;
 pub mod journal;
 mod lane;
 mod pipeline;
+pub mod plan;
 mod provider;
 mod registry;
 mod run;
@@ -79,6 +80,7 @@ pub use host::{Diagnostic, Limits, ScriptParam, ScriptParamType};
 pub use journal::{
     Fence, Journal, JournalEntry, JournalError, JournalLimits, MemoryJournal, Resolution, StepKind, StepStatus,
 };
+pub use plan::{Expectation, PlanDiff, PlanMismatch, SavedPlan, TargetRef};
 pub use provider::{Probed, Provider, ProviderDescriptor, registered_providers};
 pub use registry::{EngineError, RegisteredProvider, Registry};
 pub use run::{

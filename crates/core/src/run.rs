@@ -50,12 +50,15 @@ pub struct RunOptions {
     pub names: SettingNames,
     /// Where the run's steps are journaled, so that it can be resumed without repeating a
     /// change; an earlier attempt's entries are replayed. `None`: the run is not durable.
-    /// Plan mode never journals.
+    /// In plan mode the journal records reads and `now()` (a saved plan keeps their values),
+    /// never a planned change; entries already there are replayed (a re-plan's `now()`).
     pub journal: Option<Arc<dyn Journal>>,
     /// How big the journal may grow.
     pub journal_limits: JournalLimits,
     /// The lease the run is held under: no change is sent once it may have lapsed.
     pub fence: Option<Arc<Fence>>,
+    /// An apply: the approved effects, the only changes the run may send.
+    pub expect: Option<Arc<crate::plan::Expectation>>,
 }
 
 /// How the program running the engine names the settings a message may point the user at:
@@ -116,6 +119,7 @@ impl Default for RunOptions {
             journal: None,
             journal_limits: JournalLimits::default(),
             fence: None,
+            expect: None,
         }
     }
 }
@@ -230,6 +234,13 @@ impl RunOptions {
         self
     }
 
+    /// An apply: only these approved effects may be sent; any other change stops the run as
+    /// `stale` before it leaves.
+    pub fn expect(mut self, expect: Arc<crate::plan::Expectation>) -> Self {
+        self.expect = Some(expect);
+        self
+    }
+
     /// Sends no change once this fence closes (the run's lease may have passed to another worker).
     pub fn fence(mut self, fence: Arc<Fence>) -> Self {
         self.fence = Some(fence);
@@ -254,16 +265,24 @@ pub trait RunObserver: Send + Sync {
 }
 
 /// A change plan mode recorded instead of sending.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlannedChange {
+    /// The step key of the call (`3`, `9/0/1`).
+    pub step: String,
     /// `namespace.action`.
     pub action: String,
     /// `write` or `destructive`.
     pub effect: Effect,
     /// How many targets it touches.
     pub targets: u64,
+    /// The targets it names, with the labels the run's reads showed for them.
+    #[serde(default)]
+    pub labels: Vec<crate::plan::TargetRef>,
     /// The arguments (secrets redacted).
     pub args: Value,
+    /// SHA-256 of the arguments as they would be sent (before redaction).
+    pub args_sha256: String,
 }
 
 /// A line the script printed (`print`/`debug`).
@@ -344,6 +363,9 @@ pub enum RunErrorKind {
     StoreUnavailable,
     /// The run's lease lapsed or passed to another worker: it stopped sending.
     Fenced,
+    /// An apply was about to send a change that is not the approved plan's effect at its step:
+    /// it was not sent, and the run stopped.
+    Stale,
 }
 
 /// A run that failed, with what it did before it failed.

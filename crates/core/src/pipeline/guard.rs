@@ -28,6 +28,11 @@ impl Guard {
         }
     }
 
+    /// The cap.
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
     /// Counts targets earlier attempts of the run changed (or may have).
     pub fn preload(&self, targets: u64) {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());

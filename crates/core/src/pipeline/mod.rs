@@ -27,6 +27,7 @@ use crate::context::CallContext;
 use crate::error::{ActionError, ActionErrorKind};
 use crate::journal::{Fence, JournalEntry, StepError, StepKind, StepStatus, digest};
 use crate::lane::LaneIo;
+use crate::plan::{Expectation, Identities};
 use crate::provider::{Probed, Provider};
 use crate::run::{LogLine, PlannedChange, RunRecords, SettingNames};
 use crate::secret::{REDACTED, redact};
@@ -67,6 +68,8 @@ pub(crate) enum Abort {
     Fenced(String),
     /// A change in doubt could not be probed: another attempt may.
     ProbeFailed(String),
+    /// An apply was about to send a change outside its approved plan.
+    Stale(String),
 }
 
 impl Abort {
@@ -119,6 +122,12 @@ pub(crate) struct Pipeline {
     durable: Option<Durable>,
     /// The run's lease: no change is sent once it may have lapsed.
     fence: Option<Arc<Fence>>,
+    /// An apply's approved effects.
+    expect: Option<Arc<Expectation>>,
+    /// What the run's reads told about ids: labels for plans, identities for the policy.
+    identities: Identities,
+    /// Targets a plan's changes would touch (a plan goes past the guard's cap to count them all).
+    planned_targets: AtomicU64,
 }
 
 /// What a [`Pipeline`] needs.
@@ -134,6 +143,7 @@ pub(crate) struct PipelineSetup {
     pub state: Arc<dyn StateStore>,
     pub durable: Option<Durable>,
     pub fence: Option<Arc<Fence>>,
+    pub expect: Option<Arc<Expectation>>,
 }
 
 /// Why a change that was waiting to be sent was not.
@@ -171,6 +181,9 @@ impl Pipeline {
             plan_state: Mutex::new(HashMap::new()),
             durable: setup.durable,
             fence: setup.fence,
+            expect: setup.expect,
+            identities: Identities::default(),
+            planned_targets: AtomicU64::new(0),
         }
     }
 
@@ -179,9 +192,22 @@ impl Pipeline {
         self.durable.as_ref().map(Durable::unreached).unwrap_or_default()
     }
 
-    /// The journal, unless the run is a plan or is not durable.
+    /// The journal, when the run is durable. A plan's journal records its reads and `now()`,
+    /// never a planned change.
     fn journal(&self) -> Option<&Durable> {
-        if self.plan { None } else { self.durable.as_ref() }
+        self.durable.as_ref()
+    }
+
+    /// For a plan past the guard's cap: the refusal the real run would meet, with the full total.
+    pub fn plan_refusal(&self) -> Option<String> {
+        let total = self.planned_targets.load(Ordering::Relaxed);
+        (self.plan && total > self.guard.cap()).then(|| {
+            format!(
+                "the plan would touch {total} target(s); the cap is {} ({}): the real run would be refused",
+                self.guard.cap(),
+                self.names.max_changes
+            )
+        })
     }
 
     /// Whether a change may still be sent under the run's lease; stops the run when not.
@@ -356,7 +382,9 @@ impl Pipeline {
                     StepStatus::Ok if entry.result.is_some() || mutating => {
                         record.outcome = CallOutcome::Replayed;
                         self.audit(record)?;
-                        return Ok(entry.result.unwrap_or(Value::Null));
+                        let value = entry.result.unwrap_or(Value::Null);
+                        self.learn(provider, spec, &args, &value);
+                        return Ok(value);
                     }
                     StepStatus::Ok if is_null_result(&entry) => {
                         record.outcome = CallOutcome::Replayed;
@@ -372,6 +400,7 @@ impl Pipeline {
                             .settle_doubt(provider, spec, &args, &entry, durable, &mut record)
                             .await?
                         {
+                            self.learn(provider, spec, &args, &value);
                             return Ok(value);
                         }
                     }
@@ -383,30 +412,54 @@ impl Pipeline {
             }
         }
 
-        if mutating {
-            if !in_doubt && let Err(refusal) = self.guard.reserve(targets) {
-                let message = format!(
-                    "the blast-radius guard refused {action}: it would touch {} more target(s) after {} already \
-                     changed, and the cap for this run is {} (raise {} if this is intended)",
-                    refusal.targets, refusal.used, refusal.cap, self.names.max_changes
-                );
-                record.outcome = CallOutcome::Refused;
-                record.error = Some(message.clone());
-                self.stop(Abort::Guard(message));
-                self.audit(record)?;
-                return Err(CallFailure::Stopped);
-            }
-            if self.plan {
-                let placeholder = provider.planned_result(spec, &args);
-                lock(&self.records).planned_changes.push(PlannedChange {
-                    action,
-                    effect: spec.effect,
-                    targets,
-                    args: record.args.clone(),
-                });
-                record.outcome = CallOutcome::Planned;
-                return self.audit(record).map(|()| placeholder);
-            }
+        // An apply sends only the approved effect at each step.
+        if mutating
+            && !self.plan
+            && let Some(expect) = &self.expect
+            && let Err(message) = expect.admit(key, &action, &digest(&args), &record.args)
+        {
+            let message = format!(
+                "stale: {message}; it was not sent, and the run stopped. The services changed since the plan \
+                 was made or approved: make the plan again"
+            );
+            record.outcome = CallOutcome::Refused;
+            record.error = Some(message.clone());
+            self.stop(Abort::Stale(message));
+            self.audit(record)?;
+            return Err(CallFailure::Stopped);
+        }
+        if mutating && self.plan {
+            // A plan counts every change, past the guard's cap too: the refusal the real run
+            // would meet is reported at the end, with the full total.
+            self.planned_targets.fetch_add(targets, Ordering::Relaxed);
+            let placeholder = provider.planned_result(spec, &args);
+            let labels = self.identities.label(spec.target_ids(&args));
+            lock(&self.records).planned_changes.push(PlannedChange {
+                step: key.to_owned(),
+                action,
+                effect: spec.effect,
+                targets,
+                labels,
+                args_sha256: digest(&args),
+                args: record.args.clone(),
+            });
+            record.outcome = CallOutcome::Planned;
+            return self.audit(record).map(|()| placeholder);
+        }
+        if mutating
+            && !in_doubt
+            && let Err(refusal) = self.guard.reserve(targets)
+        {
+            let message = format!(
+                "the blast-radius guard refused {action}: it would touch {} more target(s) after {} already \
+                 changed, and the cap for this run is {} (raise {} if this is intended)",
+                refusal.targets, refusal.used, refusal.cap, self.names.max_changes
+            );
+            record.outcome = CallOutcome::Refused;
+            record.error = Some(message.clone());
+            self.stop(Abort::Guard(message));
+            self.audit(record)?;
+            return Err(CallFailure::Stopped);
         }
 
         // A change's intent is committed before it may leave.
@@ -437,6 +490,7 @@ impl Pipeline {
             }
         }
 
+        let planned = self.placeholder(provider, spec, &args);
         let ctx = CallContext::new(self.run_id.clone(), action, self.plan, self.control.cancel.clone())
             .idempotent(spec.idempotent)
             .on_lane(lane.cloned())
@@ -484,6 +538,7 @@ impl Pipeline {
                         return Err(CallFailure::Stopped);
                     }
                 }
+                self.learn_planned(planned.as_ref(), &value);
                 if let (Some(durable), Some(entry)) = (durable, &mut entry) {
                     settle(entry, &value, durable.limits().max_result_bytes);
                     if mutating {
@@ -541,6 +596,25 @@ impl Pipeline {
         };
         self.audit(record)?;
         result
+    }
+
+    /// Learns what a call's answer tells about ids; an apply binds what a planned create's
+    /// placeholder stood for.
+    fn learn(&self, provider: &Arc<dyn Provider>, spec: &ActionSpec, args: &Value, value: &Value) {
+        let planned = self.placeholder(provider, spec, args);
+        self.learn_planned(planned.as_ref(), value);
+    }
+
+    /// What a change of an apply returned in its plan: the placeholders its answer binds.
+    fn placeholder(&self, provider: &Arc<dyn Provider>, spec: &ActionSpec, args: &Value) -> Option<Value> {
+        (spec.effect.is_mutating() && self.expect.is_some()).then(|| provider.planned_result(spec, args))
+    }
+
+    fn learn_planned(&self, planned: Option<&Value>, value: &Value) {
+        self.identities.learn(value);
+        if let (Some(expect), Some(planned)) = (&self.expect, planned) {
+            expect.bind(planned, value);
+        }
     }
 
     fn fail_entry(&self, entry: &mut JournalEntry, error: &ActionError) {

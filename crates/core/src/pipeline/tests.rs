@@ -92,6 +92,7 @@ fn pipeline(plan: bool, max_changes: u64, concurrency: usize, sink: Option<Arc<d
         state: Arc::new(MemoryState::new()),
         durable: None,
         fence: None,
+        expect: None,
     }))
 }
 
@@ -160,17 +161,18 @@ async fn plan_mode_records_changes_and_sends_only_reads() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_plan_counts_targets_like_a_real_run() {
-    let (_recorder, provider) = provider();
+async fn a_plan_past_the_cap_lists_every_change_and_reports_the_full_total() {
+    let (recorder, provider) = provider();
     let run = pipeline(true, 1, 4, None);
-    run.call(&provider, &WRITE, json!({"id": "a"}), None, "1")
-        .await
-        .unwrap();
-    assert!(matches!(
-        run.call(&provider, &WRITE, json!({"id": "b"}), None, "1").await,
-        Err(CallFailure::Stopped)
-    ));
-    assert!(matches!(run.abort_reason(), Some(Abort::Guard(_))));
+    for (key, id) in [("1", "a"), ("2", "b"), ("3", "c")] {
+        run.call(&provider, &WRITE, json!({ "id": id }), None, key)
+            .await
+            .unwrap();
+    }
+    assert!(recorder.seen().is_empty(), "a plan sends no change");
+    assert_eq!(run.take_records().planned_changes.len(), 3);
+    let refusal = run.plan_refusal().expect("the real run would be refused");
+    assert!(refusal.contains("would touch 3 target(s); the cap is 1"), "{refusal}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -326,6 +328,7 @@ async fn a_plans_state_writes_stay_with_the_plan() {
         state: state.clone(),
         durable: None,
         fence: None,
+        expect: None,
     };
     let plan = Pipeline::new(setup(true));
     plan.state_set("1", "cursor", json!(5)).await.unwrap();

@@ -1,0 +1,265 @@
+//! `runbook apply F.plan`, saving plans (`runbook plan --out`), and the confirmation of
+//! `runbook run`: plan, show, ask, then apply exactly what was shown.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use runbook_core::plan::{clock_of, replayable};
+use runbook_core::{
+    Engine, Expectation, JournalEntry, MemoryJournal, PlanMismatch, RunError, RunErrorKind, RunOptions, RunOutcome,
+    SavedPlan,
+};
+use serde_json::{Map, Value};
+
+use super::run::{Attempt, execute, names};
+use crate::cli::{ApplyArgs, RunArgs};
+use crate::config::Config;
+use crate::error::{CliError, exit};
+use crate::local_runs::{LocalRun, NewRun, Store};
+use crate::output;
+
+/// What a plan-then-apply needs.
+pub(crate) struct Apply<'a> {
+    pub args: &'a RunArgs,
+    /// The script's path, for messages.
+    pub shown: String,
+    pub source: String,
+    pub params: Map<String, Value>,
+    pub max_changes: u64,
+    pub concurrency: usize,
+    /// The saved plan being applied (`runbook apply`), or `None` for `runbook run`.
+    pub saved: Option<SavedPlan>,
+}
+
+/// Writes the plan of a finished plan run to `out`; a plan that failed (its guard included) is
+/// not saved, since it cannot be applied as it is.
+pub(crate) fn save_plan(
+    out: &Path,
+    shown: &str,
+    source: &str,
+    params: &Map<String, Value>,
+    max_changes: u64,
+    outcome: Result<&RunOutcome, &RunError>,
+    journal: &MemoryJournal,
+) -> Result<(), CliError> {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!(
+                "the plan was not saved to {}: it {} (see above)",
+                out.display(),
+                if e.kind == RunErrorKind::Guard {
+                    "passes the guard's cap, so the real run would be refused"
+                } else {
+                    "did not finish"
+                }
+            );
+            return Ok(());
+        }
+    };
+    let plan = SavedPlan::new(
+        shown,
+        source,
+        params.clone(),
+        max_changes,
+        outcome.records.planned_changes.clone(),
+        clock_of(&journal.entries()),
+    );
+    let mut text = serde_json::to_string_pretty(&plan).unwrap_or_default();
+    text.push('\n');
+    write_private(out, text.as_bytes())
+        .map_err(|e| CliError::usage(format!("cannot write the plan {}: {e}", out.display())))?;
+    eprintln!(
+        "plan saved to {} ({} change(s), effects digest {}); apply exactly it with: runbook apply {}",
+        out.display(),
+        plan.effects.len(),
+        &plan.effects_sha256[..12],
+        out.display()
+    );
+    Ok(())
+}
+
+/// A plan file holds the script's params: readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// `runbook apply F.plan`.
+pub async fn apply(args: &ApplyArgs, config: &Config) -> Result<u8, CliError> {
+    let shown_plan = args.plan.display().to_string();
+    let text = std::fs::read_to_string(&args.plan)
+        .map_err(|e| CliError::usage(format!("cannot read the plan {shown_plan}: {e}")))?;
+    let saved = SavedPlan::parse(&text)
+        .map_err(|e| CliError::usage(format!("the plan {shown_plan} is refused: {e}; nothing was sent")))?;
+    let source = std::fs::read_to_string(&saved.script).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the plan's script {} ({e}): run `runbook apply` from the directory the plan was made in",
+            saved.script
+        ))
+    })?;
+    if let Err(mismatch) = saved.verify(&source, &saved.params) {
+        let code = match mismatch {
+            PlanMismatch::Invalid(_) => exit::USAGE,
+            PlanMismatch::Changed(_) => exit::STALE,
+        };
+        eprintln!("error: the plan {shown_plan} is refused: {mismatch}; nothing was sent");
+        return Ok(code);
+    }
+    let engine = super::build_engine(config, &super::Overrides::new())?;
+    let problems = engine.check_run(&source, &saved.params, &names());
+    if !problems.is_empty() {
+        super::check::print_problems(Path::new(&saved.script), &problems);
+        return Ok(exit::USAGE);
+    }
+    let run_args = args.as_run();
+    let apply = Apply {
+        args: &run_args,
+        shown: saved.script.clone(),
+        source,
+        params: saved.params.clone(),
+        max_changes: saved.max_changes,
+        concurrency: args.concurrency.unwrap_or(runbook_core::DEFAULT_CONCURRENCY),
+        saved: Some(saved),
+    };
+    plan_confirm_apply(&engine, apply).await
+}
+
+/// Plans (with fresh reads), checks the plan against a saved one, shows it and asks (or needs
+/// --yes), then applies exactly it: the run replays the plan's reads and may send only its
+/// effects.
+pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Result<u8, CliError> {
+    let Apply {
+        args,
+        shown,
+        source,
+        params,
+        max_changes,
+        concurrency,
+        saved,
+    } = apply;
+    let clock = saved.as_ref().map(SavedPlan::clock_entries).unwrap_or_default();
+    let journal = Arc::new(MemoryJournal::new());
+    for entry in clock {
+        journal.put(entry);
+    }
+    let options = RunOptions::new()
+        .params(params.clone())
+        .plan(true)
+        .max_changes(max_changes)
+        .concurrency(concurrency)
+        .timeout(args.timeout)
+        .names(names())
+        .journal(journal.clone());
+    let fresh = engine.run(&source, options).await;
+    let fresh = match fresh {
+        Ok(outcome) => outcome,
+        Err(e) => return Ok(plan_failed(&shown, &e, saved.is_some())),
+    };
+    let effects = fresh.records.planned_changes.clone();
+    if let Some(saved) = &saved {
+        let diff = saved.diff(&effects);
+        if !diff.is_empty() {
+            eprintln!(
+                "error: the plan is stale: the services changed since it was made ({} added, {} removed, {} changed); \
+                 nothing was sent. Make the plan again and review it:",
+                diff.added.len(),
+                diff.removed.len(),
+                diff.changed.len()
+            );
+            eprint!("{}", runbook_core::redact(&diff.text()));
+            return Ok(exit::STALE);
+        }
+    }
+    if !effects.is_empty() && !args.yes {
+        let targets: u64 = effects.iter().map(|c| c.targets).sum();
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(runbook_core::redact(&output::plan_text(&effects)).as_bytes());
+        let question = format!(
+            "Apply {} change{} to {} target{}? [y/N] ",
+            effects.len(),
+            if effects.len() == 1 { "" } else { "s" },
+            targets,
+            if targets == 1 { "" } else { "s" }
+        );
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            let _ = writeln!(
+                stderr,
+                "error: this run would make the {} change(s) above, and there is no terminal to ask on; nothing was \
+                 sent. To make them, run again with --yes",
+                effects.len()
+            );
+            return Ok(exit::USAGE);
+        }
+        let _ = stderr.write_all(question.as_bytes());
+        let _ = stderr.flush();
+        drop(stderr);
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            eprintln!("declined: nothing was sent");
+            return Ok(exit::FAILED);
+        }
+    }
+    let new = NewRun {
+        script: shown.clone(),
+        params: params.clone(),
+        max_changes,
+        concurrency,
+        timeout: args.timeout,
+        simulate: args.simulate,
+        fixture: args.fixture.as_ref().map(|f| f.display().to_string()),
+    };
+    let mut local = LocalRun::create(&Store::from_env()?, new, &source)?;
+    let seeds: Vec<JournalEntry> = replayable(&journal.entries());
+    local.seed(&effects, &seeds)?;
+    let attempt = Attempt {
+        args,
+        plan: false,
+        shown,
+        source,
+        params,
+        max_changes,
+        concurrency,
+        timeout: args.timeout,
+        local: Some(local),
+        resumed: false,
+        expect: Some(Arc::new(Expectation::new(effects))),
+    };
+    execute(engine, attempt).await
+}
+
+/// A plan that did not finish: nothing was sent. A re-plan that took another way than the saved
+/// plan (its `now()` steps elsewhere) is a stale plan.
+fn plan_failed(shown: &str, e: &RunError, applying: bool) -> u8 {
+    let place = match e.position {
+        Some((line, column)) => format!("{shown}:{line}:{column}: "),
+        None => String::new(),
+    };
+    let message = runbook_core::redact(&e.message);
+    if applying && e.kind == RunErrorKind::Diverged {
+        eprintln!(
+            "error: the plan is stale: the script took another way than when the plan was made ({message}); nothing \
+             was sent. Make the plan again and review it"
+        );
+        return exit::STALE;
+    }
+    if e.kind == RunErrorKind::Guard {
+        eprint!(
+            "{}",
+            runbook_core::redact(&output::plan_text(&e.records.planned_changes))
+        );
+    }
+    eprintln!("error: {place}{message}");
+    eprintln!("(the plan made before any change failed, so nothing was sent)");
+    exit::of_run(e.kind)
+}
