@@ -15,6 +15,8 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// `[providers.NAME]` tables.
     pub providers: BTreeMap<String, Map<String, Value>>,
+    /// `[[plugins]]`: external providers, in the order the file lists them.
+    pub plugins: Vec<runbook_plugin::PluginSettings>,
     /// The file's text after `${VAR}` expansion (for `runbook serve`, which reads its own
     /// sections with their line numbers).
     pub expanded: String,
@@ -32,6 +34,8 @@ struct RawConfig {
     #[serde(default)]
     #[allow(dead_code)]
     automation: Option<toml::Value>,
+    #[serde(default)]
+    plugins: Vec<toml::Table>,
 }
 
 impl Config {
@@ -86,9 +90,24 @@ impl Config {
                 providers.insert(name, map);
             }
         }
+        // A plugin's command runs in the configuration file's directory.
+        let dir = path
+            .parent()
+            .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+            .and_then(|d| std::path::absolute(d).ok());
+        let mut plugins = Vec::with_capacity(raw.plugins.len());
+        for (i, table) in raw.plugins.into_iter().enumerate() {
+            let json = serde_json::to_value(&table)
+                .map_err(|e| CliError::usage(format!("{shown}: [[plugins]] #{}: {e}", i + 1)))?;
+            let Value::Object(map) = json else { continue };
+            let settings = runbook_plugin::PluginSettings::from_table(&shown.to_string(), i + 1, &map, dir.clone())
+                .map_err(|e| CliError::usage(e.to_string()))?;
+            plugins.push(settings);
+        }
         Ok(Config {
             path: Some(path.to_path_buf()),
             providers,
+            plugins,
             expanded,
         })
     }

@@ -130,6 +130,9 @@ pub struct RunRecord {
     /// `--fixture`, with `--simulate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixture: Option<String>,
+    /// An apply of a plan: every attempt is held to its approved effects (`approved.json`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply: bool,
     /// When the run was created (RFC 3339).
     pub created_at: String,
     /// The current attempt, from 1.
@@ -170,6 +173,8 @@ pub struct NewRun {
     pub simulate: bool,
     /// `--fixture`.
     pub fixture: Option<String>,
+    /// An apply of a plan.
+    pub apply: bool,
 }
 
 /// Where local runs live.
@@ -272,6 +277,7 @@ impl LocalRun {
             timeout_ms: new.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             simulate: new.simulate,
             fixture: new.fixture,
+            apply: new.apply,
             created_at: jiff::Timestamp::now().to_string(),
             attempt: 1,
             epoch: 1,
@@ -384,9 +390,18 @@ impl LocalRun {
         Ok(())
     }
 
-    /// The approved effects, when the run is an apply.
+    /// The approved effects, when the run is an apply. An apply whose approved plan is missing
+    /// (killed before it was kept) is not resumed: it sent nothing yet.
     pub fn approved(&self) -> Result<Option<Vec<runbook_core::PlannedChange>>, CliError> {
         let path = self.dir.join(APPROVED_FILE);
+        if self.record().apply && !path.exists() {
+            return Err(CliError::usage(format!(
+                "run {} is an apply whose approved plan {} was never kept (the process stopped before it was \
+                 written; nothing was sent): apply the plan again",
+                self.id(),
+                path.display()
+            )));
+        }
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 CliError::usage(format!(
@@ -950,6 +965,7 @@ mod tests {
             timeout: Some(Duration::from_secs(90)),
             simulate: false,
             fixture: None,
+            apply: false,
         }
     }
 
@@ -968,6 +984,36 @@ mod tests {
 
     fn journal_path(store: &Store, id: &str) -> PathBuf {
         store.run_dir(id).join(JOURNAL_FILE)
+    }
+
+    #[test]
+    fn an_apply_is_resumed_only_with_its_approved_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let id = {
+            let run = LocalRun::create(
+                &store,
+                NewRun {
+                    apply: true,
+                    ..new_run()
+                },
+                "40 + 2",
+            )
+            .unwrap();
+            run.id()
+        };
+        // Killed between its creation and keeping the approved plan: not resumed as a plain run.
+        let run = LocalRun::open(&store, &id).unwrap();
+        let err = run.approved().unwrap_err();
+        assert!(err.message.contains("never kept"), "{}", err.message);
+        drop(run);
+        let mut run = LocalRun::open(&store, &id).unwrap();
+        run.seed(&[], &[entry("1", StepStatus::Ok)]).unwrap();
+        assert_eq!(run.approved().unwrap(), Some(vec![]));
+        assert_eq!(run.recorded_steps(), 1, "the seeded reads are the journal's");
+        // A plain run has no approved plan, and needs none.
+        let plain = LocalRun::create(&store, new_run(), "40 + 2").unwrap();
+        assert_eq!(plain.approved().unwrap(), None);
     }
 
     #[tokio::test]

@@ -30,8 +30,9 @@ pub fn set_progress(bar: Option<ProgressBar>) {
     *PROGRESS.lock().unwrap_or_else(|p| p.into_inner()) = bar;
 }
 
-/// What is logged when `RUST_LOG` is not set: warnings, what scripts print, and what `serve` does.
-const DEFAULT_FILTER: &str = "warn,runbook::script=info,runbook_serve=info";
+/// What is logged when `RUST_LOG` is not set: warnings, what scripts print, what `serve` does,
+/// and what plugins write on their stderr.
+const DEFAULT_FILTER: &str = "warn,runbook::script=info,runbook_serve=info,runbook_plugin=info";
 
 /// Installs the subscriber: `RUST_LOG` filters, `format` chooses text or JSON.
 pub fn init(format: LogFormat) {

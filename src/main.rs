@@ -20,6 +20,7 @@ use clap::{CommandFactory, Parser};
 
 // Linked explicitly so that their `inventory` registrations are kept.
 use runbook_provider_cloudflare as _;
+use runbook_provider_http as _;
 use runbook_provider_privx as _;
 
 use cli::{Cli, Command};
@@ -37,7 +38,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
-    let code = match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(async {
+        let code = dispatch(cli).await;
+        // Plugin processes are asked to finish before the program exits.
+        runbook_plugin::shutdown_all().await;
+        code
+    }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", runbook_core::redact(&e.message));
@@ -83,7 +89,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             commands::serve::automations(command, &Config::load_lenient(cli.config.as_deref())?).await
         }
         // These send nothing, so they need no secret: an unset `${VAR}` is fine here.
-        Command::Check(args) => commands::check::check(args, &Config::load_lenient(cli.config.as_deref())?),
-        Command::Actions(args) => commands::actions::actions(args, &Config::load_lenient(cli.config.as_deref())?),
+        Command::Check(args) => commands::check::check(args, &Config::load_lenient(cli.config.as_deref())?).await,
+        Command::Actions(args) => commands::actions::actions(args, &Config::load_lenient(cli.config.as_deref())?).await,
     }
 }

@@ -11,10 +11,9 @@ use crate::config::Config;
 use crate::error::{CliError, exit};
 
 /// Prints the list, one provider, or one action.
-pub fn actions(args: &ActionsArgs, config: &Config) -> Result<u8, CliError> {
+pub async fn actions(args: &ActionsArgs, config: &Config) -> Result<u8, CliError> {
     // The reference comes from the specs alone: no provider is built, no secret needed.
-    let _ = config;
-    let engine = build_checker()?;
+    let engine = build_checker(config).await?;
     let registry = engine.registry();
     let text = if args.markdown {
         markdown(registry)

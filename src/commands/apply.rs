@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use runbook_core::plan::{clock_of, replayable};
 use runbook_core::{
-    Engine, Expectation, JournalEntry, MemoryJournal, PlanMismatch, RunError, RunErrorKind, RunOptions, RunOutcome,
-    SavedPlan,
+    Engine, Expectation, JournalEntry, JournalLimits, MemoryJournal, PlanMismatch, PlannedChange, RunError,
+    RunErrorKind, RunOptions, RunOutcome, SavedPlan,
 };
 use serde_json::{Map, Value};
 
@@ -80,18 +80,33 @@ pub(crate) fn save_plan(
     Ok(())
 }
 
-/// A plan file holds the script's params: readable by its owner only.
+/// A plan file holds the script's params: readable by its owner only. Written to a new file
+/// beside it and renamed over it, so an existing file's permissions, or a symbolic link at the
+/// path, are not reused.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&temp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
 }
 
 /// `runbook apply F.plan`.
@@ -115,7 +130,14 @@ pub async fn apply(args: &ApplyArgs, config: &Config) -> Result<u8, CliError> {
         eprintln!("error: the plan {shown_plan} is refused: {mismatch}; nothing was sent");
         return Ok(code);
     }
-    let engine = super::build_engine(config, &super::Overrides::new())?;
+    eprintln!(
+        "plan {shown_plan}: {} change(s) to {} target(s), made {}, effects digest {}",
+        saved.effects.len(),
+        saved.total_targets,
+        saved.created_at,
+        saved.effects_sha256
+    );
+    let engine = super::build_engine(config, &super::Overrides::new()).await?;
     let problems = engine.check_run(&source, &saved.params, &names());
     if !problems.is_empty() {
         super::check::print_problems(Path::new(&saved.script), &problems);
@@ -134,6 +156,51 @@ pub async fn apply(args: &ApplyArgs, config: &Config) -> Result<u8, CliError> {
     plan_confirm_apply(&engine, apply).await
 }
 
+/// One plan, made now: its outcome and the journal of its reads and `now()` values. `clock`
+/// makes `now()` return a saved plan's values. Results are kept whole, however large: an apply
+/// replays them rather than reading again.
+async fn plan_now(
+    engine: &Engine,
+    source: &str,
+    params: &Map<String, Value>,
+    settings: (u64, usize, Option<std::time::Duration>),
+    clock: Vec<JournalEntry>,
+) -> (Result<RunOutcome, RunError>, Arc<MemoryJournal>) {
+    let (max_changes, concurrency, timeout) = settings;
+    let journal = Arc::new(MemoryJournal::new());
+    for entry in clock {
+        journal.put(entry);
+    }
+    let options = RunOptions::new()
+        .params(params.clone())
+        .plan(true)
+        .max_changes(max_changes)
+        .concurrency(concurrency)
+        .timeout(timeout)
+        .names(names())
+        .journal(journal.clone())
+        .journal_limits(JournalLimits::new(JournalLimits::default().max_entries, usize::MAX));
+    (engine.run(source, options).await, journal)
+}
+
+/// Says why a fresh plan's effects are not those of `approved` (what was saved, or shown), on
+/// stderr; `true` when they differ.
+fn stale(approved: &[PlannedChange], fresh: &[PlannedChange], since: &str) -> bool {
+    let diff = runbook_core::plan::diff(approved, fresh);
+    if diff.is_empty() {
+        return false;
+    }
+    eprintln!(
+        "error: the plan is stale: the services changed since {since} ({} added, {} removed, {} changed); \
+         nothing was sent. Make the plan again and review it:",
+        diff.added.len(),
+        diff.removed.len(),
+        diff.changed.len()
+    );
+    eprint!("{}", runbook_core::redact(&diff.text()));
+    true
+}
+
 /// Plans (with fresh reads), checks the plan against a saved one, shows it and asks (or needs
 /// --yes), then applies exactly it: the run replays the plan's reads and may send only its
 /// effects.
@@ -147,38 +214,18 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
         concurrency,
         saved,
     } = apply;
+    let settings = (max_changes, concurrency, args.timeout);
     let clock = saved.as_ref().map(SavedPlan::clock_entries).unwrap_or_default();
-    let journal = Arc::new(MemoryJournal::new());
-    for entry in clock {
-        journal.put(entry);
-    }
-    let options = RunOptions::new()
-        .params(params.clone())
-        .plan(true)
-        .max_changes(max_changes)
-        .concurrency(concurrency)
-        .timeout(args.timeout)
-        .names(names())
-        .journal(journal.clone());
-    let fresh = engine.run(&source, options).await;
+    let (fresh, mut journal) = plan_now(engine, &source, &params, settings, clock).await;
     let fresh = match fresh {
         Ok(outcome) => outcome,
         Err(e) => return Ok(plan_failed(&shown, &e, saved.is_some())),
     };
-    let effects = fresh.records.planned_changes.clone();
-    if let Some(saved) = &saved {
-        let diff = saved.diff(&effects);
-        if !diff.is_empty() {
-            eprintln!(
-                "error: the plan is stale: the services changed since it was made ({} added, {} removed, {} changed); \
-                 nothing was sent. Make the plan again and review it:",
-                diff.added.len(),
-                diff.removed.len(),
-                diff.changed.len()
-            );
-            eprint!("{}", runbook_core::redact(&diff.text()));
-            return Ok(exit::STALE);
-        }
+    let mut effects = fresh.records.planned_changes.clone();
+    if let Some(saved) = &saved
+        && stale(&saved.effects, &effects, "the plan was made")
+    {
+        return Ok(exit::STALE);
     }
     if !effects.is_empty() && !args.yes {
         let targets: u64 = effects.iter().map(|c| c.targets).sum();
@@ -194,9 +241,12 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
         if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
             let _ = writeln!(
                 stderr,
-                "error: this run would make the {} change(s) above, and there is no terminal to ask on; nothing was \
-                 sent. To make them, run again with --yes",
-                effects.len()
+                "error: this run would make the changes above ({} change{} to {} target{}), and there is no terminal \
+                 to ask on; nothing was sent. To make them, run again with --yes",
+                effects.len(),
+                if effects.len() == 1 { "" } else { "s" },
+                targets,
+                if targets == 1 { "" } else { "s" }
             );
             return Ok(exit::USAGE);
         }
@@ -209,6 +259,19 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
             eprintln!("declined: nothing was sent");
             return Ok(exit::FAILED);
         }
+        // The answer may come long after the plan: plan once more, with the same `now()`, and
+        // apply only if the services still give the plan that was shown.
+        let shown_clock = SavedPlan::clock_entries_of(&clock_of(&journal.entries()));
+        let (again, journal_again) = plan_now(engine, &source, &params, settings, shown_clock).await;
+        let again = match again {
+            Ok(outcome) => outcome,
+            Err(e) => return Ok(plan_failed(&shown, &e, true)),
+        };
+        if stale(&effects, &again.records.planned_changes, "the plan was shown") {
+            return Ok(exit::STALE);
+        }
+        effects = again.records.planned_changes;
+        journal = journal_again;
     }
     let new = NewRun {
         script: shown.clone(),
@@ -218,6 +281,7 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
         timeout: args.timeout,
         simulate: args.simulate,
         fixture: args.fixture.as_ref().map(|f| f.display().to_string()),
+        apply: true,
     };
     let mut local = LocalRun::create(&Store::from_env()?, new, &source)?;
     let seeds: Vec<JournalEntry> = replayable(&journal.entries());

@@ -12,11 +12,10 @@ use crate::config::Config;
 use crate::error::{CliError, exit};
 
 /// Checks every script (or lists its params); exit 2 when any has a problem.
-pub fn check(args: &CheckArgs, config: &Config) -> Result<u8, CliError> {
+pub async fn check(args: &CheckArgs, config: &Config) -> Result<u8, CliError> {
     // The configuration is read (so that a broken file is reported) but not needed: checking
-    // sends nothing.
-    let _ = config;
-    let engine = build_checker()?;
+    // sends nothing (plugins are started for their `describe` alone).
+    let engine = build_checker(config).await?;
     if args.params {
         return list_params(args, &engine);
     }

@@ -20,13 +20,13 @@ pub type Overrides = Vec<(String, serde_json::Map<String, serde_json::Value>)>;
 /// `[providers.NAME]` table when the configuration has one (a broken table is an error), else
 /// from its environment variables (a provider with nothing set is simply absent: calls to it
 /// fail naming what to set).
-pub fn build_engine(config: &Config, overrides: &Overrides) -> Result<Engine, CliError> {
-    build_engine_sharing(config, overrides, None)
+pub async fn build_engine(config: &Config, overrides: &Overrides) -> Result<Engine, CliError> {
+    build_engine_sharing(config, overrides, None).await
 }
 
 /// [`build_engine`], with providers drawing their rate budgets from `budget` when there is one
 /// (the store shared by several `runbook serve` instances).
-pub fn build_engine_sharing(
+pub async fn build_engine_sharing(
     config: &Config,
     overrides: &Overrides,
     budget: Option<std::sync::Arc<dyn runbook_core::http::SharedBudget>>,
@@ -61,14 +61,73 @@ pub fn build_engine_sharing(
             ),
         };
     }
+    // `[[plugins]]`: each process started, described and configured now; a plugin that cannot
+    // start or describes itself wrongly stops the command here, naming it.
+    let mut taken: Vec<String> = runbook_core::registered_providers()
+        .iter()
+        .map(|d| d.namespace.to_owned())
+        .collect();
+    for settings in &config.plugins {
+        // The namespace is claimed before `configure`: a plugin refused here gets no secret.
+        let plugin = runbook_plugin::start_checked(settings.clone(), |described| {
+            claim(&mut taken, described.namespace, &settings.label).map_err(|e| runbook_plugin::PluginError(e.message))
+        })
+        .await
+        .map_err(|e| CliError::usage(e.to_string()))?;
+        builder = builder.provider_with_summary(plugin.described().summary, plugin);
+    }
     builder.build().map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// Takes a plugin's namespace, refusing one a built-in provider or an earlier plugin has.
+fn claim(taken: &mut Vec<String>, namespace: &str, label: &str) -> Result<(), CliError> {
+    if taken.iter().any(|t| t == namespace) {
+        let owner = if runbook_core::registered_providers()
+            .iter()
+            .any(|d| d.namespace == namespace)
+        {
+            "a built-in provider"
+        } else {
+            "another plugin"
+        };
+        return Err(CliError::usage(format!(
+            "{label}: its describe claims the namespace `{namespace}`, which {owner} already has; each namespace must \
+             be unique"
+        )));
+    }
+    taken.push(namespace.to_owned());
+    Ok(())
 }
 
 /// An engine that knows every linked provider by its specs alone: for commands that send
 /// nothing (`check`, `actions`, checking `runbook serve`'s scripts), which so need no secrets.
-pub fn build_checker() -> Result<Engine, CliError> {
+/// Each `[[plugins]]` process is started for its `describe` only (no `configure`, so no secret
+/// is needed) and shut down.
+pub async fn build_checker(config: &Config) -> Result<Engine, CliError> {
     let mut builder = Engine::builder();
+    let mut taken = Vec::new();
     for descriptor in runbook_core::registered_providers() {
+        builder = builder.described(descriptor);
+        taken.push(descriptor.namespace.to_owned());
+    }
+    for settings in &config.plugins {
+        let described = runbook_plugin::describe_only(settings)
+            .await
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        claim(&mut taken, described.namespace, &settings.label)?;
+        // Leaked once per plugin and command, like the specs themselves.
+        let descriptor: &'static runbook_core::ProviderDescriptor =
+            Box::leak(Box::new(runbook_core::ProviderDescriptor {
+                namespace: described.namespace,
+                summary: described.summary,
+                actions: described.actions,
+                settings: "[[plugins]] in runbook.toml",
+                build: |_| {
+                    Err(runbook_core::ConfigError::NotBuilt {
+                        provider: "plugin".to_owned(),
+                    })
+                },
+            }));
         builder = builder.described(descriptor);
     }
     builder.build().map_err(|e| CliError::usage(e.to_string()))

@@ -44,7 +44,7 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
     let source =
         std::fs::read_to_string(script).map_err(|e| CliError::usage(format!("cannot read the script {shown}: {e}")))?;
     let params = collect_params(args)?;
-    let engine = build_engine(config, overrides)?;
+    let engine = build_engine(config, overrides).await?;
     // What `check` finds, and params that do not fit the script's declarations, stop the run
     // before anything is sent, every problem listed.
     let problems = engine.check_run(&source, &params, &names());
@@ -84,6 +84,7 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
             timeout: args.timeout,
             simulate: args.simulate,
             fixture: args.fixture.as_ref().map(|f| f.display().to_string()),
+            apply: false,
         };
         Some(LocalRun::create(&Store::from_env()?, new, &source)?)
     };
@@ -168,7 +169,7 @@ pub async fn resume(args: &RunArgs, run_id: &str, plan: bool, config: &Config) -
         }
     }
     let source = local.script().to_owned();
-    let engine = build_engine(config, &Overrides::new())?;
+    let engine = build_engine(config, &Overrides::new()).await?;
     let problems = engine.check_run(&source, &record.params, &names());
     if !problems.is_empty() {
         super::check::print_problems(&pinned, &problems);
@@ -336,6 +337,21 @@ pub(crate) async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8,
         };
         if let Some(applied) = output::applied_text(audit, finished) {
             eprint!("{applied}");
+        }
+    }
+    if outcome.is_ok()
+        && let Some(expect) = &expect
+    {
+        let unsent = expect.unreached();
+        if !unsent.is_empty() {
+            eprintln!(
+                "warning: the run finished without making {} approved change(s) (the script took another way than \
+                 the plan):",
+                unsent.len()
+            );
+            for change in &unsent {
+                eprintln!("  {}", runbook_core::redact(&runbook_core::plan::effect_line(change)));
+            }
         }
     }
     match outcome {

@@ -45,7 +45,7 @@ pub async fn serve(args: &ServeArgs, config: &Config) -> Result<u8, CliError> {
         None
     };
     let overrides = simulation.as_ref().map(Simulation::overrides).unwrap_or_default();
-    let serve_config = serve_config(config, &build_checker()?)?;
+    let serve_config = serve_config(config, &build_checker(config).await?)?;
     let webhooks: Vec<String> = serve_config
         .automations
         .iter()
@@ -65,7 +65,7 @@ pub async fn serve(args: &ServeArgs, config: &Config) -> Result<u8, CliError> {
         .map_err(|e| CliError::failed(format!("{}: {e}", redact_url(&url))))?;
     // A store several instances share also holds the providers' rate budgets, so that the
     // instances together stay inside them.
-    let engine = build_engine_sharing(config, &overrides, store.shared_budget())?;
+    let engine = build_engine_sharing(config, &overrides, store.shared_budget()).await?;
     let handle = runbook_serve::start(
         serve_config,
         engine,
@@ -130,8 +130,16 @@ fn remember_config_secrets(config: &Config) {
         match value {
             toml::Value::String(s) if secret => runbook_core::remember(s),
             toml::Value::Table(t) => {
+                // An http profile's `header = { name, value }` holds its secret in `value`; with
+                // `secret_url = true` its base_url is the credential (an incoming webhook's).
+                let secret_header = t.contains_key("name") && t.contains_key("value") && t.len() == 2;
+                let secret_url = t.get("secret_url").and_then(toml::Value::as_bool) == Some(true);
                 for (k, v) in t {
-                    walk(v, runbook_serve::is_secret_field(k));
+                    let named_secret = runbook_serve::is_secret_field(k)
+                        || k == "bearer"
+                        || (secret_header && k == "value")
+                        || (secret_url && k == "base_url");
+                    walk(v, named_secret);
                 }
             }
             toml::Value::Array(items) => {
@@ -629,4 +637,41 @@ fn percent_segment(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_http_profile_credential_is_remembered_as_a_secret() {
+        let text = r#"
+[providers.http.profiles.a]
+base_url = "https://a.example"
+bearer = "bearer-secret-0001"
+[providers.http.profiles.b]
+base_url = "https://b.example"
+header = { name = "X-Api-Key", value = "header-secret-0002" }
+[providers.http.profiles.c]
+base_url = "https://hooks.example/services/T0/B0/url-secret-0003"
+secret_url = true
+"#;
+        let config = Config {
+            expanded: text.to_owned(),
+            ..Config::default()
+        };
+        remember_config_secrets(&config);
+        for secret in [
+            "bearer-secret-0001",
+            "header-secret-0002",
+            "https://hooks.example/services/T0/B0/url-secret-0003",
+        ] {
+            let shown = runbook_core::redact(&format!("the answer held {secret}")).into_owned();
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            runbook_core::redact("X-Api-Key").contains("X-Api-Key"),
+            "a header's name is not secret"
+        );
+    }
 }

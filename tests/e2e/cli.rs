@@ -195,7 +195,7 @@ async fn configuration_errors_name_the_file_line_and_fix() {
     assert_eq!(out.code, Some(2));
     assert!(
         out.stderr
-            .contains("unknown provider [providers.cloudfare]; known providers: cloudflare, privx"),
+            .contains("unknown provider [providers.cloudfare]; known providers: cloudflare, http, privx"),
         "{}",
         out.stderr
     );
@@ -250,7 +250,7 @@ fn every_action_is_documented_reachable_and_its_example_checks() {
     let mut builder = Engine::builder();
     let descriptors = runbook_core::registered_providers();
     let namespaces: Vec<&str> = descriptors.iter().map(|d| d.namespace).collect();
-    assert_eq!(namespaces, vec!["cloudflare", "privx"]);
+    assert_eq!(namespaces, vec!["cloudflare", "http", "privx"]);
     for d in &descriptors {
         builder = builder.descriptor(d, &ProviderConfig::from_vars(d.namespace, [("UNSET", "")]));
     }

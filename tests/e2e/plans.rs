@@ -348,3 +348,51 @@ async fn apply_without_a_terminal_needs_yes() {
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
     assert!(writes(&sims).is_empty());
 }
+
+#[tokio::test]
+async fn a_yes_given_after_the_services_changed_sends_nothing() {
+    use tokio::io::AsyncReadExt;
+
+    let sims = Sims::start(tenant(5, 0)).await;
+    let ws = sims.workspace();
+    ws.file("offboard.rhai", OFFBOARD);
+    let mut child = ws
+        .command_on_terminal(&["run", "offboard.rhai"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("[y/N]") {
+        let n = tokio::time::timeout(Duration::from_secs(30), stdout.read(&mut buf))
+            .await
+            .expect("the prompt comes")
+            .unwrap();
+        assert!(n > 0, "the command ended before asking:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // While the operator reads the plan, user 6 appears.
+    ws.file(
+        "add.rhai",
+        "cloudflare::create_user(#{email: \"user6@example.com\", name: \"User 6\"})",
+    );
+    assert_eq!(ws.run(&["run", "add.rhai"]).await.code, Some(0));
+    sims.cf().clear_requests();
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"y\n").await.unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(4), "{seen}{rest}");
+    assert!(rest.contains("the plan is stale"), "{rest}");
+    assert!(rest.contains("user6@example.com"), "{rest}");
+    assert!(writes(&sims).is_empty(), "{:?}", writes(&sims));
+}

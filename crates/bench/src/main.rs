@@ -13,6 +13,7 @@
 
 mod journal;
 mod outage;
+mod plugin;
 mod stats;
 mod tenant;
 
@@ -80,6 +81,8 @@ enum Which {
     Cluster,
     /// runbook serve: a 30 s store outage (SQLite locked) under webhooks and a one-second schedule.
     Outage,
+    /// An external plugin (Python) against the same action built in, at 10 ms service latency.
+    Plugin,
     /// Print the benchmarks' tenant as a fixture (for `runbook sim --fixture`, e.g. to profile).
     Tenant {
         /// Access users (each with a PrivX account).
@@ -113,6 +116,9 @@ async fn main() -> Result<()> {
     let mut fanout_rss = None;
     if all || args.which == Which::Engine {
         engine_overhead(args.runs).await?;
+    }
+    if args.which == Which::Plugin {
+        plugin::plugin(args.runs).await?;
     }
     if all || args.which == Which::Noop {
         noop(args.runs).await?;

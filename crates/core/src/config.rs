@@ -87,6 +87,12 @@ impl ProviderConfig {
         self.table.is_some()
     }
 
+    /// A setting exactly as the table holds it (a nested table, an array), for settings no
+    /// environment variable can express; `None` without a table.
+    pub fn table_value(&self, key: &str) -> Option<&Value> {
+        self.table.as_ref().and_then(|table| table.get(key))
+    }
+
     /// How the user would set this setting: the table key, or the environment variable.
     pub fn setting_name(&self, key: &str, env_var: &str) -> String {
         if self.table.is_some() {

@@ -39,6 +39,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds a provider built by the embedder, with one line about its service (shown by the
+    /// action reference).
+    pub fn provider_with_summary(mut self, summary: &str, provider: Arc<dyn Provider>) -> Self {
+        self.providers.push(RegisteredProvider::ready(summary, provider));
+        self
+    }
+
     /// Adds a registered provider, built from `config`. A provider that fails to build (missing
     /// settings) is still known to the engine — `check` sees its actions — and every call to it
     /// fails with the build error.

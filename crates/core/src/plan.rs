@@ -204,7 +204,12 @@ impl SavedPlan {
 
     /// The journal entries that make a re-plan's `now()` return this plan's values.
     pub fn clock_entries(&self) -> Vec<JournalEntry> {
-        self.clock
+        SavedPlan::clock_entries_of(&self.clock)
+    }
+
+    /// The journal entries that make a plan's `now()` return `clock`'s values.
+    pub fn clock_entries_of(clock: &[ClockReading]) -> Vec<JournalEntry> {
+        clock
             .iter()
             .map(|reading| {
                 let mut entry = JournalEntry::new(&reading.step, StepKind::Now, "", crate::action::Effect::Read);
@@ -295,7 +300,8 @@ pub fn effect_line(e: &PlannedChange) -> String {
     }
 }
 
-fn diff(saved: &[PlannedChange], fresh: &[PlannedChange]) -> PlanDiff {
+/// How `fresh` effects differ from `saved` ones, by step.
+pub fn diff(saved: &[PlannedChange], fresh: &[PlannedChange]) -> PlanDiff {
     let old: BTreeMap<&str, &PlannedChange> = saved.iter().map(|e| (e.step.as_str(), e)).collect();
     let new: BTreeMap<&str, &PlannedChange> = fresh.iter().map(|e| (e.step.as_str(), e)).collect();
     let mut out = PlanDiff::default();
@@ -361,6 +367,14 @@ impl Expectation {
             .unwrap_or_else(|p| p.into_inner())
             .insert(step.to_owned());
         Ok(())
+    }
+
+    /// Marks the approved effect at `step` as made (a resumed apply replays it from the journal).
+    pub(crate) fn mark(&self, step: &str) {
+        self.reached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(step.to_owned());
     }
 
     /// Binds what a planned create returned in plan mode (`planned`) to what it really returned.
@@ -440,10 +454,11 @@ fn matches_bound(approved: &Value, actual: &Value, bound: &HashSet<String>) -> b
 }
 
 /// What the run's reads told about the targets it may touch: a label per id, and the roles a
-/// user holds where the service says.
+/// user holds where the service says. An id is known per provider: a read of one service never
+/// labels another's objects.
 #[derive(Debug, Default)]
 pub(crate) struct Identities {
-    known: Mutex<HashMap<String, Identity>>,
+    known: Mutex<HashMap<(String, String), Identity>>,
 }
 
 /// What a read told about one object.
@@ -457,14 +472,36 @@ pub struct Identity {
     pub roles: Vec<String>,
 }
 
+/// How a label that two reads disagree on begins.
+const CONFLICT: &str = "conflicting labels: ";
+
+/// `s` safe to print on a terminal: control and bidirectional-formatting characters escaped, so
+/// a name a service returns cannot rewrite the lines of a plan or a prompt.
+pub fn printable(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(|c| c.is_control() || bidi(c)) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Fields that name an object for people, best first.
 const LABEL_FIELDS: &[&str] = &["email", "principal", "username", "name", "title"];
 /// How deep a read's answer is searched for objects with ids.
 const LEARN_DEPTH: usize = 4;
 
 impl Identities {
-    /// Learns the objects a read answered with.
-    pub fn learn(&self, value: &Value) {
+    /// Learns the objects a read of provider `namespace` answered with. Two reads that give one
+    /// id different labels leave it labelled as conflicting, never as the first one seen.
+    pub fn learn(&self, namespace: &str, value: &Value) {
         let mut found = Vec::new();
         collect(value, LEARN_DEPTH, &mut found);
         if found.is_empty() {
@@ -472,9 +509,13 @@ impl Identities {
         }
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         for (id, identity) in found {
-            let entry = known.entry(id).or_default();
-            if entry.label.is_none() {
-                entry.label = identity.label;
+            let entry = known.entry((namespace.to_owned(), id)).or_default();
+            match (&entry.label, identity.label) {
+                (None, label) => entry.label = label,
+                (Some(old), Some(new)) if *old != new && !old.starts_with(CONFLICT) => {
+                    entry.label = Some(format!("{CONFLICT}{old} / {new}"));
+                }
+                _ => {}
             }
             for name in identity.names {
                 if !entry.names.contains(&name) {
@@ -489,19 +530,28 @@ impl Identities {
         }
     }
 
-    /// What is known about `id`.
+    /// What is known about `id` of provider `namespace`.
     #[allow(dead_code)] // the policy's identity checks read it
-    pub fn get(&self, id: &str) -> Option<Identity> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    pub fn get(&self, namespace: &str, id: &str) -> Option<Identity> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), id.to_owned()))
+            .cloned()
     }
 
-    /// `ids` with their labels.
-    pub fn label(&self, ids: Vec<String>) -> Vec<TargetRef> {
+    /// `ids` of provider `namespace` with their labels.
+    pub fn label(&self, namespace: &str, ids: Vec<String>) -> Vec<TargetRef> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         ids.into_iter()
             .map(|id| {
-                let label = known.get(&id).and_then(|i| i.label.clone());
-                TargetRef { id, label }
+                let label = known
+                    .get(&(namespace.to_owned(), id.clone()))
+                    .and_then(|i| i.label.clone());
+                TargetRef {
+                    id: printable(&id),
+                    label,
+                }
             })
             .collect()
     }
@@ -523,7 +573,7 @@ fn collect(value: &Value, depth: usize, out: &mut Vec<(String, Identity)>) {
                     .iter()
                     .filter_map(|f| map.get(*f).and_then(Value::as_str))
                     .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
+                    .map(printable)
                     .collect();
                 let mut roles = Vec::new();
                 if let Some(Value::Array(list)) = map.get("roles") {
@@ -636,12 +686,30 @@ mod tests {
     #[test]
     fn reads_teach_labels_and_roles() {
         let ids = Identities::default();
-        ids.learn(&json!([{"id": "u1", "email": "a@x", "roles": [{"id": "r1", "name": "admins"}]}]));
+        ids.learn(
+            "p",
+            &json!([{"id": "u1", "email": "a@x", "roles": [{"id": "r1", "name": "admins"}]}]),
+        );
         assert_eq!(
-            ids.label(vec!["u1".into(), "u2".into()])[0].label.as_deref(),
+            ids.label("p", vec!["u1".into(), "u2".into()])[0].label.as_deref(),
             Some("a@x")
         );
-        assert_eq!(ids.get("u1").unwrap().roles, vec!["admins", "r1"]);
-        assert!(ids.get("u2").is_none());
+        assert_eq!(ids.get("p", "u1").unwrap().roles, vec!["admins", "r1"]);
+        assert!(ids.get("p", "u2").is_none());
+        // Another provider's objects label nothing here.
+        assert!(ids.get("q", "u1").is_none());
+    }
+
+    #[test]
+    fn a_label_cannot_be_forged_by_a_second_read_or_rewrite_the_terminal() {
+        let ids = Identities::default();
+        ids.learn("p", &json!({"id": "u1", "email": "victim@x"}));
+        ids.learn("p", &json!({"id": "u1", "email": "temp@x"}));
+        let label = ids.label("p", vec!["u1".into()])[0].label.clone().unwrap();
+        assert!(label.starts_with("conflicting labels: victim@x / temp@x"), "{label}");
+        ids.learn("p", &json!({"id": "u2", "title": "ok\u{1b}[1A\n  - alice\u{202e}"}));
+        let label = ids.label("p", vec!["u2".into()])[0].label.clone().unwrap();
+        assert!(!label.chars().any(char::is_control), "{label:?}");
+        assert!(!label.contains('\u{202e}'), "{label:?}");
     }
 }

@@ -61,6 +61,8 @@ pub const USER_AGENT: &str = concat!("runbook/", env!("CARGO_PKG_VERSION"));
 enum Body {
     Json(Bytes),
     Form(Bytes),
+    /// Sent as it is; the caller sets its content type.
+    Raw(Bytes),
 }
 
 /// One request, ready to be sent (and resent: the body is kept as bytes).
@@ -170,6 +172,13 @@ impl HttpRequest {
         self
     }
 
+    /// A body sent exactly as given (set its `content-type` with [`header`](Self::header)): for a
+    /// caller that must know the bytes on the wire, e.g. to sign them.
+    pub fn raw_body(mut self, bytes: impl Into<Bytes>) -> Self {
+        self.body = Some(Body::Raw(bytes.into()));
+        self
+    }
+
     /// Declares whether this request may be resent after an ambiguous failure, whatever its
     /// action's spec says (a provider that knows better for one request of several).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
@@ -255,6 +264,7 @@ pub struct HttpClientBuilder {
     ca_certs: Vec<reqwest::Certificate>,
     cookies: bool,
     certificate_hint: Option<String>,
+    redirects: bool,
 }
 
 impl HttpClientBuilder {
@@ -307,6 +317,13 @@ impl HttpClientBuilder {
         self
     }
 
+    /// Whether redirects are followed (default: yes, up to 10). Without, a 3xx answer is returned
+    /// like any other, for the provider to judge where it points.
+    pub fn follow_redirects(mut self, follow: bool) -> Self {
+        self.redirects = follow;
+        self
+    }
+
     /// What to tell the user when the server's certificate is not trusted.
     pub fn certificate_hint(mut self, hint: impl Into<String>) -> Self {
         self.certificate_hint = Some(hint.into());
@@ -325,6 +342,7 @@ impl HttpClientBuilder {
             connect_timeout: self.connect_timeout,
             cookies: self.cookies.then(|| Arc::new(reqwest::cookie::Jar::default())),
             ca_certs: self.ca_certs,
+            redirects: self.redirects,
         };
         let client = recipe
             .build(None)
@@ -359,6 +377,7 @@ struct ClientRecipe {
     connect_timeout: Duration,
     cookies: Option<Arc<reqwest::cookie::Jar>>,
     ca_certs: Vec<reqwest::Certificate>,
+    redirects: bool,
 }
 
 impl ClientRecipe {
@@ -376,6 +395,9 @@ impl ClientRecipe {
         }
         for cert in &self.ca_certs {
             builder = builder.add_root_certificate(cert.clone());
+        }
+        if !self.redirects {
+            builder = builder.redirect(reqwest::redirect::Policy::none());
         }
         builder.build()
     }
@@ -432,6 +454,7 @@ impl HttpClient {
             ca_certs: Vec::new(),
             cookies: false,
             certificate_hint: None,
+            redirects: true,
         }
     }
 
@@ -561,6 +584,7 @@ impl HttpClient {
             Some(Body::Form(bytes)) => builder
                 .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(bytes.clone()),
+            Some(Body::Raw(bytes)) => builder.body(bytes.clone()),
         };
         let step = request.mutating.then(|| ctx.step()).flatten();
         let exchange = async {

@@ -380,6 +380,9 @@ impl Pipeline {
                 }
                 Replay::Recorded(entry) => match entry.status {
                     StepStatus::Ok if entry.result.is_some() || mutating => {
+                        if mutating && let Some(expect) = &self.expect {
+                            expect.mark(key);
+                        }
                         record.outcome = CallOutcome::Replayed;
                         self.audit(record)?;
                         let value = entry.result.unwrap_or(Value::Null);
@@ -433,7 +436,7 @@ impl Pipeline {
             // would meet is reported at the end, with the full total.
             self.planned_targets.fetch_add(targets, Ordering::Relaxed);
             let placeholder = provider.planned_result(spec, &args);
-            let labels = self.identities.label(spec.target_ids(&args));
+            let labels = self.identities.label(provider.namespace(), spec.target_ids(&args));
             lock(&self.records).planned_changes.push(PlannedChange {
                 step: key.to_owned(),
                 action,
@@ -538,7 +541,7 @@ impl Pipeline {
                         return Err(CallFailure::Stopped);
                     }
                 }
-                self.learn_planned(planned.as_ref(), &value);
+                self.learn_planned(provider.namespace(), planned.as_ref(), &value);
                 if let (Some(durable), Some(entry)) = (durable, &mut entry) {
                     settle(entry, &value, durable.limits().max_result_bytes);
                     if mutating {
@@ -602,7 +605,7 @@ impl Pipeline {
     /// placeholder stood for.
     fn learn(&self, provider: &Arc<dyn Provider>, spec: &ActionSpec, args: &Value, value: &Value) {
         let planned = self.placeholder(provider, spec, args);
-        self.learn_planned(planned.as_ref(), value);
+        self.learn_planned(provider.namespace(), planned.as_ref(), value);
     }
 
     /// What a change of an apply returned in its plan: the placeholders its answer binds.
@@ -610,8 +613,11 @@ impl Pipeline {
         (spec.effect.is_mutating() && self.expect.is_some()).then(|| provider.planned_result(spec, args))
     }
 
-    fn learn_planned(&self, planned: Option<&Value>, value: &Value) {
-        self.identities.learn(value);
+    fn learn_planned(&self, namespace: &str, planned: Option<&Value>, value: &Value) {
+        // Labels serve plans; a run straight through has no use for them.
+        if self.plan || self.expect.is_some() {
+            self.identities.learn(namespace, value);
+        }
         if let (Some(expect), Some(planned)) = (&self.expect, planned) {
             expect.bind(planned, value);
         }

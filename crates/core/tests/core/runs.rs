@@ -191,3 +191,68 @@ async fn a_provider_whose_calls_start_long_lived_tasks_keeps_them_across_runs() 
     let third = run(&engine, "pooled::ping()", RunOptions::new()).await.unwrap();
     assert_eq!(third.result, json!(5));
 }
+
+#[tokio::test]
+async fn an_apply_sends_only_the_approved_effect_at_each_step() {
+    use std::sync::Arc;
+
+    use runbook_core::Expectation;
+    let (dir, engine) = setup(3).await;
+    let approved = run(&engine, r#"dir::disable_user("u1")"#, RunOptions::new().plan(true))
+        .await
+        .unwrap()
+        .records
+        .planned_changes;
+    // The same step, another target: refused before it is sent.
+    let err = run(
+        &engine,
+        r#"dir::disable_user("u2")"#,
+        RunOptions::new().expect(Arc::new(Expectation::new(approved.clone()))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Stale);
+    assert!(err.message.contains("dir.disable_user"), "{}", err.message);
+    assert_eq!(dir.mutating_requests(), 0);
+    // A change at a step the plan has none.
+    let err = run(
+        &engine,
+        r#"dir::disable_user("u1"); dir::disable_user("u1")"#,
+        RunOptions::new().expect(Arc::new(Expectation::new(approved.clone()))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, RunErrorKind::Stale);
+    assert_eq!(
+        dir.mutating_requests(),
+        1,
+        "the approved first change went out, the second did not"
+    );
+    assert!(err.message.contains("not in the approved plan"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_planned_creates_placeholder_binds_to_what_the_apply_created() {
+    use std::sync::Arc;
+
+    use runbook_core::Expectation;
+    let (dir, engine) = setup(1).await;
+    let script = r#"
+        let u = dir::create_user(#{email: "new@example.com"});
+        dir::disable_user(u.id);
+        u.id
+    "#;
+    let plan = run(&engine, script, RunOptions::new().plan(true)).await.unwrap();
+    assert_eq!(plan.records.planned_changes[1].args, json!({"id": "(planned)"}));
+    let applied = run(
+        &engine,
+        script,
+        RunOptions::new().expect(Arc::new(Expectation::new(plan.records.planned_changes))),
+    )
+    .await
+    .unwrap();
+    let id = applied.result.as_str().unwrap().to_owned();
+    assert_ne!(id, "(planned)");
+    assert_eq!(dir.user(&id).unwrap()["disabled"], json!(true));
+    assert_eq!(dir.mutating_requests(), 2);
+}
