@@ -232,7 +232,8 @@ pub enum RunsCommand {
         /// Only this automation.
         #[arg(long)]
         automation: Option<String>,
-        /// Only runs in this state: queued, running, succeeded, failed, refused, diverged, needs_attention, cancelled.
+        /// Only runs in this state: queued, running, succeeded, failed, refused, diverged, needs_attention, cancelled,
+        /// awaiting_approval, expired, rejected, stale.
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -264,6 +265,25 @@ pub enum RunsCommand {
     Retry {
         /// The run's id.
         id: String,
+    },
+    /// Approve the plan of a run waiting as awaiting_approval, through the server's API with your
+    /// own token (scope approve, and a name among the automation's approvers; not the run's
+    /// requester). With enough approvals the run applies exactly that plan.
+    Approve {
+        /// The run's id.
+        id: String,
+        /// Why: recorded with the approval.
+        #[arg(long, short = 'm', default_value = "")]
+        comment: String,
+    },
+    /// Reject the plan of a run waiting as awaiting_approval (same rules as approve): the run ends
+    /// rejected and nothing is sent.
+    Reject {
+        /// The run's id.
+        id: String,
+        /// Why: recorded with the rejection.
+        #[arg(long, short = 'm', default_value = "")]
+        comment: String,
     },
     /// Cancel a run, through the server's API (scope run): a queued run (or one waiting for a
     /// person) at once; a running one stops within one heartbeat, its calls in flight finishing.

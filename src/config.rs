@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,6 +21,27 @@ pub struct Config {
     /// The file's text after `${VAR}` expansion (for `runbook serve`, which reads its own
     /// sections with their line numbers).
     pub expanded: String,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`: targets no run may touch, and a budget of changes across runs.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// `protect`: the rules.
+    pub protect: Arc<runbook_core::Policy>,
+    /// `max_changes_per_day`: targets all runs together may change in 24 hours.
+    pub max_changes_per_day: Option<u64>,
+    /// The setting that raises the budget, for messages.
+    pub budget_setting: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRaw {
+    #[serde(default)]
+    protect: Vec<String>,
+    max_changes_per_day: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +58,7 @@ struct RawConfig {
     automation: Option<toml::Value>,
     #[serde(default)]
     plugins: Vec<toml::Table>,
+    policy: Option<PolicyRaw>,
 }
 
 impl Config {
@@ -104,13 +127,41 @@ impl Config {
                 .map_err(|e| CliError::usage(e.to_string()))?;
             plugins.push(settings);
         }
+        let policy = match raw.policy {
+            None => PolicyConfig::default(),
+            Some(p) => policy_config(&shown.to_string(), p, &known)?,
+        };
         Ok(Config {
             path: Some(path.to_path_buf()),
             providers,
             plugins,
             expanded,
+            policy,
         })
     }
+}
+
+/// Checks `[policy]`: every rule's syntax, and that a `NS-role:` rule names a known provider.
+fn policy_config(shown: &str, raw: PolicyRaw, known: &[&str]) -> Result<PolicyConfig, CliError> {
+    let origin = format!("[policy] protect in {shown}");
+    let policy = runbook_core::Policy::new(&raw.protect, origin)
+        .map_err(|e| CliError::usage(format!("{shown}: [policy] {e}")))?;
+    for rule in policy.rules() {
+        if let Some(ns) = rule.namespace()
+            && !known.contains(&ns)
+        {
+            return Err(CliError::usage(format!(
+                "{shown}: [policy] protect rule {rule} names provider \"{ns}\", which is not known (known: {}); \
+                 write role:NAME for a role at any provider",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(PolicyConfig {
+        protect: Arc::new(policy),
+        max_changes_per_day: raw.max_changes_per_day,
+        budget_setting: format!("max_changes_per_day in [policy] of {shown}"),
+    })
 }
 
 /// Where in a TOML document a `${NAME}` stands, which decides how its value is written.
@@ -277,6 +328,28 @@ mod tests {
             err,
             "2: ${NOPE} is not set in the environment; set NOPE or remove the reference"
         );
+    }
+
+    #[test]
+    fn the_policy_is_read_and_its_mistakes_named() {
+        let text =
+            "[policy]\nprotect = [\"breakglass@corp.example\", \"privx-role:privx-admin\"]\nmax_changes_per_day = 5\n";
+        let config = Config::parse(Path::new("runbook.toml"), text, env).unwrap();
+        assert_eq!(config.policy.protect.rules().len(), 2);
+        assert_eq!(config.policy.max_changes_per_day, Some(5));
+        let err = Config::parse(Path::new("runbook.toml"), "[policy]\nprotekt = []\n", env).unwrap_err();
+        assert!(err.message.contains("protekt"), "{}", err.message);
+        let err = Config::parse(
+            Path::new("runbook.toml"),
+            "[policy]\nprotect = [\"okta-role:x\"]\n",
+            env,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("\"okta\", which is not known"), "{}", err.message);
+        let err = Config::parse(Path::new("runbook.toml"), "[policy]\nprotect = [\"role:\"]\n", env).unwrap_err();
+        assert!(err.message.contains("names no role"), "{}", err.message);
+        let err = Config::parse(Path::new("runbook.toml"), "[policy]\nmax_changes_per_day = -1\n", env).unwrap_err();
+        assert!(err.message.contains("max_changes_per_day"), "{}", err.message);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod exit {
             RunErrorKind::Compile | RunErrorKind::InvalidArgs | RunErrorKind::NotConfigured | RunErrorKind::Params => {
                 USAGE
             }
-            RunErrorKind::Guard => REFUSED,
+            RunErrorKind::Guard | RunErrorKind::Policy | RunErrorKind::Budget => REFUSED,
             RunErrorKind::Stale => STALE,
             RunErrorKind::Cancelled => INTERRUPTED,
             // A run that stopped as diverged or needs_attention failed: its error line names the

@@ -98,7 +98,7 @@ impl RunStatus {
             }
             Some(RunErrorKind::NeedsAttention) => RunStatus::NeedsAttention,
             Some(RunErrorKind::Diverged) => RunStatus::Diverged,
-            Some(RunErrorKind::Guard) => RunStatus::Refused,
+            Some(RunErrorKind::Guard | RunErrorKind::Policy | RunErrorKind::Budget) => RunStatus::Refused,
             Some(RunErrorKind::Stale) => RunStatus::Stale,
             Some(_) => RunStatus::Failed,
         }
@@ -224,6 +224,58 @@ impl Store {
     /// The directory of run `run_id`.
     pub fn run_dir(&self, run_id: &str) -> PathBuf {
         self.runs().join(run_id)
+    }
+
+    /// Targets the local runs changed, or may have, from `since_ms` (unix ms) on: every journaled
+    /// change that was not refused by its service, counted in targets as the guard counts them.
+    /// Runs against the simulators of `--simulate` changed nothing real and are left out. A
+    /// journal that cannot be read is an error: the count would be too low.
+    pub fn changes_since(&self, since_ms: i64) -> Result<u64, CliError> {
+        let runs = self.runs();
+        let listing = match std::fs::read_dir(&runs) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(CliError::usage(format!(
+                    "cannot read the directory of runs {} to count today's changes: {e}",
+                    runs.display()
+                )));
+            }
+        };
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(since_ms).unwrap_or(0));
+        let mut total = 0u64;
+        for dir in listing.flatten() {
+            let dir = dir.path();
+            let journal = dir.join(JOURNAL_FILE);
+            // A journal last written before the window holds nothing in it.
+            match std::fs::metadata(&journal).and_then(|m| m.modified()) {
+                Ok(modified) if modified < since => continue,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => {}
+            }
+            let simulated = std::fs::read(dir.join(RUN_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v.get("simulate").and_then(Value::as_bool))
+                .unwrap_or(false);
+            if simulated {
+                continue;
+            }
+            let loaded = read_journal(&journal).map_err(|e| {
+                CliError::usage(format!(
+                    "cannot count the changes of earlier runs for the daily budget: {}: {e}; nothing was sent",
+                    journal.display()
+                ))
+            })?;
+            total += loaded
+                .entries
+                .iter()
+                .filter(|e| e.may_have_changed() && e.started_at >= since_ms)
+                .map(|e| e.targets)
+                .sum::<u64>();
+        }
+        Ok(total)
     }
 }
 

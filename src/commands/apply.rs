@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::run::{Attempt, execute, names};
 use crate::cli::{ApplyArgs, RunArgs};
-use crate::config::Config;
+use crate::config::{Config, PolicyConfig};
 use crate::error::{CliError, exit};
 use crate::local_runs::{LocalRun, NewRun, Store};
 use crate::output;
@@ -30,6 +30,8 @@ pub(crate) struct Apply<'a> {
     pub concurrency: usize,
     /// The saved plan being applied (`runbook apply`), or `None` for `runbook run`.
     pub saved: Option<SavedPlan>,
+    /// `[policy]`.
+    pub policy: &'a PolicyConfig,
 }
 
 /// Writes the plan of a finished plan run to `out`; a plan that failed (its guard included) is
@@ -51,6 +53,10 @@ pub(crate) fn save_plan(
                 out.display(),
                 if e.kind == RunErrorKind::Guard {
                     "passes the guard's cap, so the real run would be refused"
+                } else if e.kind == RunErrorKind::Budget {
+                    "passes the change budget, so the real run would be refused"
+                } else if e.kind == RunErrorKind::Policy {
+                    "touches a protected target, so the real run would be refused"
                 } else {
                     "did not finish"
                 }
@@ -152,6 +158,7 @@ pub async fn apply(args: &ApplyArgs, config: &Config) -> Result<u8, CliError> {
         max_changes: saved.max_changes,
         concurrency: args.concurrency.unwrap_or(runbook_core::DEFAULT_CONCURRENCY),
         saved: Some(saved),
+        policy: &config.policy,
     };
     plan_confirm_apply(&engine, apply).await
 }
@@ -165,7 +172,9 @@ async fn plan_now(
     params: &Map<String, Value>,
     settings: (u64, usize, Option<std::time::Duration>),
     clock: Vec<JournalEntry>,
-) -> (Result<RunOutcome, RunError>, Arc<MemoryJournal>) {
+    policy: &PolicyConfig,
+    simulate: bool,
+) -> Result<(Result<RunOutcome, RunError>, Arc<MemoryJournal>), CliError> {
     let (max_changes, concurrency, timeout) = settings;
     let journal = Arc::new(MemoryJournal::new());
     for entry in clock {
@@ -180,7 +189,8 @@ async fn plan_now(
         .names(names())
         .journal(journal.clone())
         .journal_limits(JournalLimits::new(JournalLimits::default().max_entries, usize::MAX));
-    (engine.run(source, options).await, journal)
+    let options = super::run::governed(options, policy, simulate)?;
+    Ok((engine.run(source, options).await, journal))
 }
 
 /// Says why a fresh plan's effects are not those of `approved` (what was saved, or shown), on
@@ -213,10 +223,11 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
         max_changes,
         concurrency,
         saved,
+        policy,
     } = apply;
     let settings = (max_changes, concurrency, args.timeout);
     let clock = saved.as_ref().map(SavedPlan::clock_entries).unwrap_or_default();
-    let (fresh, mut journal) = plan_now(engine, &source, &params, settings, clock).await;
+    let (fresh, mut journal) = plan_now(engine, &source, &params, settings, clock, policy, args.simulate).await?;
     let fresh = match fresh {
         Ok(outcome) => outcome,
         Err(e) => return Ok(plan_failed(&shown, &e, saved.is_some())),
@@ -262,7 +273,8 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
         // The answer may come long after the plan: plan once more, with the same `now()`, and
         // apply only if the services still give the plan that was shown.
         let shown_clock = SavedPlan::clock_entries_of(&clock_of(&journal.entries()));
-        let (again, journal_again) = plan_now(engine, &source, &params, settings, shown_clock).await;
+        let (again, journal_again) =
+            plan_now(engine, &source, &params, settings, shown_clock, policy, args.simulate).await?;
         let again = match again {
             Ok(outcome) => outcome,
             Err(e) => return Ok(plan_failed(&shown, &e, true)),
@@ -298,6 +310,7 @@ pub(crate) async fn plan_confirm_apply(engine: &Engine, apply: Apply<'_>) -> Res
         local: Some(local),
         resumed: false,
         expect: Some(Arc::new(Expectation::new(effects))),
+        policy,
     };
     execute(engine, attempt).await
 }
@@ -317,7 +330,7 @@ fn plan_failed(shown: &str, e: &RunError, applying: bool) -> u8 {
         );
         return exit::STALE;
     }
-    if e.kind == RunErrorKind::Guard {
+    if e.kind.is_refusal() {
         eprint!(
             "{}",
             runbook_core::redact(&output::plan_text(&e.records.planned_changes))

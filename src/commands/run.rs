@@ -11,7 +11,7 @@ use serde_json::Map;
 
 use crate::cli::{OutputFormat, RunArgs};
 use crate::commands::{Overrides, build_engine};
-use crate::config::Config;
+use crate::config::{Config, PolicyConfig};
 use crate::error::{CliError, exit};
 use crate::local_runs::{LocalRun, NewRun, Store, describe_steps};
 use crate::output;
@@ -70,6 +70,7 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
             max_changes,
             concurrency,
             saved: None,
+            policy: &config.policy,
         };
         return super::apply::plan_confirm_apply(&engine, apply).await;
     }
@@ -100,6 +101,7 @@ pub async fn run(args: &RunArgs, plan: bool, config: &Config, overrides: &Overri
         local,
         resumed: false,
         expect: None,
+        policy: &config.policy,
     };
     execute(&engine, attempt).await
 }
@@ -189,6 +191,7 @@ pub async fn resume(args: &RunArgs, run_id: &str, plan: bool, config: &Config) -
         local: Some(local),
         resumed: true,
         expect,
+        policy: &config.policy,
     };
     execute(&engine, attempt).await
 }
@@ -214,6 +217,34 @@ pub(crate) struct Attempt<'a> {
     pub resumed: bool,
     /// An apply: the approved effects, the only changes it may send.
     pub expect: Option<Arc<runbook_core::Expectation>>,
+    /// `[policy]`.
+    pub policy: &'a PolicyConfig,
+}
+
+/// How far back the daily budget counts.
+const BUDGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The run under `[policy]`: its protected targets, and the daily budget less what local runs
+/// changed in the last 24 hours. The simulators of `--simulate` are nobody's services: a
+/// simulated run has no budget (and counts toward none).
+pub(crate) fn governed(mut options: RunOptions, policy: &PolicyConfig, simulate: bool) -> Result<RunOptions, CliError> {
+    if !policy.protect.is_empty() {
+        options = options.policy(policy.protect.clone());
+    }
+    if let Some(cap) = policy.max_changes_per_day
+        && !simulate
+    {
+        let window = i64::try_from(BUDGET_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let since = jiff::Timestamp::now().as_millisecond().saturating_sub(window);
+        let used = Store::from_env()?.changes_since(since)?;
+        options = options.budget(runbook_core::Budget::new(
+            cap,
+            used,
+            "today's budget",
+            policy.budget_setting.clone(),
+        ));
+    }
+    Ok(options)
 }
 
 /// Runs an attempt and prints its result; returns the exit code.
@@ -230,6 +261,7 @@ pub(crate) async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8,
         local,
         resumed,
         expect,
+        policy,
     } = attempt;
     let cancel = runbook_core::CancellationToken::new();
     let params_kept = params.clone();
@@ -244,6 +276,8 @@ pub(crate) async fn execute(engine: &Engine, attempt: Attempt<'_>) -> Result<u8,
     if let Some(expect) = &expect {
         options = options.expect(expect.clone());
     }
+    let simulated = local.as_ref().map_or(args.simulate, |l| l.record().simulate);
+    options = governed(options, policy, simulated)?;
     // A plan keeps its reads and `now()` in memory: `--out` saves the values `now()` returned.
     let plan_journal = plan.then(|| Arc::new(runbook_core::MemoryJournal::new()));
     if let Some(journal) = &plan_journal {

@@ -20,7 +20,7 @@ fn serve_config(config: &Config, engine: &runbook_core::Engine) -> Result<ServeC
         ));
     };
     let names = runbook_core::SettingNames::new("max_changes", "timeout", "params = { {name} = ... }");
-    let parsed = ServeConfig::parse(path, &config.expanded, |source, params| {
+    let mut parsed = ServeConfig::parse(path, &config.expanded, |source, params| {
         engine
             .check_run(source, params, &names)
             .iter()
@@ -28,6 +28,7 @@ fn serve_config(config: &Config, engine: &runbook_core::Engine) -> Result<ServeC
             .collect()
     })
     .map_err(|e| CliError::usage(e.to_string()))?;
+    parsed.policy = runbook_serve::Policy::new(config.policy.protect.clone(), config.policy.max_changes_per_day);
     if parsed.automations.is_empty() {
         return Err(CliError::usage(format!(
             "{}: no [[automation]] to serve; add one (see the README's runbook serve section)",
@@ -272,6 +273,8 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
             );
             Ok(exit::OK)
         }
+        RunsCommand::Approve { id, comment } => decide(id, "approve", comment).await,
+        RunsCommand::Reject { id, comment } => decide(id, "reject", comment).await,
         RunsCommand::Cancel { id } => {
             let api = ApiClient::from_env("run")?;
             let path = format!("/api/runs/{}/cancel", percent_segment(id));
@@ -422,6 +425,9 @@ fn show_text(run: &runbook_serve::store::RunRecord, width: usize) -> String {
     if let Some(event) = &run.event {
         let _ = writeln!(out, "event       {}", serde_json::to_string(event).unwrap_or_default());
     }
+    if let Some(approval) = &run.approval {
+        approval_text(&mut out, run, approval);
+    }
     if let Some(result) = &run.result {
         let _ = write!(out, "\nresult:\n{}", value_text(result, width));
     }
@@ -492,6 +498,80 @@ fn show_text(run: &runbook_serve::store::RunRecord, width: usize) -> String {
         );
     }
     runbook_core::redact(&out).into_owned()
+}
+
+/// A run's plan, its approvals, its expiry and a stale plan's diff.
+fn approval_text(
+    out: &mut String,
+    run: &runbook_serve::store::RunRecord,
+    approval: &runbook_serve::store::ApprovalState,
+) {
+    use std::fmt::Write as _;
+
+    use runbook_serve::store::RunStatus;
+    let t = |ms: Option<i64>| crate::output::cell(&runbook_serve::ms_time(ms));
+    let plan = &approval.plan;
+    let _ = writeln!(
+        out,
+        "\nplan (round {}, effects {}):",
+        approval.round,
+        &plan.effects_sha256[..plan.effects_sha256.len().min(12)]
+    );
+    let text = crate::output::plan_text(&plan.effects).replacen(" Nothing was sent.", "", 1);
+    for line in text.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    if let Some(diff) = &approval.diff {
+        let _ = writeln!(
+            out,
+            "\nthe services changed after the previous plan was approved ({} added, {} removed, {} changed); \
+             nothing was sent, and this plan needs fresh approvals:",
+            diff["added"], diff["removed"], diff["changed"]
+        );
+        let _ = write!(out, "{}", diff["text"].as_str().unwrap_or(""));
+    }
+    let current: Vec<_> = approval
+        .approvals
+        .iter()
+        .filter(|a| a.round == approval.round)
+        .collect();
+    if !approval.approvals.is_empty() {
+        let _ = writeln!(out, "\ndecisions:");
+        for a in &approval.approvals {
+            let comment = if a.comment.is_empty() {
+                String::new()
+            } else {
+                format!(" \"{}\"", a.comment)
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} {} (round {}, effects {}){comment}",
+                t(Some(a.at)),
+                a.approver,
+                match a.decision {
+                    runbook_serve::store::Decision::Approve => "approved",
+                    runbook_serve::store::Decision::Reject => "rejected",
+                },
+                a.round,
+                &a.effects_sha256[..a.effects_sha256.len().min(12)]
+            );
+        }
+    }
+    if let Some(at) = approval.approved_at {
+        let _ = writeln!(out, "approved    {}", t(Some(at)));
+    }
+    if run.status == RunStatus::AwaitingApproval {
+        let approvals = current
+            .iter()
+            .filter(|a| a.decision == runbook_serve::store::Decision::Approve)
+            .count();
+        let _ = writeln!(
+            out,
+            "\nwaiting for approval ({approvals} so far) until {}:\n  runbook runs approve {} --comment \"...\"   (or reject)",
+            t(approval.expires_at),
+            run.id
+        );
+    }
 }
 
 /// The variables `runbook runs` commands that go through the server's API read.
@@ -626,6 +706,36 @@ async fn resolve(api: &ApiClient, id: &str, step: &str, sent: bool) -> Result<u8
         .unwrap_or(if sent { "sent" } else { "not_sent" });
     println!("{id}");
     eprintln!("step {step} of run {id} resolved as {resolution}; the run is queued again and resumes from its journal");
+    Ok(exit::OK)
+}
+
+/// `runbook runs approve|reject ID [--comment TEXT]`.
+async fn decide(id: &str, verb: &str, comment: &str) -> Result<u8, CliError> {
+    let api = ApiClient::from_env("approve")?;
+    let path = format!("/api/runs/{}/{verb}", percent_segment(id));
+    let answer = api
+        .post(&path, &serde_json::json!({"comment": comment}), "approve")
+        .await?;
+    println!("{id}");
+    let by = answer["by"].as_str().unwrap_or("?");
+    let digest: String = answer["effects_sha256"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .take(12)
+        .collect();
+    match answer["status"].as_str().unwrap_or("") {
+        "queued" => eprintln!(
+            "run {id} approved by {by} (effects {digest}…; {} of {} approval(s)): it applies exactly that plan now",
+            answer["approvals"], answer["required"]
+        ),
+        "awaiting_approval" => eprintln!(
+            "run {id} approved by {by} (effects {digest}…): {} of {} approval(s); it waits for another approver",
+            answer["approvals"], answer["required"]
+        ),
+        "rejected" => eprintln!("run {id} rejected by {by}: it ends rejected and nothing is sent"),
+        other => eprintln!("run {id}: {verb} recorded for {by}; the run is {other}"),
+    }
     Ok(exit::OK)
 }
 

@@ -17,7 +17,7 @@ pub use table::{EMPTY, cell, value_text, width};
 fn status_of(kind: Option<RunErrorKind>) -> &'static str {
     match kind {
         None => "succeeded",
-        Some(RunErrorKind::Guard) => "refused",
+        Some(RunErrorKind::Guard | RunErrorKind::Policy | RunErrorKind::Budget) => "refused",
         Some(RunErrorKind::Stale) => "stale",
         Some(RunErrorKind::Timeout) => "timed_out",
         Some(RunErrorKind::Cancelled) => "cancelled",
@@ -85,13 +85,26 @@ fn pretty(outcome: Result<&RunOutcome, &RunError>, plan: bool, width: usize) -> 
         Err(e) => (&e.records.planned_changes, None),
     };
     if plan {
-        // A plan past the guard's cap is whole: only other failures cut it short.
-        if let Err(e) = outcome
-            && e.kind != RunErrorKind::Guard
-        {
-            out.push_str("The run failed before it finished (see stderr); what it planned until then:\n");
+        // A plan past the guard's cap or the budget is whole: only other failures cut it short.
+        match outcome {
+            Err(e) if e.kind == RunErrorKind::Policy => out.push_str(
+                "The policy refused a change (see stderr): the real run would be refused there; what the plan held \
+                 before it:\n",
+            ),
+            Err(e) if !matches!(e.kind, RunErrorKind::Guard | RunErrorKind::Budget) => {
+                out.push_str("The run failed before it finished (see stderr); what it planned until then:\n");
+            }
+            _ => {}
         }
         out.push_str(&plan_text(planned));
+        // The change the policy refused, as the plan would have held it.
+        if let Err(e) = outcome
+            && e.kind == RunErrorKind::Policy
+            && let Some(refused) = e.records.audit.iter().rev().find(|r| r.outcome == CallOutcome::Refused)
+        {
+            let args = serde_json::to_string(&refused.args).unwrap_or_default();
+            let _ = writeln!(out, "  refused by the policy: {} {args}", refused.action);
+        }
     }
     match result {
         // A plan is the output; a result adds to it only when there is one.

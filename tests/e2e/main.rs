@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod approvals;
 mod cli;
 mod cloudflare;
 mod cluster;
@@ -15,6 +16,7 @@ mod limits;
 mod mistakes;
 mod plans;
 mod plugins;
+mod policy;
 mod privx;
 mod records;
 mod resume;

@@ -264,6 +264,8 @@ impl Engine {
             durable,
             fence: options.fence.clone(),
             expect: options.expect.clone(),
+            policy: options.policy.clone(),
+            budgets: options.budgets.clone(),
         });
         let lanes = self.lanes.clone();
         let run = Arc::new(RunState {
@@ -348,7 +350,7 @@ impl Engine {
             Ok(result) => match run.pipeline.unreached_steps().first() {
                 None => match run.pipeline.plan_refusal() {
                     None => Ok(result),
-                    Some(message) => Err((RunErrorKind::Guard, message, None)),
+                    Some((kind, message)) => Err((kind, message, None)),
                 },
                 Some(missed) => Err((
                     RunErrorKind::Diverged,

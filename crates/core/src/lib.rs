@@ -64,6 +64,7 @@ pub mod journal;
 mod lane;
 mod pipeline;
 pub mod plan;
+pub mod policy;
 mod provider;
 mod registry;
 mod run;
@@ -81,6 +82,7 @@ pub use journal::{
     Fence, Journal, JournalEntry, JournalError, JournalLimits, MemoryJournal, Resolution, StepKind, StepStatus,
 };
 pub use plan::{Expectation, PlanDiff, PlanMismatch, SavedPlan, TargetRef};
+pub use policy::{Budget, ChangeCount, Policy};
 pub use provider::{Probed, Provider, ProviderDescriptor, registered_providers};
 pub use registry::{EngineError, RegisteredProvider, Registry};
 pub use run::{

@@ -470,6 +470,9 @@ pub struct Identity {
     pub names: Vec<String>,
     /// The names (and ids) of its roles, where the record lists them.
     pub roles: Vec<String>,
+    /// Whether a record listed its roles (an empty list included): without one, `roles` tells
+    /// nothing.
+    pub roles_known: bool,
 }
 
 /// How a label that two reads disagree on begins.
@@ -509,29 +512,25 @@ impl Identities {
         }
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         for (id, identity) in found {
-            let entry = known.entry((namespace.to_owned(), id)).or_default();
-            match (&entry.label, identity.label) {
-                (None, label) => entry.label = label,
-                (Some(old), Some(new)) if *old != new && !old.starts_with(CONFLICT) => {
-                    entry.label = Some(format!("{CONFLICT}{old} / {new}"));
-                }
-                _ => {}
-            }
-            for name in identity.names {
-                if !entry.names.contains(&name) {
-                    entry.names.push(name);
-                }
-            }
-            for role in identity.roles {
-                if !entry.roles.contains(&role) {
-                    entry.roles.push(role);
-                }
-            }
+            merge(known.entry((namespace.to_owned(), id)).or_default(), identity);
+        }
+    }
+
+    /// Learns what provider `namespace` told about `id` (its answer to
+    /// [`crate::Provider::identify`]): the object itself, whatever id it carries, stands for `id`.
+    pub fn learn_as(&self, namespace: &str, id: &str, value: &Value) {
+        self.learn(namespace, value);
+        if let Value::Object(map) = value {
+            let identity = identity_of(map);
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            merge(
+                known.entry((namespace.to_owned(), id.to_owned())).or_default(),
+                identity,
+            );
         }
     }
 
     /// What is known about `id` of provider `namespace`.
-    #[allow(dead_code)] // the policy's identity checks read it
     pub fn get(&self, namespace: &str, id: &str) -> Option<Identity> {
         self.known
             .lock()
@@ -557,6 +556,60 @@ impl Identities {
     }
 }
 
+fn merge(entry: &mut Identity, identity: Identity) {
+    match (&entry.label, identity.label) {
+        (None, label) => entry.label = label,
+        (Some(old), Some(new)) if *old != new && !old.starts_with(CONFLICT) => {
+            entry.label = Some(format!("{CONFLICT}{old} / {new}"));
+        }
+        _ => {}
+    }
+    for name in identity.names {
+        if !entry.names.contains(&name) {
+            entry.names.push(name);
+        }
+    }
+    for role in identity.roles {
+        if !entry.roles.contains(&role) {
+            entry.roles.push(role);
+        }
+    }
+    entry.roles_known |= identity.roles_known;
+}
+
+/// What one record tells about the object it describes.
+fn identity_of(map: &Map<String, Value>) -> Identity {
+    let names: Vec<String> = LABEL_FIELDS
+        .iter()
+        .filter_map(|f| map.get(*f).and_then(Value::as_str))
+        .filter(|s| !s.is_empty())
+        .map(printable)
+        .collect();
+    let mut roles = Vec::new();
+    let roles_known = matches!(map.get("roles"), Some(Value::Array(_)));
+    if let Some(Value::Array(list)) = map.get("roles") {
+        for role in list {
+            match role {
+                Value::String(s) => roles.push(printable(s)),
+                Value::Object(r) => {
+                    for f in ["name", "id"] {
+                        if let Some(s) = r.get(f).and_then(Value::as_str) {
+                            roles.push(printable(s));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Identity {
+        label: names.first().cloned(),
+        names,
+        roles,
+        roles_known,
+    }
+}
+
 fn collect(value: &Value, depth: usize, out: &mut Vec<(String, Identity)>) {
     if depth == 0 {
         return;
@@ -569,37 +622,9 @@ fn collect(value: &Value, depth: usize, out: &mut Vec<(String, Identity)>) {
         }
         Value::Object(map) => {
             if let Some(id) = map.get("id").and_then(scalar_text) {
-                let names: Vec<String> = LABEL_FIELDS
-                    .iter()
-                    .filter_map(|f| map.get(*f).and_then(Value::as_str))
-                    .filter(|s| !s.is_empty())
-                    .map(printable)
-                    .collect();
-                let mut roles = Vec::new();
-                if let Some(Value::Array(list)) = map.get("roles") {
-                    for role in list {
-                        match role {
-                            Value::String(s) => roles.push(s.clone()),
-                            Value::Object(r) => {
-                                for f in ["name", "id"] {
-                                    if let Some(s) = r.get(f).and_then(Value::as_str) {
-                                        roles.push(s.to_owned());
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                if !names.is_empty() || !roles.is_empty() {
-                    out.push((
-                        id,
-                        Identity {
-                            label: names.first().cloned(),
-                            names,
-                            roles,
-                        },
-                    ));
+                let identity = identity_of(map);
+                if !identity.names.is_empty() || identity.roles_known {
+                    out.push((id, identity));
                 }
             }
             for v in map.values() {

@@ -49,6 +49,17 @@ pub trait Provider: Send + Sync {
             action.name
         )))
     }
+
+    /// Who target `id` of a call to `action` is, for the policy (`[policy] protect`): the object
+    /// as a read would show it — with `email`, `principal` or `name`, and `roles` (a list,
+    /// empty when the service has no roles) — or `None` when the service does not know it.
+    /// Asked only for a target no read of the run showed, when a rule looks at names or roles;
+    /// without an answer the call is refused (the policy fails closed). The default knows
+    /// nobody.
+    async fn identify(&self, ctx: &CallContext, action: &ActionSpec, id: &str) -> Result<Option<Value>, ActionError> {
+        let _ = (ctx, action, id);
+        Ok(None)
+    }
 }
 
 /// What a probe found.

@@ -59,6 +59,11 @@ pub struct RunOptions {
     pub fence: Option<Arc<Fence>>,
     /// An apply: the approved effects, the only changes the run may send.
     pub expect: Option<Arc<crate::plan::Expectation>>,
+    /// Targets no change may touch (`[policy] protect`), in every mode.
+    pub policy: Option<Arc<crate::policy::Policy>>,
+    /// Caps on the targets changed across runs over a window (`max_changes_per_day`), each with
+    /// what earlier runs used.
+    pub budgets: Vec<crate::policy::Budget>,
 }
 
 /// How the program running the engine names the settings a message may point the user at:
@@ -120,6 +125,8 @@ impl Default for RunOptions {
             journal_limits: JournalLimits::default(),
             fence: None,
             expect: None,
+            policy: None,
+            budgets: Vec::new(),
         }
     }
 }
@@ -241,6 +248,19 @@ impl RunOptions {
         self
     }
 
+    /// Refuses any change touching a target the policy protects, before it is sent (or planned).
+    pub fn policy(mut self, policy: Arc<crate::policy::Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Adds a budget of changes across runs: a change that would pass it is refused before it
+    /// is sent; a plan that would pass it ends refused.
+    pub fn budget(mut self, budget: crate::policy::Budget) -> Self {
+        self.budgets.push(budget);
+        self
+    }
+
     /// Sends no change once this fence closes (the run's lease may have passed to another worker).
     pub fn fence(mut self, fence: Arc<Fence>) -> Self {
         self.fence = Some(fence);
@@ -339,6 +359,11 @@ pub enum RunErrorKind {
     InvalidArgs,
     /// The blast-radius guard refused a call.
     Guard,
+    /// The policy refused a call: a target is protected (`[policy] protect`), or cannot be
+    /// identified while a rule could match it. Nothing was sent to it.
+    Policy,
+    /// The budget of changes across runs (`max_changes_per_day`) refused a call; it was not sent.
+    Budget,
     /// The run exceeded its timeout.
     Timeout,
     /// The run was cancelled from outside (Ctrl-C, shutdown).
@@ -366,6 +391,14 @@ pub enum RunErrorKind {
     /// An apply was about to send a change that is not the approved plan's effect at its step:
     /// it was not sent, and the run stopped.
     Stale,
+}
+
+impl RunErrorKind {
+    /// Whether the run was refused before a change was sent: by the guard, the policy or the
+    /// budget (exit 3, status `refused`).
+    pub fn is_refusal(self) -> bool {
+        matches!(self, RunErrorKind::Guard | RunErrorKind::Policy | RunErrorKind::Budget)
+    }
 }
 
 /// A run that failed, with what it did before it failed.

@@ -551,6 +551,29 @@ impl Provider for Cloudflare {
         }
     }
 
+    /// For the policy: an email stands for itself; a group id is the group (by name); any other
+    /// id is a user (email and name). Cloudflare users hold no roles: `roles` is empty.
+    async fn identify(&self, ctx: &CallContext, action: &ActionSpec, id: &str) -> Result<Option<Value>, ActionError> {
+        if id.contains('@') {
+            return Ok(Some(json!({"id": id, "email": id, "roles": []})));
+        }
+        let group = action.params.first().is_some_and(|p| p.name == "group_id");
+        let found = if group {
+            self.fetch_group(ctx, id)
+                .await
+                .map(|g| json!({"id": id, "name": g.name, "roles": []}))
+        } else {
+            self.get_user(ctx, GetUser { user_id: id.to_owned() })
+                .await
+                .map(|u| json!({"id": id, "email": u.email, "name": u.name, "roles": []}))
+        };
+        match found {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn planned_result(&self, action: &ActionSpec, args: &Value) -> Value {
         match action.name {
             "create_user" => json!({"id": "(planned)", "email": args.get("email"), "name": args.get("name")}),

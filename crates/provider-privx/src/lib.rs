@@ -465,6 +465,29 @@ impl Provider for Privx {
         self.dispatch(ctx, action, args).await
     }
 
+    /// For the policy: a directory (for `refresh_sources`) by name; any other id is a user, with
+    /// its email, principal and roles (read from the user's roles when the record leaves them out).
+    async fn identify(&self, ctx: &CallContext, action: &ActionSpec, id: &str) -> Result<Option<Value>, ActionError> {
+        if action.name == "refresh_sources" {
+            let sources = self.list_sources(ctx, ListSources {}).await?;
+            return Ok(sources
+                .into_iter()
+                .find(|s| s.id.as_deref() == Some(id))
+                .map(|s| json!({"id": id, "name": s.name, "roles": []})));
+        }
+        let mut user = match self.get_user(ctx, id).await {
+            Ok(user) => user,
+            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if user.roles.is_none() {
+            user.roles = Some(self.user_roles(ctx, id).await?);
+        }
+        let mut value = to_json(&user)?;
+        value["id"] = Value::String(id.to_owned());
+        Ok(Some(value))
+    }
+
     fn planned_result(&self, action: &ActionSpec, args: &Value) -> Value {
         match action.name {
             "grant_role" | "revoke_role" => {

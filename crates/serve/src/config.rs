@@ -82,7 +82,8 @@ pub enum Scope {
     Read,
     /// Start, retry and cancel runs.
     Run,
-    /// Resolve changes in doubt (and, later, approve or reject).
+    /// Resolve changes in doubt; approve or reject plans of automations that name the token among
+    /// their approvers.
     Approve,
     /// Pause and resume automations; implies `read` and `run` (not `approve`).
     Admin,
@@ -286,6 +287,8 @@ pub struct Automation {
     pub params: Map<String, Value>,
     /// The blast-radius guard per run.
     pub max_changes: u64,
+    /// The most targets this automation's runs together may change in 24 hours.
+    pub max_changes_per_day: Option<u64>,
     /// Runs of this automation at once (across instances sharing a store).
     pub concurrency: usize,
     /// Retries of a failed run.
@@ -299,8 +302,26 @@ pub struct Automation {
     /// For schedule triggers: what a tick does while a run of the automation is queued or
     /// running.
     pub overlap: Overlap,
+    /// Who must approve its runs' plans before anything is sent (`approval = {...}`).
+    pub approval: Option<ApprovalRule>,
+    /// A URL told (a plain POST of a JSON summary) when a run waits for approval, needs a
+    /// person, or its plan went stale.
+    pub notify: Option<String>,
     /// The line of `[[automation]]`, for messages.
     pub line: usize,
+}
+
+/// `approval = { approvers = ["alice", "bob"], required = 1, expires = "24h" }`: each run plans
+/// first and waits as `awaiting_approval` until `required` of the `approvers` approve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApprovalRule {
+    /// Names of API tokens (`[[serve.tokens]]`) with the `approve` scope.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed.
+    pub required: u32,
+    /// How long a plan waits for them before the run ends `expired`.
+    pub expires: Duration,
 }
 
 /// What a schedule's tick does while a run of its automation is queued or running.
@@ -338,6 +359,29 @@ pub struct ServeConfig {
     pub settings: ServeSettings,
     /// `[[automation]]`, in file order.
     pub automations: Vec<Automation>,
+    /// `[policy]` (read by the binary, which sets it): targets no run may touch, and the most
+    /// targets all automations together may change in 24 hours.
+    pub policy: Policy,
+}
+
+/// `[policy]` as serve applies it.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Policy {
+    /// `protect`.
+    pub protect: std::sync::Arc<runbook_core::Policy>,
+    /// `max_changes_per_day`, across automations.
+    pub max_changes_per_day: Option<u64>,
+}
+
+impl Policy {
+    /// A policy of these rules and this budget.
+    pub fn new(protect: std::sync::Arc<runbook_core::Policy>, max_changes_per_day: Option<u64>) -> Policy {
+        Policy {
+            protect,
+            max_changes_per_day,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -350,6 +394,9 @@ struct FileRaw {
     serve: Option<Spanned<ServeRaw>>,
     #[serde(default)]
     automation: Vec<Spanned<AutomationRaw>>,
+    #[serde(default)]
+    #[allow(dead_code)] // read by the binary
+    policy: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default)]
@@ -395,12 +442,23 @@ struct AutomationRaw {
     #[serde(default)]
     params: toml::Table,
     max_changes: Option<u64>,
+    max_changes_per_day: Option<u64>,
     concurrency: Option<usize>,
     retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     overlap: Option<Spanned<String>>,
+    approval: Option<Spanned<ApprovalRaw>>,
+    notify: Option<Spanned<String>>,
     trigger: Spanned<TriggerRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRaw {
+    approvers: Vec<String>,
+    required: Option<u32>,
+    expires: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -701,12 +759,29 @@ impl ServeConfig {
                     ),
                 ));
             }
+            let approval = match a.approval {
+                None => None,
+                Some(raw) => {
+                    let at = lines.of(raw.span().start);
+                    Some(parse_approval(&name, raw.into_inner(), &settings.tokens).map_err(|m| err(at, m))?)
+                }
+            };
+            let notify = match a.notify {
+                None => None,
+                Some(url) => {
+                    let at = lines.of(url.span().start);
+                    Some(parse_notify(&name, url.into_inner()).map_err(|m| err(at, m))?)
+                }
+            };
             automations.push(Automation {
                 name,
+                approval,
+                notify,
                 script,
                 source,
                 params,
                 max_changes: a.max_changes.unwrap_or(runbook_core::DEFAULT_MAX_CHANGES),
+                max_changes_per_day: a.max_changes_per_day,
                 concurrency,
                 retries: a.retries.unwrap_or(3),
                 retry_delay,
@@ -720,6 +795,7 @@ impl ServeConfig {
             file: file.to_path_buf(),
             settings,
             automations,
+            policy: Policy::default(),
         })
     }
 
@@ -740,6 +816,77 @@ impl ServeConfig {
             .map(|a| (a.name.clone(), a.concurrency))
             .collect()
     }
+}
+
+/// The default time a plan waits for its approvers.
+pub const DEFAULT_APPROVAL_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks `approval = {...}` against the tokens the server knows.
+fn parse_approval(automation: &str, raw: ApprovalRaw, tokens: &[ApiToken]) -> Result<ApprovalRule, String> {
+    let at = format!("automation \"{automation}\": approval");
+    if raw.approvers.is_empty() {
+        return Err(format!(
+            "{at}: approvers is empty; name the [[serve.tokens]] whose holders may approve, e.g. approvers = [\"alice\", \"bob\"]"
+        ));
+    }
+    let mut approvers: Vec<String> = Vec::new();
+    for name in &raw.approvers {
+        if approvers.contains(name) {
+            return Err(format!("{at}: \"{name}\" is listed twice in approvers"));
+        }
+        let Some(token) = tokens.iter().find(|t| &t.name == name) else {
+            let known: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+            return Err(format!(
+                "{at}: approver \"{name}\" is not the name of a [[serve.tokens]] entry (known: {}); approvers are token names",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if !token.scopes.contains(&Scope::Approve) {
+            return Err(format!(
+                "{at}: the token \"{name}\" lacks the approve scope, so it could never approve; add \"approve\" to its scopes"
+            ));
+        }
+        approvers.push(name.clone());
+    }
+    let required = raw.required.unwrap_or(1);
+    if required == 0 || usize::try_from(required).unwrap_or(usize::MAX) > approvers.len() {
+        return Err(format!(
+            "{at}: required = {required}, and there are {} approver(s): write a number from 1 to {}",
+            approvers.len(),
+            approvers.len()
+        ));
+    }
+    let expires = match &raw.expires {
+        None => DEFAULT_APPROVAL_EXPIRY,
+        Some(text) => runbook_core::parse_duration(text).map_err(|e| format!("{at}: expires: {e}"))?,
+    };
+    if expires < Duration::from_secs(1) {
+        return Err(format!("{at}: expires must be at least 1s"));
+    }
+    Ok(ApprovalRule {
+        approvers,
+        required,
+        expires,
+    })
+}
+
+/// Checks `notify = "https://..."`.
+fn parse_notify(automation: &str, url: String) -> Result<String, String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .unwrap_or("");
+    if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
+        return Err(format!(
+            "automation \"{automation}\": notify = \"{url}\" is not an http(s) URL; write e.g. \"https://chat.example.com/hooks/runbook\""
+        ));
+    }
+    Ok(url)
 }
 
 /// How to make a token, for messages.
@@ -1213,5 +1360,89 @@ trigger = { webhook = "/hooks/siem", secret = "s3cret-value-at-least-24-bytes", 
         assert!(e.message.contains("between 1MiB"), "{e}");
         let e = parse("[serve]\nintake_memory = \"lots\"\n").unwrap_err();
         assert!(e.message.contains("is not a size"), "{e}");
+    }
+
+    fn with_approval(approval: &str, notify: &str) -> Result<ServeConfig, ConfigError> {
+        parse(&format!(
+            r#"
+[serve]
+listen = "127.0.0.1:0"
+
+[[serve.tokens]]
+name = "alice"
+token = "alice-token-0c3e5a7b9d1f2e4c6a8b0d2f4e6a"
+scopes = ["read", "run", "approve"]
+
+[[serve.tokens]]
+name = "bob"
+token = "bob-token-7d9f1b3c5e7a9c1e3b5d7f9a1c3e5b"
+scopes = ["approve"]
+
+[[serve.tokens]]
+name = "ops"
+token = "ops-token-2e4a6c8e0b2d4f6a8c0e2b4d6f8a0c"
+scopes = ["admin"]
+
+[[automation]]
+name = "offboard"
+script = "s.rhai"
+{approval}
+{notify}
+trigger = {{ schedule = "0 0 * * * *" }}
+"#
+        ))
+    }
+
+    #[test]
+    fn an_approval_names_approvers_among_the_tokens_and_defaults_to_one_within_a_day() {
+        let config = with_approval(
+            r#"approval = { approvers = ["alice", "bob"] }"#,
+            r#"notify = "https://chat.example.com/hooks/x""#,
+        )
+        .unwrap();
+        let rule = config.automations[0].approval.clone().unwrap();
+        assert_eq!(rule.approvers, ["alice", "bob"]);
+        assert_eq!((rule.required, rule.expires), (1, DEFAULT_APPROVAL_EXPIRY));
+        assert_eq!(
+            config.automations[0].notify.as_deref(),
+            Some("https://chat.example.com/hooks/x")
+        );
+        let config = with_approval(
+            r#"approval = { approvers = ["alice", "bob"], required = 2, expires = "2s" }"#,
+            "",
+        )
+        .unwrap();
+        let rule = config.automations[0].approval.clone().unwrap();
+        assert_eq!((rule.required, rule.expires), (2, Duration::from_secs(2)));
+        assert!(config.automations[0].notify.is_none());
+    }
+
+    #[test]
+    fn an_approval_that_could_never_be_given_is_a_configuration_error() {
+        for (approval, expected) in [
+            (
+                r#"approval = { approvers = ["mallory"] }"#,
+                "approver \"mallory\" is not the name of a [[serve.tokens]]",
+            ),
+            (r#"approval = { approvers = ["ops"] }"#, "lacks the approve scope"),
+            (r#"approval = { approvers = [] }"#, "approvers is empty"),
+            (r#"approval = { approvers = ["bob", "bob"] }"#, "listed twice"),
+            (
+                r#"approval = { approvers = ["alice", "bob"], required = 3 }"#,
+                "required = 3, and there are 2",
+            ),
+            (r#"approval = { approvers = ["bob"], required = 0 }"#, "required = 0"),
+            (r#"approval = { approvers = ["bob"], expires = "soon" }"#, "expires"),
+            (
+                r#"approval = { approvers = ["bob"], quorum = 1 }"#,
+                "unknown field `quorum`",
+            ),
+        ] {
+            let err = with_approval(approval, "").unwrap_err();
+            assert!(err.message.contains(expected), "{approval}: {err}");
+            assert!(err.line > 1, "{err}");
+        }
+        let err = with_approval("", r#"notify = "chat.example.com""#).unwrap_err();
+        assert!(err.message.contains("is not an http(s) URL"), "{err}");
     }
 }

@@ -23,6 +23,12 @@
 //!   per automation and every store call on the request path are bounded; a stalled store is
 //!   answered `503` at once, `/readyz` says so, `/metrics` keeps serving, and a schedule's tick is
 //!   queued, skipped by policy or counted as missed — never dropped silently.
+//! * **Nothing changes without its approvers, when an automation has them.** A run of an
+//!   automation with `approval` plans first and waits (`awaiting_approval`, holding no lease and
+//!   no slot) until enough named approvers — never its requester — approve that plan; the apply
+//!   re-plans, and sends exactly the approved effects or, when the services changed, nothing: the
+//!   fresh plan waits for approval again. A rejection, or no approval before the expiry, ends it
+//!   having sent nothing.
 //! * **Every run can be inspected.** Each keeps its params, event, result, error, log lines and
 //!   audit calls (secrets redacted) and its journal's steps until the retention (`keep`)
 //!   expires; journals of finished runs lose their arguments and results after
@@ -39,9 +45,12 @@
 //! timeouts, the tick tasks and the workers, and [`ServerHandle::shutdown`] stops them in order,
 //! within `grace` + `drain`.
 
+mod approval;
 mod config;
 mod connections;
 mod metrics;
+mod notify;
+mod policy;
 mod redact;
 mod schedule;
 mod server;
@@ -50,8 +59,8 @@ pub mod webhook;
 mod worker;
 
 pub use config::{
-    ApiToken, Automation, ConfigError, MIN_TOKEN_LEN, Overlap, PublicUrl, Scheme, Scope, ServeConfig, ServeSettings,
-    Trigger, WebhookTrigger, resolve_store, sha256,
+    ApiToken, ApprovalRule, Automation, ConfigError, MIN_TOKEN_LEN, Overlap, Policy, PublicUrl, Scheme, Scope,
+    ServeConfig, ServeSettings, Trigger, WebhookTrigger, resolve_store, sha256,
 };
 pub use redact::{is_secret_field, redact_value, redacted};
 pub use schedule::Cadence;

@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ApiToken, Scope, ServeConfig, Trigger, sha256};
 use crate::metrics::Metrics;
 use crate::redact::{redact_value, redacted};
-use crate::store::{CancelError, Cancelled, NewRun, ResolveError, RunFilter, RunSummary, Store, TIMED_OUT, TimedStore};
+use crate::store::{
+    CancelError, Cancelled, DecideError, Decision, NewRun, ResolveError, RunFilter, RunStatus, RunSummary, Store,
+    TIMED_OUT, TimedStore,
+};
 use crate::webhook;
 use crate::worker::{self, Pool};
 
@@ -188,6 +191,11 @@ pub async fn start(
         }
     }
     let housekeeping = tokio::spawn(housekeeping(store.clone(), config.clone(), metrics.clone()));
+    let expiry = config
+        .automations
+        .iter()
+        .any(|a| a.approval.is_some())
+        .then(|| tokio::spawn(expire_approvals(store.clone(), metrics.clone())));
     let workers = tokio::spawn(worker::run(pool.clone()));
 
     let router = router(app.clone());
@@ -231,6 +239,9 @@ pub async fn start(
             }
         }
         housekeeping.abort();
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
         http_stop.cancel();
         let _ = http.await;
         tracing::info!("stopped");
@@ -275,6 +286,22 @@ async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>, metrics: 
     }
 }
 
+/// Ends runs whose approval expired, every second (a decision after the expiry is refused
+/// whether or not this has run: the store checks the time itself).
+async fn expire_approvals(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    loop {
+        match store.expire_approvals().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "runs whose approval expired are expired; nothing was sent"),
+            Err(e) => {
+                metrics.store_error("expire_approvals");
+                tracing::error!(error = %e, "could not expire runs past their approval's expiry");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/runs", get(list_runs))
@@ -282,6 +309,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/runs/{id}/retry", post(retry_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/resolve", post(resolve_run))
+        .route("/api/runs/{id}/approve", post(approve_run))
+        .route("/api/runs/{id}/reject", post(reject_run))
         .route("/api/automations", get(list_automations))
         .route("/api/automations/{name}/runs", post(start_run))
         .route("/api/automations/{name}/pause", post(pause_automation))
@@ -1269,5 +1298,155 @@ async fn resolve_run(
             error(StatusCode::CONFLICT, e.to_string())
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    /// Why (recorded with the decision).
+    #[serde(default)]
+    comment: String,
+    /// The effects digest the approver reviewed: a decision on another plan is refused.
+    #[serde(default)]
+    effects_sha256: Option<String>,
+}
+
+/// The longest comment a decision keeps.
+const MAX_COMMENT: usize = 2000;
+
+async fn approve_run(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    decide(&app, &actor, &id, Decision::Approve, &body).await
+}
+
+async fn reject_run(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<ApiToken>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    decide(&app, &actor, &id, Decision::Reject, &body).await
+}
+
+/// A 403 answer.
+fn forbidden(message: String) -> Response {
+    error(StatusCode::FORBIDDEN, message)
+}
+
+/// Records an approver's decision: the `approve` scope (which `admin` does not imply), a name
+/// among the automation's approvers, and not the run's own requester.
+async fn decide(app: &App, actor: &ApiToken, id: &str, decision: Decision, body: &[u8]) -> Response {
+    let verb = decision.as_str();
+    if let Some(refused) = refused(actor, Scope::Approve, &format!("{verb} runs")) {
+        return refused;
+    }
+    let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DecisionBody::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{e}; send JSON {{\"comment\": \"why\"}} (and optionally \"effects_sha256\" of the plan you reviewed)"
+                    ),
+                );
+            }
+        }
+    };
+    if body.comment.len() > MAX_COMMENT {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the comment is {} bytes long; keep it under {MAX_COMMENT}",
+                body.comment.len()
+            ),
+        );
+    }
+    let run = match app.store.get(id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => {
+            return store_unavailable(&format!(
+                "the store did not answer ({}): nothing was recorded; send it again",
+                short_cause(&e)
+            ));
+        }
+    };
+    let Some(rule) = app.config.automation(&run.automation).and_then(|a| a.approval.as_ref()) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "automation \"{}\" has no approval in this server's runbook.toml: its runs are not approved",
+                run.automation
+            ),
+        );
+    };
+    if !rule.approvers.contains(&actor.name) {
+        return forbidden(format!(
+            "the token \"{}\" may not {verb} runs of automation \"{}\": its approvers are {}",
+            actor.name,
+            run.automation,
+            rule.approvers.join(", ")
+        ));
+    }
+    if run.started_by == actor.name {
+        return forbidden(format!(
+            "\"{}\" started run {id} and may not {verb} it: another approver must decide (four eyes)",
+            actor.name
+        ));
+    }
+    let required = rule.required;
+    match app
+        .store
+        .decide(
+            id,
+            &actor.name,
+            decision,
+            &body.comment,
+            body.effects_sha256.as_deref(),
+            required,
+        )
+        .await
+    {
+        Ok(decided) => {
+            tracing::info!(run_id = %id, by = %actor.name, decision = verb, approvals = decided.approvals, required, effects_sha256 = %decided.effects_sha256, "approval decision recorded");
+            if decided.status == RunStatus::Queued {
+                app.wake.notify_one();
+            }
+            (
+                StatusCode::OK,
+                axum::Json(json!({
+                    "run_id": id,
+                    "decision": verb,
+                    "by": actor.name,
+                    "status": decided.status,
+                    "approvals": decided.approvals,
+                    "required": required,
+                    "effects_sha256": decided.effects_sha256,
+                })),
+            )
+                .into_response()
+        }
+        Err(e @ DecideError::NoRun(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(
+            e @ (DecideError::NotWaiting { .. }
+            | DecideError::Expired(_)
+            | DecideError::AlreadyDecided { .. }
+            | DecideError::PlanChanged { .. }),
+        ) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => store_unavailable(&format!(
+            "the store did not confirm the decision ({}): check `runbook runs show {id}` before sending it again",
+            short_cause(&match e {
+                DecideError::Store(s) => s,
+                other => crate::store::StoreError(other.to_string()),
+            })
+        )),
     }
 }

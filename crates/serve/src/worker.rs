@@ -5,6 +5,9 @@
 //! crash resumes instead of repeating changes) under a [`Fence`]: the attempt sends no change
 //! once its lease may have lapsed, and an attempt whose heartbeat was not renewed (the run was
 //! re-queued or claimed again) is cancelled at once.
+//!
+//! A run of an automation with `approval` goes through [`crate::approval`]: its first attempt
+//! plans and waits for approvers; the attempt after their approval applies exactly that plan.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +21,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::approval::{self, Applied};
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::store::{AutomationState, ClaimedRun, Completion, RunStatus, Store};
 
 /// What every worker shares.
@@ -36,6 +41,8 @@ pub(crate) struct Pool {
     pub stop_claiming: CancellationToken,
     /// Cancelled when the grace period is over: running runs are stopped and re-queued.
     pub abort_runs: CancellationToken,
+    /// Tells automations' `notify` URLs.
+    pub notifier: Notifier,
     in_flight: Mutex<BTreeMap<String, Held>>,
 }
 
@@ -72,12 +79,18 @@ impl Pool {
             wake,
             stop_claiming: CancellationToken::new(),
             abort_runs: CancellationToken::new(),
+            notifier: Notifier::new(),
             in_flight: Mutex::new(BTreeMap::new()),
         })
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Held>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the attempt of run `id`: it has ended (its heartbeats stop).
+    pub(crate) fn ended(&self, id: &str) {
+        self.in_flight().remove(id);
     }
 }
 
@@ -151,10 +164,10 @@ pub(crate) async fn run(pool: Arc<Pool>) {
 }
 
 /// What one attempt's task shares with the heartbeat loop.
-struct Attempt {
-    fence: Arc<Fence>,
-    cancel: CancellationToken,
-    lost: Arc<AtomicBool>,
+pub(crate) struct Attempt {
+    pub fence: Arc<Fence>,
+    pub cancel: CancellationToken,
+    pub lost: Arc<AtomicBool>,
     interrupt: CancellationToken,
     cancelling: Arc<AtomicBool>,
 }
@@ -230,15 +243,16 @@ fn retryable(kind: RunErrorKind) -> bool {
 /// The status of a run whose attempt ended with `kind` and is not retried.
 fn final_status(kind: RunErrorKind) -> RunStatus {
     match kind {
-        RunErrorKind::Guard => RunStatus::Refused,
+        RunErrorKind::Guard | RunErrorKind::Policy | RunErrorKind::Budget => RunStatus::Refused,
         RunErrorKind::Diverged => RunStatus::Diverged,
         RunErrorKind::NeedsAttention => RunStatus::NeedsAttention,
+        RunErrorKind::Stale => RunStatus::Stale,
         _ => RunStatus::Failed,
     }
 }
 
 /// The delay before retry `attempt` (1-based): `base`, doubling, at most an hour, ±20 %.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let doubled = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
     let capped = doubled.min(Duration::from_secs(3600));
     capped.mul_f64(rand::rng().random_range(0.8..1.2))
@@ -281,7 +295,6 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
         .timeout(Some(automation.timeout))
         .cancel(attempt.cancel.clone())
         .interrupt(attempt.interrupt.clone())
-        .journal(pool.store.journal(&run.id, run.attempt, run.epoch))
         .fence(attempt.fence.clone())
         .names(SettingNames::new(
             format!("max_changes of automation \"{}\" in runbook.toml", automation.name),
@@ -292,8 +305,51 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
     if let Some(event) = run.event.clone() {
         options = options.event(event);
     }
-    tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "run started");
-    let outcome = pool.engine.run(script, options).await;
+    let options = match crate::policy::governed(options, &pool.config, automation, &pool.store).await {
+        Ok(options) => options,
+        Err(error) => {
+            // Without the count the budget cannot be kept: the run waits for another attempt.
+            let retry_at = (run.attempt <= run.max_retries).then(|| {
+                let delay = backoff(automation.retry_delay, run.attempt);
+                jiff::Timestamp::now().as_millisecond() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2)
+            });
+            let completion = Completion {
+                status: RunStatus::Failed,
+                result: None,
+                error: Some(error),
+                error_kind: Some("store_unavailable".to_owned()),
+                logs: Value::Array(Vec::new()),
+                calls: Value::Array(Vec::new()),
+                retry_at,
+            };
+            finish(pool, &run, &attempt, completion, started).await;
+            return;
+        }
+    };
+    let journal = pool.store.journal(&run.id, run.attempt, run.epoch);
+    let outcome = if run.approved {
+        tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "applying the approved plan");
+        match approval::apply(pool, &run, automation, script, options, journal).await {
+            Applied::Ran(outcome) => outcome,
+            Applied::Waiting(pending) => {
+                approval::wait(pool, &run, &attempt, automation, *pending, started).await;
+                return;
+            }
+            Applied::Unavailable(message) => {
+                let completion = approval::unavailable(&run, automation, message, backoff);
+                finish(pool, &run, &attempt, completion, started).await;
+                return;
+            }
+        }
+    } else if let Some(rule) = &automation.approval {
+        match approval::plan(pool, &run, &attempt, automation, rule, script, options, started).await {
+            Some(outcome) => outcome,
+            None => return,
+        }
+    } else {
+        tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "run started");
+        pool.engine.run(script, options.journal(journal)).await
+    };
 
     let completion = match outcome {
         Ok(o) => {
@@ -374,6 +430,29 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
     finish(pool, &run, &attempt, completion, started).await;
 }
 
+/// Tells the automation's `notify` URL about a run that needs a person or stopped outside its
+/// plan.
+fn notify_ended(pool: &Pool, run: &ClaimedRun, status: RunStatus, error: Option<&str>) {
+    if !matches!(
+        status,
+        RunStatus::NeedsAttention | RunStatus::Diverged | RunStatus::Stale
+    ) {
+        return;
+    }
+    let Some(url) = pool.config.automation(&run.automation).and_then(|a| a.notify.as_ref()) else {
+        return;
+    };
+    let notice = serde_json::json!({
+        "event": status.as_str(),
+        "run_id": run.id,
+        "automation": run.automation,
+        "status": status.as_str(),
+        "error": error,
+        "show": format!("runbook runs show {}", run.id),
+    });
+    pool.notifier.send(&run.automation, url, notice);
+}
+
 fn record_call(pool: &Pool, action: &str, outcome: &str) {
     let provider = action.split('.').next().unwrap_or(action);
     pool.metrics.action_call(provider, outcome);
@@ -414,6 +493,7 @@ async fn finish(pool: &Pool, run: &ClaimedRun, attempt: &Attempt, completion: Co
                 pool.metrics
                     .run_finished(&run.automation, status.as_str(), started.elapsed().as_secs_f64());
                 tracing::info!(run_id = %run.id, automation = %run.automation, status = status.as_str(), "run finished");
+                notify_ended(pool, run, status, error.as_deref());
             }
         }
         Ok(false) => {

@@ -23,6 +23,8 @@ pub(crate) fn explain(error: &EvalAltResult, abort: Option<Abort>, names: &Setti
     let (kind, mut message) = match inner {
         EvalAltResult::ErrorTerminated(..) => match abort {
             Some(Abort::Guard(m)) => (RunErrorKind::Guard, m),
+            Some(Abort::Policy(m)) => (RunErrorKind::Policy, m),
+            Some(Abort::Budget(m)) => (RunErrorKind::Budget, m),
             Some(Abort::Stale(m)) => (RunErrorKind::Stale, m),
             Some(Abort::Params(m)) => (RunErrorKind::Params, m),
             Some(Abort::InvalidArgs(m)) => (RunErrorKind::InvalidArgs, m),

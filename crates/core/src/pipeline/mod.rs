@@ -27,7 +27,8 @@ use crate::context::CallContext;
 use crate::error::{ActionError, ActionErrorKind};
 use crate::journal::{Fence, JournalEntry, StepError, StepKind, StepStatus, digest};
 use crate::lane::LaneIo;
-use crate::plan::{Expectation, Identities};
+use crate::plan::{Expectation, Identities, PLACEHOLDER};
+use crate::policy::{Budget, Policy, Verdict};
 use crate::provider::{Probed, Provider};
 use crate::run::{LogLine, PlannedChange, RunRecords, SettingNames};
 use crate::secret::{REDACTED, redact};
@@ -42,6 +43,10 @@ pub(crate) use validate::validate as validate_args;
 pub(crate) enum Abort {
     /// The blast-radius guard refused a call.
     Guard(String),
+    /// The policy refused a call (a protected target, or one it cannot identify).
+    Policy(String),
+    /// The budget of changes across runs refused a call.
+    Budget(String),
     /// A parameter the script needs is missing or of the wrong type.
     Params(String),
     /// An action was called with arguments it does not take.
@@ -128,6 +133,13 @@ pub(crate) struct Pipeline {
     identities: Identities,
     /// Targets a plan's changes would touch (a plan goes past the guard's cap to count them all).
     planned_targets: AtomicU64,
+    /// Targets no change may touch.
+    policy: Option<Arc<Policy>>,
+    /// Budgets across runs, and what this run took from them.
+    budgets: Vec<Budget>,
+    budget_used: Mutex<u64>,
+    /// Of `budget_used`, the targets whose intent is journaled (a recount sees them).
+    budget_committed: AtomicU64,
 }
 
 /// What a [`Pipeline`] needs.
@@ -144,6 +156,8 @@ pub(crate) struct PipelineSetup {
     pub durable: Option<Durable>,
     pub fence: Option<Arc<Fence>>,
     pub expect: Option<Arc<Expectation>>,
+    pub policy: Option<Arc<Policy>>,
+    pub budgets: Vec<Budget>,
 }
 
 /// Why a change that was waiting to be sent was not.
@@ -184,6 +198,10 @@ impl Pipeline {
             expect: setup.expect,
             identities: Identities::default(),
             planned_targets: AtomicU64::new(0),
+            policy: setup.policy.filter(|p| !p.is_empty()),
+            budgets: setup.budgets,
+            budget_used: Mutex::new(0),
+            budget_committed: AtomicU64::new(0),
         }
     }
 
@@ -198,16 +216,162 @@ impl Pipeline {
         self.durable.as_ref()
     }
 
-    /// For a plan past the guard's cap: the refusal the real run would meet, with the full total.
-    pub fn plan_refusal(&self) -> Option<String> {
+    /// For a plan past the guard's cap or a budget: the refusal the real run would meet, with
+    /// the full total.
+    pub fn plan_refusal(&self) -> Option<(crate::run::RunErrorKind, String)> {
+        use crate::run::RunErrorKind;
         let total = self.planned_targets.load(Ordering::Relaxed);
-        (self.plan && total > self.guard.cap()).then(|| {
-            format!(
-                "the plan would touch {total} target(s); the cap is {} ({}): the real run would be refused",
-                self.guard.cap(),
-                self.names.max_changes
-            )
-        })
+        if !self.plan {
+            return None;
+        }
+        if total > self.guard.cap() {
+            return Some((
+                RunErrorKind::Guard,
+                format!(
+                    "the plan would touch {total} target(s); the cap is {} ({}): the real run would be refused",
+                    self.guard.cap(),
+                    self.names.max_changes
+                ),
+            ));
+        }
+        self.budgets
+            .iter()
+            .find(|b| b.used.saturating_add(total) > b.cap)
+            .map(|b| {
+                (
+                    RunErrorKind::Budget,
+                    format!(
+                        "the plan would touch {total} target(s), and {}: {} changes, {} used in the last 24 h by \
+                         earlier runs ({}): the real run would be refused",
+                        b.label, b.cap, b.used, b.setting
+                    ),
+                )
+            })
+    }
+
+    /// Takes `targets` from every budget, or refuses naming the first that would be passed.
+    /// `Ok(true)`: something was taken.
+    async fn reserve_budget(&self, action: &str, targets: u64) -> Result<bool, String> {
+        if self.budgets.is_empty() || targets == 0 {
+            return Ok(false);
+        }
+        // Fresh counts first: no lock is held across a wait.
+        let mut fresh = Vec::with_capacity(self.budgets.len());
+        for b in &self.budgets {
+            fresh.push(match &b.recount {
+                Some(counter) => Some(counter.count().await.map_err(|e| {
+                    format!(
+                        "the change budget refused {action}: {} cannot be counted ({e}); it was not sent",
+                        b.label
+                    )
+                })?),
+                None => None,
+            });
+        }
+        let mut used = lock(&self.budget_used);
+        let committed = self.budget_committed.load(Ordering::SeqCst);
+        for (b, now) in self.budgets.iter().zip(fresh) {
+            // A recount holds this run's journaled changes; what it took and has not journaled
+            // yet is added.
+            let taken = match now {
+                Some(now) => now.saturating_add(used.saturating_sub(committed)),
+                None => b.used.saturating_add(*used),
+            };
+            if taken.saturating_add(targets) > b.cap {
+                return Err(format!(
+                    "the change budget refused {action}: it would touch {targets} more target(s), and {}: {} \
+                     changes, {} used in the last 24 h by earlier runs and {} by this run; it was not sent (raise \
+                     {} if this is intended, or wait)",
+                    b.label,
+                    b.cap,
+                    taken.saturating_sub(*used),
+                    *used,
+                    b.setting
+                ));
+            }
+        }
+        *used += targets;
+        Ok(true)
+    }
+
+    /// What the policy says of a change to `args`' targets: `Err` is the refusal, naming the
+    /// target and the rule. Targets no read showed are identified by the provider first.
+    async fn check_policy(
+        &self,
+        provider: &Arc<dyn Provider>,
+        spec: &ActionSpec,
+        args: &Value,
+        action: &str,
+        key: &str,
+    ) -> Result<(), String> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let namespace = provider.namespace();
+        let needs_identity = policy.needs_identity(namespace);
+        for id in subjects(spec, args) {
+            let mut identity = self.identities.get(namespace, &id).or_else(|| new_object(&id));
+            if needs_identity && matches!(policy.judge(namespace, &id, identity.as_ref()), Verdict::Unknown { .. }) {
+                match self.identify(provider, spec, action, key, &id).await {
+                    Ok(()) => identity = self.identities.get(namespace, &id),
+                    Err(why) => {
+                        // The id alone may still tell.
+                        if let Verdict::Protected { rule, how } = policy.judge(namespace, &id, identity.as_ref()) {
+                            return Err(protected(action, &id, None, &rule, &how, policy.origin()));
+                        }
+                        return Err(unknown(action, &id, &why, policy, namespace, identity.as_ref()));
+                    }
+                }
+            }
+            match policy.judge(namespace, &id, identity.as_ref()) {
+                Verdict::Allowed => {}
+                Verdict::Protected { rule, how } => {
+                    let label = identity.and_then(|i| i.label);
+                    return Err(protected(action, &id, label.as_deref(), &rule, &how, policy.origin()));
+                }
+                Verdict::Unknown { .. } => {
+                    let why = format!("{namespace} did not say enough about it");
+                    return Err(unknown(action, &id, &why, policy, namespace, identity.as_ref()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the provider who `id` is, and learns the answer; `Err` says why nothing was learned.
+    async fn identify(
+        &self,
+        provider: &Arc<dyn Provider>,
+        spec: &ActionSpec,
+        action: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<(), String> {
+        let ctx = CallContext::new(
+            self.run_id.clone(),
+            action.to_owned(),
+            self.plan,
+            self.control.cancel.clone(),
+        )
+        .on_stop(self.control.stop.clone())
+        .at_step(key);
+        let answer = tokio::select! {
+            biased;
+            () = self.control.cancel.cancelled() => return Err("the run was cancelled".to_owned()),
+            answer = provider.identify(&ctx, spec, id) => answer,
+        };
+        match answer {
+            Ok(Some(value)) => {
+                self.identities.learn_as(provider.namespace(), id, &value);
+                Ok(())
+            }
+            Ok(None) => Err(format!("{} does not know it", provider.namespace())),
+            Err(e) => Err(format!(
+                "asking {} failed: {}",
+                provider.namespace(),
+                redact(&e.message)
+            )),
+        }
     }
 
     /// Whether a change may still be sent under the run's lease; stops the run when not.
@@ -415,6 +579,13 @@ impl Pipeline {
             }
         }
 
+        if mutating && let Err(message) = self.check_policy(provider, spec, &args, &action, key).await {
+            record.outcome = CallOutcome::Refused;
+            record.error = Some(message.clone());
+            self.stop(Abort::Policy(message));
+            self.audit(record)?;
+            return Err(CallFailure::Stopped);
+        }
         // An apply sends only the approved effect at each step.
         if mutating
             && !self.plan
@@ -449,20 +620,32 @@ impl Pipeline {
             record.outcome = CallOutcome::Planned;
             return self.audit(record).map(|()| placeholder);
         }
-        if mutating
-            && !in_doubt
-            && let Err(refusal) = self.guard.reserve(targets)
-        {
-            let message = format!(
-                "the blast-radius guard refused {action}: it would touch {} more target(s) after {} already \
-                 changed, and the cap for this run is {} (raise {} if this is intended)",
-                refusal.targets, refusal.used, refusal.cap, self.names.max_changes
-            );
-            record.outcome = CallOutcome::Refused;
-            record.error = Some(message.clone());
-            self.stop(Abort::Guard(message));
-            self.audit(record)?;
-            return Err(CallFailure::Stopped);
+        let mut budget_taken = false;
+        if mutating {
+            if !in_doubt && let Err(refusal) = self.guard.reserve(targets) {
+                let message = format!(
+                    "the blast-radius guard refused {action}: it would touch {} more target(s) after {} already \
+                     changed, and the cap for this run is {} (raise {} if this is intended)",
+                    refusal.targets, refusal.used, refusal.cap, self.names.max_changes
+                );
+                record.outcome = CallOutcome::Refused;
+                record.error = Some(message.clone());
+                self.stop(Abort::Guard(message));
+                self.audit(record)?;
+                return Err(CallFailure::Stopped);
+            }
+            if !in_doubt {
+                match self.reserve_budget(&record.action, targets).await {
+                    Ok(taken) => budget_taken = taken,
+                    Err(message) => {
+                        record.outcome = CallOutcome::Refused;
+                        record.error = Some(message.clone());
+                        self.stop(Abort::Budget(message));
+                        self.audit(record)?;
+                        return Err(CallFailure::Stopped);
+                    }
+                }
+            }
         }
 
         // A change's intent is committed before it may leave.
@@ -477,6 +660,9 @@ impl Pipeline {
         if mutating {
             if let (Some(durable), Some(entry)) = (durable, &entry) {
                 self.commit(durable, entry, None).await?;
+                if budget_taken {
+                    self.budget_committed.fetch_add(targets, Ordering::SeqCst);
+                }
             }
             if !self.within_lease(key) {
                 let error = ActionError::new(ActionErrorKind::Refused, NOT_SENT);
@@ -614,8 +800,9 @@ impl Pipeline {
     }
 
     fn learn_planned(&self, namespace: &str, planned: Option<&Value>, value: &Value) {
-        // Labels serve plans; a run straight through has no use for them.
-        if self.plan || self.expect.is_some() {
+        // Labels serve plans and the policy; a run straight through without a policy has no use
+        // for them.
+        if self.plan || self.expect.is_some() || self.policy.is_some() {
             self.identities.learn(namespace, value);
         }
         if let (Some(expect), Some(planned)) = (&self.expect, planned) {
@@ -853,6 +1040,79 @@ impl Pipeline {
             .await
             .map_err(|_| None)
     }
+}
+
+/// The targets a change names, for the policy: its targets, and the `email` and `user_id` it
+/// names besides (a group's member is touched by a change of the group).
+fn subjects(spec: &ActionSpec, args: &Value) -> Vec<String> {
+    let mut ids = spec.target_ids(args);
+    for param in ["email", "user_id"] {
+        if let Some(Value::String(v)) = args.get(param)
+            && !ids.contains(v)
+        {
+            ids.push(v.clone());
+        }
+    }
+    ids
+}
+
+/// What is known of an object a plan would create: it does not exist yet, so it holds no role;
+/// its names are checked where it is created.
+fn new_object(id: &str) -> Option<crate::plan::Identity> {
+    (id == PLACEHOLDER).then(|| crate::plan::Identity {
+        label: None,
+        names: vec![PLACEHOLDER.to_owned()],
+        roles: Vec::new(),
+        roles_known: true,
+    })
+}
+
+fn shown_target(id: &str, label: Option<&str>) -> String {
+    match label {
+        Some(label) if !label.eq_ignore_ascii_case(id) => format!("{label} (id {id})"),
+        _ => id.to_owned(),
+    }
+}
+
+fn protected(
+    action: &str,
+    id: &str,
+    label: Option<&str>,
+    rule: &crate::policy::Rule,
+    how: &str,
+    origin: &str,
+) -> String {
+    let how = if how.is_empty() {
+        String::new()
+    } else {
+        format!(" {how}, and")
+    };
+    format!(
+        "policy refused {action}: target {}{how} is protected by rule {rule} ({origin}); nothing was sent",
+        shown_target(id, label)
+    )
+}
+
+fn unknown(
+    action: &str,
+    id: &str,
+    why: &str,
+    policy: &Policy,
+    namespace: &str,
+    identity: Option<&crate::plan::Identity>,
+) -> String {
+    let rules: Vec<String> = match policy.judge(namespace, id, identity) {
+        Verdict::Unknown { rules } => rules.iter().map(ToString::to_string).collect(),
+        _ => policy.rules().iter().map(ToString::to_string).collect(),
+    };
+    format!(
+        "policy refused {action}: cannot tell who target {} is (no read of this run showed it, and {why}), and \
+         rule {} could match: refused (fail closed; {}); nothing was sent. Read the target first (list or get it) \
+         so that the run knows it",
+        shown_target(id, identity.and_then(|i| i.label.as_deref())),
+        rules.join(", "),
+        policy.origin()
+    )
 }
 
 /// Whether a recorded result is `()` (kept as its digest alone by stores that drop JSON nulls).

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +93,8 @@ fn pipeline(plan: bool, max_changes: u64, concurrency: usize, sink: Option<Arc<d
         durable: None,
         fence: None,
         expect: None,
+        policy: None,
+        budgets: Vec::new(),
     }))
 }
 
@@ -171,7 +173,7 @@ async fn a_plan_past_the_cap_lists_every_change_and_reports_the_full_total() {
     }
     assert!(recorder.seen().is_empty(), "a plan sends no change");
     assert_eq!(run.take_records().planned_changes.len(), 3);
-    let refusal = run.plan_refusal().expect("the real run would be refused");
+    let (_, refusal) = run.plan_refusal().expect("the real run would be refused");
     assert!(refusal.contains("would touch 3 target(s); the cap is 1"), "{refusal}");
 }
 
@@ -329,6 +331,8 @@ async fn a_plans_state_writes_stay_with_the_plan() {
         durable: None,
         fence: None,
         expect: None,
+        policy: None,
+        budgets: Vec::new(),
     };
     let plan = Pipeline::new(setup(true));
     plan.state_set("1", "cursor", json!(5)).await.unwrap();
@@ -337,4 +341,202 @@ async fn a_plans_state_writes_stay_with_the_plan() {
     let real = Pipeline::new(setup(false));
     real.state_set("1", "cursor", json!(6)).await.unwrap();
     assert_eq!(state.get("cursor").await.unwrap(), Some(json!(6)));
+}
+
+/// A directory of users: reads answer with their records; it identifies the users it knows.
+#[derive(Default)]
+struct Directory {
+    sent: Mutex<Vec<Value>>,
+    asked: AtomicUsize,
+}
+
+fn directory_user(id: &str) -> Option<Value> {
+    match id {
+        "u-boss" => Some(json!({"id": "u-boss", "email": "Boss@corp.example", "roles": []})),
+        "u-root" => {
+            Some(json!({"id": "u-root", "email": "root@corp.example", "roles": [{"id": "r1", "name": "admins"}]}))
+        }
+        "u-ann" => Some(json!({"id": "u-ann", "email": "ann@corp.example", "roles": []})),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Provider for Directory {
+    fn namespace(&self) -> &str {
+        "dir"
+    }
+
+    fn actions(&self) -> &[ActionSpec] {
+        &[READ, WRITE]
+    }
+
+    async fn call(&self, _: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError> {
+        if action.effect.is_mutating() {
+            self.sent.lock().unwrap().push(args);
+            return Ok(Value::Null);
+        }
+        let id = args["id"].as_str().unwrap_or_default();
+        Ok(directory_user(id).unwrap_or(Value::Null))
+    }
+
+    async fn identify(&self, _: &CallContext, _: &ActionSpec, id: &str) -> Result<Option<Value>, ActionError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Ok(if id == "u-ghost" { None } else { directory_user(id) })
+    }
+}
+
+fn governed(plan: bool, protect: &[&str], budgets: Vec<Budget>) -> Pipeline {
+    Pipeline::new(PipelineSetup {
+        run_id: "r".into(),
+        plan,
+        max_changes: 100,
+        concurrency: 4,
+        names: SettingNames::default(),
+        cancel: CancellationToken::new(),
+        sink: None,
+        state: Arc::new(MemoryState::new()),
+        durable: None,
+        fence: None,
+        expect: None,
+        policy: Some(Arc::new(Policy::new(protect, "").unwrap())),
+        budgets,
+    })
+}
+
+#[tokio::test]
+async fn a_protected_target_is_refused_before_it_is_sent_or_planned() {
+    for plan in [false, true] {
+        let directory = Arc::new(Directory::default());
+        let provider: Arc<dyn Provider> = directory.clone();
+        let run = governed(plan, &["boss@corp.example"], Vec::new());
+        run.call(&provider, &READ, json!({"id": "u-boss"}), None, "1")
+            .await
+            .unwrap();
+        run.call(&provider, &WRITE, json!({"id": "u-ann"}), None, "2")
+            .await
+            .unwrap();
+        let refused = run.call(&provider, &WRITE, json!({"id": "u-boss"}), None, "3").await;
+        assert!(matches!(refused, Err(CallFailure::Stopped)));
+        let Some(Abort::Policy(message)) = run.abort_reason() else {
+            panic!("{:?}", run.abort_reason());
+        };
+        assert!(
+            message.contains("target Boss@corp.example (id u-boss) is protected by rule \"boss@corp.example\""),
+            "{message}"
+        );
+        let sent = directory.sent.lock().unwrap().len();
+        let planned = run.take_records().planned_changes.len();
+        assert_eq!(sent + planned, 1, "only ann's change went on (plan: {plan})");
+        assert_eq!(
+            directory.asked.load(Ordering::SeqCst),
+            1,
+            "ann, whom no read showed, was identified; the boss was known from the read"
+        );
+    }
+}
+
+#[tokio::test]
+async fn role_rules_look_at_roles_and_unknown_targets_fail_closed() {
+    let directory = Arc::new(Directory::default());
+    let provider: Arc<dyn Provider> = directory.clone();
+    let run = governed(false, &["dir-role:admins"], Vec::new());
+    run.call(&provider, &WRITE, json!({"id": "u-root"}), None, "1")
+        .await
+        .unwrap_err();
+    let Some(Abort::Policy(message)) = run.abort_reason() else {
+        panic!("{:?}", run.abort_reason());
+    };
+    assert!(message.contains("holds role admins"), "{message}");
+
+    let run = governed(false, &["role:admins"], Vec::new());
+    run.call(&provider, &WRITE, json!({"id": "u-ghost"}), None, "1")
+        .await
+        .unwrap_err();
+    let Some(Abort::Policy(message)) = run.abort_reason() else {
+        panic!("{:?}", run.abort_reason());
+    };
+    assert!(message.contains("cannot tell who target u-ghost is"), "{message}");
+    assert!(message.contains("fail closed"), "{message}");
+
+    // An id rule needs nobody identified.
+    let asked = directory.asked.load(Ordering::SeqCst);
+    let run = governed(false, &["a4bf58e7-0000-4000-8000-000000000001"], Vec::new());
+    run.call(&provider, &WRITE, json!({"id": "u-ghost"}), None, "1")
+        .await
+        .unwrap();
+    assert_eq!(directory.asked.load(Ordering::SeqCst), asked);
+    assert!(directory.sent.lock().unwrap().len() == 1);
+}
+
+#[tokio::test]
+async fn the_budget_refuses_the_change_that_would_pass_it() {
+    let directory = Arc::new(Directory::default());
+    let provider: Arc<dyn Provider> = directory.clone();
+    let budget = Budget::new(5, 3, "today's budget", "max_changes_per_day");
+    let run = governed(false, &[], vec![budget.clone()]);
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        run.call(&provider, &WRITE, json!({"id": id}), None, &i.to_string())
+            .await
+            .unwrap();
+    }
+    run.call(&provider, &WRITE, json!({"id": "c"}), None, "3")
+        .await
+        .unwrap_err();
+    let Some(Abort::Budget(message)) = run.abort_reason() else {
+        panic!("{:?}", run.abort_reason());
+    };
+    assert!(
+        message.contains("today's budget: 5 changes, 3 used in the last 24 h by earlier runs and 2 by this run"),
+        "{message}"
+    );
+    assert_eq!(directory.sent.lock().unwrap().len(), 2);
+
+    // A plan plans every change and ends refused, with the total.
+    let plan = governed(true, &[], vec![budget]);
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        plan.call(&provider, &WRITE, json!({"id": id}), None, &i.to_string())
+            .await
+            .unwrap();
+    }
+    let (kind, message) = plan.plan_refusal().unwrap();
+    assert_eq!(kind, crate::run::RunErrorKind::Budget);
+    assert!(message.contains("the plan would touch 3 target(s)"), "{message}");
+}
+
+/// A count another run's changes move while this run goes on.
+struct Shared(Arc<AtomicU64>);
+
+#[async_trait]
+impl crate::policy::ChangeCount for Shared {
+    async fn count(&self) -> Result<u64, String> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[tokio::test]
+async fn a_recounted_budget_sees_the_changes_of_runs_going_at_the_same_time() {
+    let directory = Arc::new(Directory::default());
+    let provider: Arc<dyn Provider> = directory.clone();
+    let elsewhere = Arc::new(AtomicU64::new(1));
+    let budget =
+        Budget::new(4, 1, "today's budget", "max_changes_per_day").recounted(Arc::new(Shared(elsewhere.clone())));
+    let run = governed(false, &[], vec![budget]);
+    // No journal here: the count never holds this run's own changes, which it adds itself.
+    run.call(&provider, &WRITE, json!({"id": "a"}), None, "1")
+        .await
+        .unwrap();
+    // Another run makes two changes meanwhile: 1 + 2 elsewhere and 1 here fill the budget.
+    elsewhere.store(3, Ordering::SeqCst);
+    run.call(&provider, &WRITE, json!({"id": "b"}), None, "2")
+        .await
+        .unwrap_err();
+    let Some(Abort::Budget(message)) = run.abort_reason() else {
+        panic!("{:?}", run.abort_reason());
+    };
+    assert!(
+        message.contains("today's budget: 4 changes, 3 used in the last 24 h by earlier runs and 1 by this run"),
+        "{message}"
+    );
+    assert_eq!(directory.sent.lock().unwrap().len(), 1);
 }

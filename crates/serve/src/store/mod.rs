@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use runbook_core::journal::{JOURNAL_VERSION, StepError};
-use runbook_core::{Effect, JournalEntry, JournalError, Resolution, StepKind, StepStatus};
+use runbook_core::{Effect, JournalEntry, JournalError, Resolution, SavedPlan, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -67,11 +67,21 @@ pub enum RunStatus {
     NeedsAttention,
     /// Stopped by a person (`runbook runs cancel`): final.
     Cancelled,
+    /// Planned, and waiting for its automation's approvers (`runbook runs approve|reject`). It
+    /// holds no lease and no concurrency slot.
+    AwaitingApproval,
+    /// Nobody approved it before its approval expired: nothing was sent. Final.
+    Expired,
+    /// An approver rejected it: nothing was sent. Final.
+    Rejected,
+    /// Its apply was about to send a change outside the approved plan: that change was not
+    /// sent, and the run stopped. Final.
+    Stale,
 }
 
 impl RunStatus {
     /// Every status.
-    pub const ALL: [RunStatus; 8] = [
+    pub const ALL: [RunStatus; 12] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
@@ -80,10 +90,15 @@ impl RunStatus {
         RunStatus::Diverged,
         RunStatus::NeedsAttention,
         RunStatus::Cancelled,
+        RunStatus::AwaitingApproval,
+        RunStatus::Expired,
+        RunStatus::Rejected,
+        RunStatus::Stale,
     ];
 
     /// The statuses of finished runs, as SQL text: `'succeeded', 'failed', ...`.
-    pub(crate) const FINAL_SQL: &'static str = "'succeeded', 'failed', 'refused', 'diverged', 'cancelled'";
+    pub(crate) const FINAL_SQL: &'static str =
+        "'succeeded', 'failed', 'refused', 'diverged', 'cancelled', 'expired', 'rejected', 'stale'";
 
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
@@ -96,14 +111,26 @@ impl RunStatus {
             RunStatus::Diverged => "diverged",
             RunStatus::NeedsAttention => "needs_attention",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Expired => "expired",
+            RunStatus::Rejected => "rejected",
+            RunStatus::Stale => "stale",
         }
     }
 
-    /// Whether the run is over (`needs_attention` is not: it waits for a person).
+    /// Whether the run is over (`needs_attention` and `awaiting_approval` are not: they wait
+    /// for a person).
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Refused | RunStatus::Diverged | RunStatus::Cancelled
+            RunStatus::Succeeded
+                | RunStatus::Failed
+                | RunStatus::Refused
+                | RunStatus::Diverged
+                | RunStatus::Cancelled
+                | RunStatus::Expired
+                | RunStatus::Rejected
+                | RunStatus::Stale
         )
     }
 }
@@ -115,7 +142,7 @@ impl std::str::FromStr for RunStatus {
         RunStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
             format!(
                 "\"{s}\" is not a run status; write queued, running, succeeded, failed, refused, diverged, \
-                     needs_attention or cancelled"
+                     needs_attention, cancelled, awaiting_approval, expired, rejected or stale"
             )
         })
     }
@@ -184,6 +211,8 @@ pub struct ClaimedRun {
     /// The script text pinned when the run was queued (empty for a run queued by a runbook
     /// older than the journal: it runs the automation's current script).
     pub script: String,
+    /// Its plan was approved: this attempt applies exactly that plan.
+    pub approved: bool,
 }
 
 /// How an attempt ended.
@@ -255,6 +284,149 @@ pub struct RunRecord {
     pub started_by: String,
     /// Who cancelled it (or asked to, while it runs).
     pub cancelled_by: Option<String>,
+    /// Its plan and the approvers' decisions, for a run of an automation with `approval`
+    /// (`None` until it planned).
+    pub approval: Option<ApprovalState>,
+}
+
+/// A run's plan waiting for (or given) approval, and the decisions on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalState {
+    /// The plan the approvers decide on: its effects, their digest, and what `now()` returned.
+    pub plan: SavedPlan,
+    /// How many plans the run has made (a stale plan at apply time makes a new one): only the
+    /// decisions of the current round count.
+    pub round: u32,
+    /// When the plan expires unless approved (unix ms).
+    pub expires_at: Option<i64>,
+    /// When the last approval needed came in (unix ms); `None` while it waits.
+    pub approved_at: Option<i64>,
+    /// How the current plan differs from the one approved before it, when the services changed
+    /// between that approval and its apply: `{"added", "removed", "changed", "text"}`.
+    pub diff: Option<Value>,
+    /// Every decision on the run, oldest first, every round.
+    pub approvals: Vec<Approval>,
+}
+
+/// One approver's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    /// The plan round it was made on.
+    pub round: u32,
+    /// The approver's token name.
+    pub approver: String,
+    /// `approve` or `reject`.
+    pub decision: Decision,
+    /// What they wrote.
+    pub comment: String,
+    /// The digest of the effects they decided on.
+    pub effects_sha256: String,
+    /// When (unix ms).
+    pub at: i64,
+}
+
+/// An approver's word on a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Apply it.
+    Approve,
+    /// Do not: the run ends `rejected`.
+    Reject,
+}
+
+impl Decision {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for Decision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "approve" => Ok(Decision::Approve),
+            "reject" => Ok(Decision::Reject),
+            other => Err(format!("\"{other}\" is not a decision")),
+        }
+    }
+}
+
+/// A plan an attempt made, to wait for approval.
+#[derive(Debug, Clone)]
+pub struct PendingPlan {
+    /// The plan.
+    pub plan: SavedPlan,
+    /// How long the approvers have, from now (by the store's clock).
+    pub expires_in: Duration,
+    /// How it differs from the plan approved before it (a stale plan), as [`ApprovalState::diff`].
+    pub diff: Option<Value>,
+    /// What the plan's script printed.
+    pub logs: Value,
+    /// The audit records of its (read and planned) calls.
+    pub calls: Value,
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The run's status after it: `queued` (approved: it applies now), `awaiting_approval`
+    /// (more approvals needed) or `rejected`.
+    pub status: RunStatus,
+    /// Distinct approvals of the current plan so far.
+    pub approvals: u32,
+    /// The digest of the effects decided on.
+    pub effects_sha256: String,
+}
+
+/// Why a decision was not recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    /// No run has that id.
+    #[error("no run {0}")]
+    NoRun(String),
+    /// The run does not wait for approval (it was applied, rejected, expired, cancelled...).
+    #[error(
+        "run {run} is {status}, not awaiting_approval: only a run waiting for approval can be approved or rejected"
+    )]
+    NotWaiting {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: String,
+    },
+    /// Its approval expired (the run is `expired` now).
+    #[error("run {0}'s approval expired: it is expired now and nothing was sent; start it again to make a new plan")]
+    Expired(String),
+    /// This approver already decided on this plan.
+    #[error("{approver} already decided on run {run}'s current plan: an approval counts once")]
+    AlreadyDecided {
+        /// The run.
+        run: String,
+        /// The approver.
+        approver: String,
+    },
+    /// The approver saw other effects than the run's current plan.
+    #[error(
+        "run {run}'s plan is not the one you reviewed (its effects digest is {current}, you sent {seen}): review it again with `runbook runs show {run}`"
+    )]
+    PlanChanged {
+        /// The run.
+        run: String,
+        /// The digest sent.
+        seen: String,
+        /// The current plan's digest.
+        current: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl RunRecord {
@@ -460,6 +632,32 @@ pub trait Store: Send + Sync {
     /// The runs `owner` holds that a person asked to cancel.
     async fn cancel_requested(&self, owner: &str) -> Result<Vec<String>, StoreError>;
 
+    /// Ends the plan attempt of `id` at `epoch`: the run waits as `awaiting_approval` with
+    /// `pending`'s plan (a new round: earlier approvals no longer count), holding no lease. A
+    /// run a person asked to cancel meanwhile is `cancelled` instead. `false` when the attempt
+    /// no longer holds the run.
+    async fn await_approval(&self, owner: &str, id: &str, epoch: u64, pending: PendingPlan)
+    -> Result<bool, StoreError>;
+
+    /// Records `by`'s decision on the current plan of a run waiting for approval, in one
+    /// transaction: a rejection ends the run `rejected`; the `required`-th distinct approval
+    /// queues it to apply (once: the run is no longer waiting), its retries counted from the
+    /// apply's first attempt (the plan's attempts do not use them up). `seen`, when given, is the
+    /// effects digest the approver reviewed: another plan is refused. A run past its expiry is
+    /// made `expired` and refused.
+    async fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        decision: Decision,
+        comment: &str,
+        seen: Option<&str>,
+        required: u32,
+    ) -> Result<Decided, DecideError>;
+
+    /// Ends as `expired` every run whose approval expired; returns how many.
+    async fn expire_approvals(&self) -> Result<u64, StoreError>;
+
     /// Pauses (or resumes) an automation for `by`: a paused automation's queued runs are not
     /// claimed; its deliveries and ticks are still stored.
     async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError>;
@@ -523,6 +721,11 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers and would take a write (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Targets changed, or that may have been, by the journaled calls started at or after
+    /// `since_ms` (unix ms) — of `automation`'s runs, or of every run: the daily budget's count.
+    /// A call its service refused changed nothing and is not counted.
+    async fn changes_since(&self, automation: Option<&str>, since_ms: i64) -> Result<u64, StoreError>;
 
     /// The rate budget every instance on this store shares, for a store several instances use.
     fn shared_budget(&self) -> Option<std::sync::Arc<dyn runbook_core::http::SharedBudget>> {
@@ -817,3 +1020,58 @@ pub(crate) fn script_digest(script: &str) -> String {
         runbook_core::journal::hex_digest(script.as_bytes())
     }
 }
+
+/// A run's approval columns as the stores keep them (JSON as text), made into its
+/// [`ApprovalState`] (without its decisions): `None` for a run that never planned for approval.
+pub(crate) fn approval_state(
+    plan: Option<String>,
+    round: i64,
+    diff: Option<String>,
+    expires_at: Option<i64>,
+    approved_at: Option<i64>,
+) -> Option<ApprovalState> {
+    let plan: SavedPlan = serde_json::from_str(&plan?).ok()?;
+    Some(ApprovalState {
+        plan,
+        round: u32::try_from(round).unwrap_or(0),
+        expires_at,
+        approved_at,
+        diff: diff.and_then(|d| serde_json::from_str(&d).ok()),
+        approvals: Vec::new(),
+    })
+}
+
+/// The columns of the approvals table, in [`Approval`]'s order after `run_id`.
+pub(crate) const APPROVAL_COLUMNS: &str = "round, approver, decision, comment, effects_sha256, at";
+
+/// One decision as the stores keep it.
+pub(crate) fn approval_of(
+    round: i64,
+    approver: String,
+    decision: &str,
+    comment: String,
+    digest: String,
+    at: i64,
+) -> Approval {
+    Approval {
+        round: u32::try_from(round).unwrap_or(0),
+        approver,
+        decision: decision.parse().unwrap_or(Decision::Reject),
+        comment,
+        effects_sha256: digest,
+        at,
+    }
+}
+
+/// The error a rejected run records.
+pub(crate) fn rejection_text(by: &str, comment: &str) -> String {
+    if comment.trim().is_empty() {
+        format!("rejected by {by}: nothing was sent")
+    } else {
+        format!("rejected by {by} (\"{}\"): nothing was sent", comment.trim())
+    }
+}
+
+/// The error an expired run records.
+pub(crate) const EXPIRED_TEXT: &str =
+    "its plan was not approved before the approval expired (approval.expires): nothing was sent";

@@ -31,9 +31,10 @@ use tokio_postgres::Row;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow,
-    NewRun, ResolveError, RunFilter, RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, fenced, history_steps,
-    journal_entries, json_text, script_digest,
+    APPROVAL_COLUMNS, Approval, AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, DecideError,
+    Decided, Decision, ENTRY_COLUMNS, EXPIRED_TEXT, Enqueued, EntryRow, NewRun, PendingPlan, ResolveError, RunFilter,
+    RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, approval_of, approval_state, fenced, history_steps,
+    journal_entries, json_text, rejection_text, script_digest,
 };
 
 /// The database's clock in unix milliseconds: one clock for every instance's leases.
@@ -143,6 +144,28 @@ CREATE TABLE runbook_automations (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE runbook_runs ADD COLUMN plan TEXT;
+ALTER TABLE runbook_runs ADD COLUMN plan_sha256 TEXT;
+ALTER TABLE runbook_runs ADD COLUMN plan_round INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runbook_runs ADD COLUMN plan_diff TEXT;
+ALTER TABLE runbook_runs ADD COLUMN approval_expires_at BIGINT;
+ALTER TABLE runbook_runs ADD COLUMN approved_at BIGINT;
+CREATE INDEX runbook_runs_awaiting ON runbook_runs (approval_expires_at) WHERE status = 'awaiting_approval';
+CREATE TABLE runbook_approvals (
+    run_id         TEXT NOT NULL REFERENCES runbook_runs (id) ON DELETE CASCADE,
+    round          INTEGER NOT NULL,
+    approver       TEXT NOT NULL,
+    decision       TEXT NOT NULL,
+    comment        TEXT NOT NULL,
+    effects_sha256 TEXT NOT NULL,
+    at             BIGINT NOT NULL,
+    PRIMARY KEY (run_id, round, approver)
+);
+"#,
+    ),
 ];
 
 /// Runs one claim takes at most: small batches keep a busy instance from taking the whole queue
@@ -202,7 +225,8 @@ fn count(n: i32) -> u32 {
 }
 
 const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
-     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest, started_by, cancelled_by";
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest, started_by, cancelled_by, \
+     plan, plan_round, plan_diff, approval_expires_at, approved_at";
 
 const SUMMARY_COLUMNS: &str = "id, automation, trigger, status, attempts, created_at, started_at, finished_at, error, retry_of, started_by, cancelled_by";
 
@@ -250,7 +274,38 @@ fn record(row: &Row) -> RunRecord {
         steps: Vec::new(),
         started_by: row.get(20),
         cancelled_by: row.get(21),
+        approval: approval_state(
+            row.get(22),
+            i64::from(row.get::<_, i32>(23)),
+            row.get(24),
+            row.get(25),
+            row.get(26),
+        ),
     }
+}
+
+async fn approval_rows(client: &impl tokio_postgres::GenericClient, run_id: &str) -> Result<Vec<Approval>, StoreError> {
+    let rows = client
+        .query(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM runbook_approvals WHERE run_id = $1 ORDER BY at, round, approver"),
+            &[&run_id],
+        )
+        .await
+        .map_err(|e| db_err(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let decision: String = r.get(2);
+            approval_of(
+                i64::from(r.get::<_, i32>(0)),
+                r.get(1),
+                &decision,
+                r.get(3),
+                r.get(4),
+                r.get(5),
+            )
+        })
+        .collect())
 }
 
 fn entry_row(row: &Row) -> Result<EntryRow, tokio_postgres::Error> {
@@ -726,7 +781,8 @@ impl Store for PgStore {
                              WHERE automation = $1 AND status = 'queued' AND not_before <= {NOW_MS}
                              ORDER BY not_before, id LIMIT $4
                              FOR UPDATE SKIP LOCKED)
-                         RETURNING id, automation, attempts, max_retries, params, event, created_at, not_before, epoch, script"
+                         RETURNING id, automation, attempts, max_retries, params, event, created_at, not_before, epoch, script,
+                             approved_at"
                     ),
                     &[&automation, &owner, &lease, &i64::try_from(room).unwrap_or(i64::MAX)],
                 )
@@ -747,6 +803,7 @@ impl Store for PgStore {
                             created_at: r.get(6),
                             epoch: u64::try_from(r.get::<_, i64>(8)).unwrap_or(0),
                             script: r.get(9),
+                            approved: r.get::<_, Option<i64>>(10).is_some(),
                         },
                     )
                 })
@@ -982,6 +1039,9 @@ impl Store for PgStore {
             return Ok(None);
         };
         run.steps = history_steps(&run.id, journal_rows(&**client, &run.id).await?)?;
+        if let Some(approval) = &mut run.approval {
+            approval.approvals = approval_rows(&**client, &run.id).await?;
+        }
         Ok(Some(run))
     }
 
@@ -1005,7 +1065,7 @@ impl Store for PgStore {
         };
         let status: String = row.get(0);
         let outcome = match status.parse::<RunStatus>() {
-            Ok(RunStatus::Queued | RunStatus::NeedsAttention) => {
+            Ok(RunStatus::Queued | RunStatus::NeedsAttention | RunStatus::AwaitingApproval) => {
                 tx.execute(
                     &format!(
                         "UPDATE runbook_runs SET status = 'cancelled', cancelled_by = $2, finished_at = {NOW_MS},
@@ -1048,6 +1108,175 @@ impl Store for PgStore {
             .await
             .map_err(|e| db_err(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn await_approval(
+        &self,
+        owner: &str,
+        id: &str,
+        epoch: u64,
+        pending: PendingPlan,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let plan = serde_json::to_string(&pending.plan).map_err(StoreError::new)?;
+        let diff = pending.diff.as_ref().map(json_text);
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE runbook_runs SET
+                         status = CASE WHEN cancelled_by IS NOT NULL THEN 'cancelled' ELSE 'awaiting_approval' END,
+                         finished_at = CASE WHEN cancelled_by IS NOT NULL THEN {NOW_MS} END,
+                         plan = $4, plan_sha256 = $5, plan_round = plan_round + 1, plan_diff = $6,
+                         approval_expires_at = {NOW_MS} + $7, approved_at = NULL,
+                         result = NULL, error = NULL, error_kind = NULL, logs = $8, calls = $9,
+                         lease_owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running' AND epoch = $3"
+                ),
+                &[
+                    &id,
+                    &owner,
+                    &epoch_sql(epoch),
+                    &plan,
+                    &pending.plan.effects_sha256,
+                    &diff,
+                    &lease_ms(pending.expires_in),
+                    &json_text(&pending.logs),
+                    &json_text(&pending.calls),
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(changed == 1)
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        decision: Decision,
+        comment: &str,
+        seen: Option<&str>,
+        required: u32,
+    ) -> Result<Decided, DecideError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db_err(&e))?;
+        let Some(row) = tx
+            .query_opt(
+                &format!(
+                    "SELECT status, plan_sha256, plan_round, approval_expires_at <= {NOW_MS} FROM runbook_runs
+                     WHERE id = $1 FOR UPDATE"
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(|e| db_err(&e))?
+        else {
+            return Err(DecideError::NoRun(id.to_owned()));
+        };
+        let status: String = row.get(0);
+        let digest: String = row.get::<_, Option<String>>(1).unwrap_or_default();
+        let round: i32 = row.get(2);
+        let expired: bool = row.get::<_, Option<bool>>(3).unwrap_or(false);
+        if status != RunStatus::AwaitingApproval.as_str() {
+            return Err(DecideError::NotWaiting {
+                run: id.to_owned(),
+                status,
+            });
+        }
+        if expired {
+            tx.execute(
+                &format!(
+                    "UPDATE runbook_runs SET status = 'expired', finished_at = {NOW_MS}, error = $2, error_kind = 'expired'
+                     WHERE id = $1"
+                ),
+                &[&id, &EXPIRED_TEXT],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+            tx.commit().await.map_err(|e| db_err(&e))?;
+            return Err(DecideError::Expired(id.to_owned()));
+        }
+        if let Some(seen) = seen.filter(|s| *s != digest) {
+            return Err(DecideError::PlanChanged {
+                run: id.to_owned(),
+                seen: seen.to_owned(),
+                current: digest,
+            });
+        }
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO runbook_approvals (run_id, round, approver, decision, comment, effects_sha256, at)
+                     VALUES ($1, $2, $3, $4, $5, $6, {NOW_MS}) ON CONFLICT DO NOTHING"
+                ),
+                &[&id, &round, &by, &decision.as_str(), &comment, &digest],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        if inserted == 0 {
+            return Err(DecideError::AlreadyDecided {
+                run: id.to_owned(),
+                approver: by.to_owned(),
+            });
+        }
+        let approvals: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM runbook_approvals WHERE run_id = $1 AND round = $2 AND decision = 'approve'",
+                &[&id, &round],
+            )
+            .await
+            .map_err(|e| db_err(&e))?
+            .get(0);
+        let approvals = u32::try_from(approvals).unwrap_or(0);
+        let status = match decision {
+            Decision::Reject => {
+                tx.execute(
+                    &format!(
+                        "UPDATE runbook_runs SET status = 'rejected', finished_at = {NOW_MS}, error = $2,
+                             error_kind = 'rejected'
+                         WHERE id = $1"
+                    ),
+                    &[&id, &rejection_text(by, comment)],
+                )
+                .await
+                .map_err(|e| db_err(&e))?;
+                RunStatus::Rejected
+            }
+            Decision::Approve if approvals >= required => {
+                tx.execute(
+                    &format!(
+                        "UPDATE runbook_runs SET status = 'queued', approved_at = {NOW_MS}, not_before = {NOW_MS},
+                             max_retries = max_retries + attempts
+                         WHERE id = $1"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(|e| db_err(&e))?;
+                RunStatus::Queued
+            }
+            Decision::Approve => RunStatus::AwaitingApproval,
+        };
+        tx.commit().await.map_err(|e| db_err(&e))?;
+        Ok(Decided {
+            status,
+            approvals,
+            effects_sha256: digest,
+        })
+    }
+
+    async fn expire_approvals(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE runbook_runs SET status = 'expired', finished_at = {NOW_MS}, error = $1, error_kind = 'expired'
+                     WHERE status = 'awaiting_approval' AND approval_expires_at <= {NOW_MS}"
+                ),
+                &[&EXPIRED_TEXT],
+            )
+            .await
+            .map_err(|e| db_err(&e))
     }
 
     async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError> {
@@ -1177,6 +1406,22 @@ impl Store for PgStore {
             .get(0);
         stats.oldest_queued_ms = oldest.map(|ms| ms.max(0));
         Ok(stats)
+    }
+
+    async fn changes_since(&self, automation: Option<&str>, since_ms: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(SUM(j.targets), 0)::BIGINT FROM runbook_journal j JOIN runbook_runs r ON r.id = j.run_id
+                 WHERE (r.finished_at IS NULL OR r.finished_at >= $1)
+                   AND ($2::TEXT IS NULL OR r.automation = $2)
+                   AND j.kind = 'call' AND j.effect IN ('write', 'destructive') AND j.status != 'err'
+                   AND j.started_at >= $1",
+                &[&since_ms, &automation],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError> {

@@ -27,9 +27,10 @@ use tokio::sync::oneshot;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, ENTRY_COLUMNS, Enqueued, EntryRow,
-    NewRun, ResolveError, RunFilter, RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, fenced, history_steps,
-    journal_entries, json_text, script_digest,
+    APPROVAL_COLUMNS, Approval, AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, DecideError,
+    Decided, Decision, ENTRY_COLUMNS, EXPIRED_TEXT, Enqueued, EntryRow, NewRun, PendingPlan, ResolveError, RunFilter,
+    RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, approval_of, approval_state, fenced, history_steps,
+    journal_entries, json_text, rejection_text, script_digest,
 };
 
 const SCHEMA: &str = r#"
@@ -73,7 +74,7 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 "#;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// From version 1: runs pin their script and count lease epochs; the journal of their steps.
 const MIGRATE_TO_2: &str = r#"
@@ -131,6 +132,27 @@ CREATE TABLE automations (
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 "#;
 
+/// From version 3: approvals — a run's plan waiting for its approvers, and their decisions.
+const MIGRATE_TO_4: &str = r#"
+ALTER TABLE runs ADD COLUMN plan TEXT;
+ALTER TABLE runs ADD COLUMN plan_sha256 TEXT;
+ALTER TABLE runs ADD COLUMN plan_round INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN plan_diff TEXT;
+ALTER TABLE runs ADD COLUMN approval_expires_at INTEGER;
+ALTER TABLE runs ADD COLUMN approved_at INTEGER;
+CREATE TABLE approvals (
+    run_id         TEXT NOT NULL,
+    round          INTEGER NOT NULL,
+    approver       TEXT NOT NULL,
+    decision       TEXT NOT NULL,
+    comment        TEXT NOT NULL,
+    effects_sha256 TEXT NOT NULL,
+    at             INTEGER NOT NULL,
+    PRIMARY KEY (run_id, round, approver)
+);
+UPDATE meta SET value = '4' WHERE key = 'schema_version';
+"#;
+
 /// Brings a store of an older schema up to [`SCHEMA_VERSION`], in one transaction, keeping its
 /// runs; refuses one a newer runbook wrote.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -157,6 +179,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if version < 3 {
         tx.execute_batch(MIGRATE_TO_3).map_err(db_err)?;
         tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 3");
+    }
+    if version < 4 {
+        tx.execute_batch(MIGRATE_TO_4).map_err(db_err)?;
+        tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 4");
     }
     tx.commit().map_err(db_err)
 }
@@ -515,7 +541,8 @@ fn parse_json(text: Option<String>) -> Option<Value> {
 }
 
 const RECORD_COLUMNS: &str = "id, automation, trigger, status, attempts, max_retries, params, event, scheduled_for, result, error, \
-     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest, started_by, cancelled_by";
+     error_kind, logs, calls, retry_of, created_at, not_before, started_at, finished_at, script_digest, started_by, cancelled_by, \
+     plan, plan_round, plan_diff, approval_expires_at, approved_at";
 
 const SUMMARY_COLUMNS: &str = "id, automation, trigger, status, attempts, created_at, started_at, finished_at, error, retry_of, started_by, cancelled_by";
 
@@ -566,7 +593,26 @@ fn record(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         steps: Vec::new(),
         started_by: row.get(20)?,
         cancelled_by: row.get(21)?,
+        approval: approval_state(row.get(22)?, row.get(23)?, row.get(24)?, row.get(25)?, row.get(26)?),
     })
+}
+
+fn approval_rows(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<Approval>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ?1 ORDER BY at, round, approver"
+    ))?;
+    let rows = stmt.query_map(params![run_id], |r| {
+        let decision: String = r.get(2)?;
+        Ok(approval_of(
+            r.get(0)?,
+            r.get(1)?,
+            &decision,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })?;
+    rows.collect()
 }
 
 fn entry_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
@@ -794,11 +840,12 @@ impl Store for SqliteStore {
                 i64,
                 i64,
                 String,
+                Option<i64>,
             );
             let candidates: Vec<Candidate> = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT id, automation, attempts, max_retries, params, event, created_at, epoch, script FROM (
+                        "SELECT id, automation, attempts, max_retries, params, event, created_at, epoch, script, approved_at FROM (
                              SELECT *, ROW_NUMBER() OVER (PARTITION BY automation ORDER BY not_before, id) AS rank
                              FROM runs WHERE status = 'queued' AND not_before <= ?1
                                AND automation NOT IN (SELECT name FROM automations WHERE paused = 1))
@@ -816,6 +863,7 @@ impl Store for SqliteStore {
                         r.get(6)?,
                         r.get(7)?,
                         r.get(8)?,
+                        r.get(9)?,
                     ))
                 })
                 .map_err(db_err)?
@@ -823,7 +871,9 @@ impl Store for SqliteStore {
                 .map_err(db_err)?
             };
             let mut claimed = Vec::new();
-            for (id, automation, attempts, max_retries, params_text, event, created_at, epoch, script) in candidates {
+            for (id, automation, attempts, max_retries, params_text, event, created_at, epoch, script, approved_at) in
+                candidates
+            {
                 if claimed.len() >= max {
                     break;
                 }
@@ -856,6 +906,7 @@ impl Store for SqliteStore {
                     created_at,
                     epoch: u64::try_from(epoch + 1).unwrap_or(0),
                     script,
+                    approved: approved_at.is_some(),
                 });
             }
             tx.commit().map_err(db_err)?;
@@ -1078,6 +1129,9 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             run.steps = history_steps(&run.id, journal_rows(conn, &run.id).map_err(db_err)?)?;
+            if let Some(approval) = &mut run.approval {
+                approval.approvals = approval_rows(conn, &run.id).map_err(db_err)?;
+            }
             Ok(Some(run))
         })
         .await
@@ -1099,7 +1153,7 @@ impl Store for SqliteStore {
                 return Ok(Err(CancelError::NoRun(id)));
             };
             let outcome = match status.parse::<RunStatus>() {
-                Ok(RunStatus::Queued | RunStatus::NeedsAttention) => {
+                Ok(RunStatus::Queued | RunStatus::NeedsAttention | RunStatus::AwaitingApproval) => {
                     tx.execute(
                         "UPDATE runs SET status = 'cancelled', cancelled_by = ?2, finished_at = ?3,
                              lease_owner = NULL, lease_until = NULL
@@ -1135,6 +1189,164 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             let rows = stmt.query_map(params![owner], |r| r.get(0)).map_err(db_err)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn await_approval(
+        &self,
+        owner: &str,
+        id: &str,
+        epoch: u64,
+        pending: PendingPlan,
+    ) -> Result<bool, StoreError> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        let plan = serde_json::to_string(&pending.plan).map_err(StoreError::new)?;
+        let digest = pending.plan.effects_sha256.clone();
+        let diff = pending.diff.as_ref().map(json_text);
+        let expires_in = lease_ms(pending.expires_in);
+        self.write(move |conn| {
+            let now = now_ms();
+            let changed = conn
+                .execute(
+                    "UPDATE runs SET
+                         status = CASE WHEN cancelled_by IS NOT NULL THEN 'cancelled' ELSE 'awaiting_approval' END,
+                         finished_at = CASE WHEN cancelled_by IS NOT NULL THEN ?4 END,
+                         plan = ?5, plan_sha256 = ?6, plan_round = plan_round + 1, plan_diff = ?7,
+                         approval_expires_at = ?4 + ?8, approved_at = NULL,
+                         result = NULL, error = NULL, error_kind = NULL, logs = ?9, calls = ?10,
+                         lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' AND epoch = ?3",
+                    params![
+                        id,
+                        owner,
+                        epoch_sql(epoch),
+                        now,
+                        plan,
+                        digest,
+                        diff,
+                        expires_in,
+                        json_text(&pending.logs),
+                        json_text(&pending.calls)
+                    ],
+                )
+                .map_err(db_err)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        decision: Decision,
+        comment: &str,
+        seen: Option<&str>,
+        required: u32,
+    ) -> Result<Decided, DecideError> {
+        let (id, by, comment, seen) = (
+            id.to_owned(),
+            by.to_owned(),
+            comment.to_owned(),
+            seen.map(str::to_owned),
+        );
+        self.write(move |conn| {
+            let now = now_ms();
+            let tx = conn.transaction().map_err(db_err)?;
+            let found: Option<(String, Option<String>, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT status, plan_sha256, plan_round, approval_expires_at FROM runs WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some((status, digest, round, expires_at)) = found else {
+                return Ok(Err(DecideError::NoRun(id)));
+            };
+            if status != RunStatus::AwaitingApproval.as_str() {
+                return Ok(Err(DecideError::NotWaiting { run: id, status }));
+            }
+            if expires_at.is_some_and(|at| at <= now) {
+                tx.execute(
+                    "UPDATE runs SET status = 'expired', finished_at = ?2, error = ?3, error_kind = 'expired'
+                     WHERE id = ?1 AND status = 'awaiting_approval'",
+                    params![id, now, EXPIRED_TEXT],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                return Ok(Err(DecideError::Expired(id)));
+            }
+            let digest = digest.unwrap_or_default();
+            if let Some(seen) = seen.filter(|s| *s != digest) {
+                return Ok(Err(DecideError::PlanChanged {
+                    run: id,
+                    seen,
+                    current: digest,
+                }));
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO approvals (run_id, round, approver, decision, comment, effects_sha256, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    params![id, round, by, decision.as_str(), comment, digest, now],
+                )
+                .map_err(db_err)?;
+            if inserted == 0 {
+                return Ok(Err(DecideError::AlreadyDecided { run: id, approver: by }));
+            }
+            let approvals: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND round = ?2 AND decision = 'approve'",
+                    params![id, round],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let approvals = u32::try_from(approvals).unwrap_or(0);
+            let status = match decision {
+                Decision::Reject => {
+                    tx.execute(
+                        "UPDATE runs SET status = 'rejected', finished_at = ?2, error = ?3, error_kind = 'rejected'
+                         WHERE id = ?1",
+                        params![id, now, rejection_text(&by, &comment)],
+                    )
+                    .map_err(db_err)?;
+                    RunStatus::Rejected
+                }
+                Decision::Approve if approvals >= required => {
+                    tx.execute(
+                        "UPDATE runs SET status = 'queued', approved_at = ?2, not_before = ?2,
+                             max_retries = max_retries + attempts
+                         WHERE id = ?1",
+                        params![id, now],
+                    )
+                    .map_err(db_err)?;
+                    RunStatus::Queued
+                }
+                Decision::Approve => RunStatus::AwaitingApproval,
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(Ok(Decided {
+                status,
+                approvals,
+                effects_sha256: digest,
+            }))
+        })
+        .await?
+    }
+
+    async fn expire_approvals(&self) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let n = conn
+                .execute(
+                    "UPDATE runs SET status = 'expired', finished_at = ?1, error = ?2, error_kind = 'expired'
+                     WHERE status = 'awaiting_approval' AND approval_expires_at <= ?1",
+                    params![now, EXPIRED_TEXT],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
         })
         .await
     }
@@ -1226,6 +1438,11 @@ impl Store for SqliteStore {
             );
             tx.execute(&format!("DELETE FROM journal WHERE run_id IN ({old})"), params![before])
                 .map_err(db_err)?;
+            tx.execute(
+                &format!("DELETE FROM approvals WHERE run_id IN ({old})"),
+                params![before],
+            )
+            .map_err(db_err)?;
             let n = tx
                 .execute(&format!("DELETE FROM runs WHERE id IN ({old})"), params![before])
                 .map_err(db_err)?;
@@ -1272,6 +1489,26 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             stats.oldest_queued_ms = oldest.map(|at| (now - at).max(0));
             Ok(stats)
+        })
+        .await
+    }
+
+    async fn changes_since(&self, automation: Option<&str>, since_ms: i64) -> Result<u64, StoreError> {
+        let automation = automation.map(str::to_owned);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(j.targets), 0) FROM journal j JOIN runs r ON r.id = j.run_id
+                     WHERE (r.finished_at IS NULL OR r.finished_at >= ?1)
+                       AND (?2 IS NULL OR r.automation = ?2)
+                       AND j.kind = 'call' AND j.effect IN ('write', 'destructive') AND j.status != 'err'
+                       AND j.started_at >= ?1",
+                )
+                .map_err(db_err)?;
+            let n: i64 = stmt
+                .query_row(params![since_ms, automation], |r| r.get(0))
+                .map_err(db_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }

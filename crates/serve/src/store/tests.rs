@@ -1066,7 +1066,7 @@ async fn an_sqlite_file_of_the_first_schema_is_upgraded_in_place() {
     let version: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     // Opening it again changes nothing; a file from a newer runbook is refused.
     drop(SqliteStore::open(&path).await.unwrap());
     conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", [])
@@ -1344,5 +1344,294 @@ async fn every_run_records_who_started_it_and_summaries_match_the_records() {
             .await
             .unwrap();
         assert_eq!(only.len(), 1, "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_budget_counts_changes_in_the_window_by_automation() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let a = claimed(store, "a1", "w").await;
+        let journal = store.journal(&a.id, a.attempt, a.epoch);
+        // Two users changed, one in doubt, one refused by the service, one read, one old change.
+        let mut two = step("1", StepStatus::Ok);
+        two.targets = 2;
+        journal.write(&two).await.unwrap();
+        journal.write(&step("2", StepStatus::Intent)).await.unwrap();
+        let mut refused = step("3", StepStatus::Err);
+        refused.error = Some(runbook_core::journal::StepError {
+            kind: "api".into(),
+            message: "no".into(),
+            status: Some(400),
+        });
+        journal.write(&refused).await.unwrap();
+        let mut read = JournalEntry::new("4", StepKind::Call, "privx.search_users", Effect::Read);
+        read.status = StepStatus::Ok;
+        read.finished_at = Some(read.started_at);
+        journal.write(&read).await.unwrap();
+        let mut old = step("5", StepStatus::Ok);
+        old.started_at -= 25 * 3600 * 1000;
+        journal.write(&old).await.unwrap();
+        store.complete("w", &a.id, a.epoch, done()).await.unwrap();
+
+        store.enqueue(run("b", Some("b1"))).await.unwrap();
+        let mut runs = store.claim("w", &limits(&[("b", 1)]), 1, LEASE).await.unwrap();
+        let other = runs.remove(0);
+        store
+            .journal(&other.id, other.attempt, other.epoch)
+            .write(&step("1", StepStatus::Ok))
+            .await
+            .unwrap();
+
+        let since = now_ms() - 24 * 3600 * 1000;
+        assert_eq!(store.changes_since(Some("a"), since).await.unwrap(), 3, "{}", b.name);
+        assert_eq!(store.changes_since(Some("b"), since).await.unwrap(), 1, "{}", b.name);
+        assert_eq!(store.changes_since(None, since).await.unwrap(), 4, "{}", b.name);
+        assert_eq!(store.changes_since(Some("none"), since).await.unwrap(), 0, "{}", b.name);
+        assert_eq!(
+            store.changes_since(None, now_ms() + 1000).await.unwrap(),
+            0,
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// A plan of one change per user in `users`.
+fn plan_of(users: &[&str]) -> runbook_core::SavedPlan {
+    let effects: Vec<runbook_core::PlannedChange> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            serde_json::from_value(json!({
+                "step": (i + 2).to_string(),
+                "action": "cloudflare.delete_user",
+                "effect": "destructive",
+                "targets": 1,
+                "labels": [{"id": u, "label": format!("{u}@example.com")}],
+                "args": {"user_id": u},
+                "args_sha256": runbook_core::journal::digest(&json!({"user_id": u})),
+            }))
+            .unwrap()
+        })
+        .collect();
+    runbook_core::SavedPlan::new(
+        "delete.rhai",
+        "// a\n1",
+        serde_json::Map::new(),
+        10,
+        effects,
+        Vec::new(),
+    )
+}
+
+fn pending(users: &[&str], expires_in: Duration) -> PendingPlan {
+    PendingPlan {
+        plan: plan_of(users),
+        expires_in,
+        diff: None,
+        logs: json!([]),
+        calls: json!([]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_waits_for_distinct_approvers_without_a_slot_and_is_queued_to_apply_once() {
+    for b in backends().await {
+        let (store, other) = (&b.handles[0], &b.handles[1]);
+        let run = claimed(store, "x", "w").await;
+        let plan = pending(&["u1"], Duration::from_secs(3600));
+        let digest = plan.plan.effects_sha256.clone();
+        // Only the attempt that holds the run records its plan.
+        assert!(
+            !store
+                .await_approval("w", &run.id, run.epoch + 1, plan.clone())
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(
+            store.await_approval("w", &run.id, run.epoch, plan).await.unwrap(),
+            "{}",
+            b.name
+        );
+        let waiting = other.get(&run.id).await.unwrap().unwrap();
+        assert_eq!(waiting.status, RunStatus::AwaitingApproval, "{}", b.name);
+        assert!(!waiting.status.is_final());
+        let approval = waiting.approval.unwrap();
+        assert_eq!((approval.round, approval.approved_at), (1, None), "{}", b.name);
+        assert_eq!(approval.plan.effects_sha256, digest, "{}", b.name);
+        assert!(approval.expires_at.unwrap() > now_ms(), "{}", b.name);
+
+        // It holds no slot of the automation's concurrency of 1.
+        store.enqueue(run_of("a", "y")).await.unwrap();
+        let next = other.claim("w2", &limits(&[("a", 1)]), 5, LEASE).await.unwrap();
+        assert_eq!(next.len(), 1, "{}: the waiting run holds no slot", b.name);
+        other.complete("w2", &next[0].id, next[0].epoch, done()).await.unwrap();
+
+        // Two distinct approvers, each once, on the plan they saw.
+        let refused = store
+            .decide(&run.id, "bob", Decision::Approve, "", Some("0000"), 2)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, DecideError::PlanChanged { .. }),
+            "{}: {refused}",
+            b.name
+        );
+        let first = store
+            .decide(&run.id, "bob", Decision::Approve, "ok", Some(&digest), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.status, first.approvals),
+            (RunStatus::AwaitingApproval, 1),
+            "{}",
+            b.name
+        );
+        let again = other
+            .decide(&run.id, "bob", Decision::Approve, "", None, 2)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(again, DecideError::AlreadyDecided { .. }),
+            "{}: {again}",
+            b.name
+        );
+        let second = other
+            .decide(&run.id, "carol", Decision::Approve, "", None, 2)
+            .await
+            .unwrap();
+        assert_eq!((second.status, second.approvals), (RunStatus::Queued, 2), "{}", b.name);
+        assert_eq!(second.effects_sha256, digest, "{}", b.name);
+        let late = store
+            .decide(&run.id, "dave", Decision::Approve, "", None, 2)
+            .await
+            .unwrap_err();
+        assert!(matches!(late, DecideError::NotWaiting { .. }), "{}: {late}", b.name);
+
+        // The apply attempt knows it applies an approved plan.
+        let applying = store.claim("w", &limits(&[("a", 1)]), 5, LEASE).await.unwrap();
+        assert_eq!(applying.len(), 1, "{}", b.name);
+        assert!(applying[0].approved, "{}", b.name);
+        // The plan's attempt used none of the retries: the apply has them all.
+        assert_eq!((applying[0].attempt, applying[0].max_retries), (2, 2), "{}", b.name);
+        let record = store.get(&run.id).await.unwrap().unwrap();
+        let approval = record.approval.unwrap();
+        assert!(approval.approved_at.is_some(), "{}", b.name);
+        let names: Vec<&str> = approval.approvals.iter().map(|a| a.approver.as_str()).collect();
+        assert_eq!(names, ["bob", "carol"], "{}", b.name);
+        assert_eq!(approval.approvals[0].comment, "ok", "{}", b.name);
+        assert!(
+            approval
+                .approvals
+                .iter()
+                .all(|a| a.effects_sha256 == digest && a.round == 1)
+        );
+
+        // The services changed: a fresh plan, a new round, approvals needed again.
+        let mut fresh = pending(&["u1", "u2"], Duration::from_secs(3600));
+        fresh.diff = Some(json!({"added": 1, "removed": 0, "changed": 0, "text": "+ u2"}));
+        assert!(
+            store
+                .await_approval("w", &run.id, applying[0].epoch, fresh)
+                .await
+                .unwrap()
+        );
+        let record = store.get(&run.id).await.unwrap().unwrap();
+        let approval = record.approval.unwrap();
+        assert_eq!(
+            (record.status, approval.round, approval.approved_at),
+            (RunStatus::AwaitingApproval, 2, None)
+        );
+        assert_eq!(approval.diff.unwrap()["added"], 1, "{}", b.name);
+        assert_eq!(approval.plan.effects.len(), 2, "{}", b.name);
+        let renewed = store
+            .decide(&run.id, "bob", Decision::Approve, "", None, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            (renewed.status, renewed.approvals),
+            (RunStatus::Queued, 1),
+            "{}",
+            b.name
+        );
+        assert!(store.claim("w", &limits(&[("a", 1)]), 5, LEASE).await.unwrap()[0].approved);
+    }
+}
+
+fn run_of(automation: &str, key: &str) -> NewRun {
+    run(automation, Some(key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_expired_or_cancelled_plan_ends_the_run() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let rejected = claimed(store, "r", "w").await;
+        store
+            .await_approval(
+                "w",
+                &rejected.id,
+                rejected.epoch,
+                pending(&["u1"], Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+        let decided = store
+            .decide(&rejected.id, "bob", Decision::Reject, "not this one", None, 1)
+            .await
+            .unwrap();
+        assert_eq!(decided.status, RunStatus::Rejected, "{}", b.name);
+        let record = store.get(&rejected.id).await.unwrap().unwrap();
+        assert!(record.status.is_final() && record.finished_at.is_some(), "{}", b.name);
+        assert!(record.error.unwrap().contains("rejected by bob"), "{}", b.name);
+        assert_eq!(record.approval.unwrap().approvals[0].decision, Decision::Reject);
+
+        // A decision after the expiry expires the run and is refused, swept or not.
+        let late = claimed(store, "e1", "w").await;
+        store
+            .await_approval("w", &late.id, late.epoch, pending(&["u1"], Duration::ZERO))
+            .await
+            .unwrap();
+        let err = store
+            .decide(&late.id, "bob", Decision::Approve, "", None, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DecideError::Expired(_)), "{}: {err}", b.name);
+        assert_eq!(store.get(&late.id).await.unwrap().unwrap().status, RunStatus::Expired);
+
+        let swept = claimed(store, "e2", "w").await;
+        store
+            .await_approval("w", &swept.id, swept.epoch, pending(&["u1"], Duration::ZERO))
+            .await
+            .unwrap();
+        let kept = claimed(store, "e3", "w").await;
+        store
+            .await_approval("w", &kept.id, kept.epoch, pending(&["u1"], Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert_eq!(store.expire_approvals().await.unwrap(), 1, "{}", b.name);
+        let record = store.get(&swept.id).await.unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Expired, "{}", b.name);
+        assert!(record.error.unwrap().contains("nothing was sent"), "{}", b.name);
+        assert_eq!(
+            store.get(&kept.id).await.unwrap().unwrap().status,
+            RunStatus::AwaitingApproval
+        );
+
+        // A waiting run is cancelled at once.
+        assert_eq!(
+            store.cancel(&kept.id, "ops").await.unwrap(),
+            Cancelled::Now,
+            "{}",
+            b.name
+        );
+        assert_eq!(store.get(&kept.id).await.unwrap().unwrap().status, RunStatus::Cancelled);
+
+        // Finished approval runs are pruned with their decisions.
+        assert_eq!(store.prune(now_ms() + 1000).await.unwrap(), 4, "{}", b.name);
+        assert!(store.get(&rejected.id).await.unwrap().is_none(), "{}", b.name);
     }
 }

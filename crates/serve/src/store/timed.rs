@@ -17,8 +17,8 @@ use runbook_core::Resolution;
 use serde_json::Value;
 
 use super::{
-    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, Enqueued, NewRun, ResolveError,
-    RunFilter, RunRecord, RunSummary, Stats, Store, StoreError,
+    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, DecideError, Decided, Decision,
+    Enqueued, NewRun, PendingPlan, ResolveError, RunFilter, RunRecord, RunSummary, Stats, Store, StoreError,
 };
 use crate::metrics::Metrics;
 
@@ -131,6 +131,34 @@ impl Store for TimedStore {
         self.call("cancel_requested", self.inner.cancel_requested(owner)).await
     }
 
+    async fn await_approval(
+        &self,
+        owner: &str,
+        id: &str,
+        epoch: u64,
+        pending: PendingPlan,
+    ) -> Result<bool, StoreError> {
+        self.call("await_approval", self.inner.await_approval(owner, id, epoch, pending))
+            .await
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        decision: Decision,
+        comment: &str,
+        seen: Option<&str>,
+        required: u32,
+    ) -> Result<Decided, DecideError> {
+        self.call("decide", self.inner.decide(id, by, decision, comment, seen, required))
+            .await
+    }
+
+    async fn expire_approvals(&self) -> Result<u64, StoreError> {
+        self.call("expire_approvals", self.inner.expire_approvals()).await
+    }
+
     async fn set_paused(&self, automation: &str, paused: bool, by: &str) -> Result<(), StoreError> {
         self.call("set_paused", self.inner.set_paused(automation, paused, by))
             .await
@@ -167,6 +195,11 @@ impl Store for TimedStore {
 
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.call("stats", self.inner.stats()).await
+    }
+
+    async fn changes_since(&self, automation: Option<&str>, since_ms: i64) -> Result<u64, StoreError> {
+        self.call("changes_since", self.inner.changes_since(automation, since_ms))
+            .await
     }
 
     async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError> {
