@@ -99,7 +99,7 @@ fn provider_text(registry: &Registry, namespace: &str) -> String {
 fn targets_text(spec: &ActionSpec) -> String {
     match spec.targets {
         Targets::None => "none".to_owned(),
-        Targets::One => "1 per call".to_owned(),
+        Targets::One | Targets::OneOf(_) => "1 per call".to_owned(),
         Targets::CountOf(param) => format!("one per item of `{param}`"),
     }
 }

@@ -82,6 +82,14 @@ approval = {{ approvers = ["bob", "carol"], required = 2 }}
 trigger = {{ webhook = "/hooks/pair", secret = "${{SIEM_SECRET}}" }}
 
 [[automation]]
+name = "budgeted"
+script = "delete.rhai"
+retries = 0
+max_changes_per_day = 1
+approval = {{ approvers = ["bob"] }}
+trigger = {{ webhook = "/hooks/budgeted", secret = "${{SIEM_SECRET}}" }}
+
+[[automation]]
 name = "quick"
 script = "delete.rhai"
 retries = 0
@@ -619,5 +627,25 @@ async fn two_required_approvals_come_from_two_distinct_approvers() {
     assert_eq!(answer["status"], "queued", "{answer}");
     let done = wait_status(&server, &id, "succeeded").await;
     assert_eq!(writes(&sims), effects_as_requests(&sims, &done));
+    assert_eq!(server.stop().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_the_daily_budget_waits_for_approval_and_applies_once_approved() {
+    let sims = Sims::start(tenant(3, 0)).await;
+    let notices = Receiver::start().await;
+    let ws = workspace(&sims, &notices.url);
+    let server = Server::start(&ws).await;
+
+    // Three deletions against a budget of one a day: a person decides, not the budget.
+    let id = start(&server, "budgeted", "user").await;
+    let waiting = wait_status(&server, &id, "awaiting_approval").await;
+    assert!(waiting.to_string().contains("budget"), "{waiting}");
+    assert!(writes(&sims).is_empty(), "{:?}", writes(&sims));
+
+    let out = decide_cli(&ws, &server, "approve", &id, BOB, "offboarding day").await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    wait_status(&server, &id, "succeeded").await;
+    assert_eq!(writes(&sims).len(), 3, "{:?}", writes(&sims));
     assert_eq!(server.stop().await, Some(0));
 }

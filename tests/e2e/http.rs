@@ -302,6 +302,10 @@ async fn paths_outside_the_profile_are_refused_before_any_connection() {
         "users/../../admin".to_owned(),
         "%2e%2e/admin".to_owned(),
         "users\\..\\..\\admin".to_owned(),
+        // Java servers (Tomcat, Jetty, Spring) read `..;x` as `..`, and some decode %2F to /.
+        "..;/admin".to_owned(),
+        "users/..;x/..;y/admin".to_owned(),
+        "users%2F..%2F..%2Fadmin".to_owned(),
     ];
     for path in &outside {
         let script = format!("http::get(\"api\", {})", Value::String(path.clone()));
@@ -718,4 +722,82 @@ async fn a_profile_trusts_its_ca_cert_and_only_then() {
         "{message}"
     );
     sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_path_segment_holding_a_semicolon_stays_one_segment() {
+    let server = TestServer::start(echo).await;
+    let ws = workspace(&format!(
+        "[providers.http.profiles.api]\nbase_url = \"{}\"\n",
+        server.url("/v1")
+    ));
+    ws.file("semi.rhai", r#"http::get("api", ["users", "a;b"]).body.target"#);
+    let out = ws.run(&["run", "semi.rhai", "-o", "json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json()["result"], "/v1/users/a%3Bb");
+    ws.file("dots.rhai", r#"http::get("api", ["users", "..;x", "admin"])"#);
+    let out = ws.run(&["run", "dots.rhai"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("Java servers read"), "{}", out.stderr);
+    assert_eq!(server.count("GET"), 1, "the ..; segment was sent");
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_max_body_fails_clearly() {
+    let big = "x".repeat(3 << 20);
+    let server = TestServer::start(move |_, _| Reply::text(200, &big)).await;
+    let ws = workspace(&format!(
+        "[providers.http.profiles.small]\nbase_url = \"{url}\"\nmax_body = \"1MiB\"\n\n\
+         [providers.http.profiles.roomy]\nbase_url = \"{url}\"\n",
+        url = server.url("/v1")
+    ));
+    ws.file(
+        "big.rhai",
+        r#"
+        let out = "read";
+        try { http::get("small", "big"); } catch (e) { out = #{message: e.message, code: e.code, status: e.status}; }
+        #{small: out, roomy: http::get("roomy", "big").body.len()}
+        "#,
+    );
+    let out = ws.run(&["run", "big.rhai", "-o", "json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let result = &out.json()["result"];
+    let message = result["small"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("with a body larger than 1 MiB") && message.contains("max_body"),
+        "{result}"
+    );
+    assert_eq!(result["small"]["code"], "body_too_large");
+    assert_eq!(result["small"]["status"], 200);
+    assert_eq!(result["roomy"], 3 << 20, "the default limit (8 MiB) reads 3 MiB");
+}
+
+#[tokio::test]
+async fn a_plan_names_the_path_each_http_change_targets() {
+    let server = TestServer::start(echo).await;
+    let ws = workspace(&format!(
+        "[providers.http.profiles.api]\nbase_url = \"{}\"\n",
+        server.url("/v1")
+    ));
+    ws.file(
+        "two.rhai",
+        r#"
+        let made = http::post("api", ["users", "u1", "mfa"], #{json: #{on: true}});
+        http::delete("api", "users/u2");
+        #{status: made.status, headers: made.headers, body: made.body}
+        "#,
+    );
+    let plan = ws.run(&["plan", "two.rhai", "-o", "json"]).await;
+    assert_eq!(plan.code, Some(0), "{plan:?}");
+    let doc = plan.json();
+    let ids: Vec<&str> = doc["planned_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["labels"][0]["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, vec!["users/u1/mfa", "users/u2"], "{doc}");
+    // What a planned change returns: a Response with nothing in it.
+    assert_eq!(doc["result"], json!({"status": null, "headers": {}, "body": null}));
+    assert_eq!(server.count("POST") + server.count("DELETE"), 0);
 }

@@ -483,3 +483,103 @@ async fn the_guard_counts_a_plugins_writes() {
     );
     assert_eq!(server.count("POST /tickets").await, 1);
 }
+
+#[tokio::test]
+async fn a_change_that_times_out_is_never_carried_out_later() {
+    if python3().is_none() {
+        return;
+    }
+    let pid_file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    std::fs::remove_file(&pid_file).unwrap();
+    let made = std::path::PathBuf::from(format!("{}.made", pid_file.display()));
+    let ws = Workspace::new();
+    ws.file(
+        "runbook.toml",
+        &format!(
+            "[[plugins]]\ncommand = [\"python3\", \"{}\"]\nenv = {{ MODE = \"slow_create\", PID_FILE = \"{}\" }}\n\
+             timeout = \"1s\"\n",
+            repo("tests/plugins/misbehave.py").display(),
+            pid_file.display()
+        ),
+    );
+    // The create takes 3 s, the timeout is 1 s: the call is given up on, and the process that
+    // holds it is killed, so the create never completes behind the run's back. The next call
+    // is answered by a new process, not queued behind the abandoned create.
+    ws.file(
+        "late.rhai",
+        "let first = \"answered\";\ntry { fix::create(\"late\"); } catch (e) { first = e.message; }\n[first, fix::ping()]\n",
+    );
+    let out = ws.run(&["run", "late.rhai", "-o", "json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let result = out.json()["result"].clone();
+    let message = result[0].as_str().unwrap();
+    assert!(message.contains("did not answer within 1s"), "{message}");
+    assert!(message.contains("in doubt"), "{message}");
+    let create_pid: u64 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_ne!(
+        result[1]["pid"].as_u64().unwrap(),
+        create_pid,
+        "the abandoned process answered"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!made.exists(), "the create given up on was carried out later");
+    let _ = std::fs::remove_file(&made);
+}
+
+#[tokio::test]
+async fn a_plugins_change_is_planned_with_its_planned_result() {
+    if python3().is_none() {
+        return;
+    }
+    let ws = fixture_workspace("ok", "");
+    ws.file("open.rhai", "let t = fix::create(\"x\");\nt.id\n");
+    let plan = ws.run(&["plan", "open.rhai", "-o", "json"]).await;
+    assert_eq!(plan.code, Some(0), "{plan:?}");
+    assert_eq!(plan.json()["result"], "(planned)");
+}
+
+#[tokio::test]
+async fn a_plugins_change_naming_no_target_is_not_sent() {
+    if python3().is_none() {
+        return;
+    }
+    let ws = fixture_workspace("ok", "");
+    ws.file("none.rhai", "fix::remove([])\n");
+    let out = ws.run(&["run", "none.rhai"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("fix.remove was not sent: it names no target"),
+        "{}",
+        out.stderr
+    );
+    ws.file("two.rhai", "fix::remove([\"a\", \"b\"])\n");
+    let out = ws.run(&["run", "two.rhai", "--max-changes", "1"]).await;
+    assert_eq!(out.code, Some(3), "the guard counts both ids: {out:?}");
+}
+
+#[tokio::test]
+async fn a_value_handed_to_a_plugin_is_redacted_from_what_it_prints_at_start() {
+    if python3().is_none() {
+        return;
+    }
+    let mut ws = Workspace::new();
+    ws.file(
+        "runbook.toml",
+        &format!(
+            "[[plugins]]\ncommand = [\"python3\", \"{}\"]\nenv = {{ MODE = \"env_leak\", GREETING = \"plain-named-value-9137\" }}\n",
+            repo("tests/plugins/misbehave.py").display(),
+        ),
+    );
+    ws.set_env("RUST_LOG", "trace");
+    ws.file("ping.rhai", "fix::ping()\n");
+    for args in [vec!["check", "ping.rhai"], vec!["run", "ping.rhai"]] {
+        let out = ws.run(&args).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("starting with GREETING=***"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.all().contains("plain-named-value-9137"), "{args:?}: {}", out.all());
+    }
+}

@@ -11,6 +11,11 @@ Its actions: `ping` (a read answering {"pid": its process id}) always behaves; `
   flood       `act` is answered with 100 MB on one line
   leak        `configure` prints the configured token on stderr
   together    `act` is answered only once 4 calls are in flight at once
+  slow_create `create` writes the pid to PID_FILE, takes 3 s (reading nothing meanwhile), then
+              writes PID_FILE.made and answers
+  env_leak    prints its variable GREETING on stderr as it starts, before any handshake
+`remove` (destructive) counts the items of its required array `ids`; `create` declares a
+planned_result.
 Describe lies: bad_effect, cloudflare (a built-in's namespace), bad_type, protocol2.
 """
 
@@ -45,7 +50,11 @@ def describe():
             {"name": "act", "summary": "misbehaves", "effect": effect,
              "params": [{"name": "note", "type": ptype, "required": False, "doc": "anything"}]},
             {"name": "create", "summary": "a write", "effect": "write", "idempotent": False,
-             "params": [{"name": "title", "type": "string", "required": True, "doc": "a title"}]},
+             "params": [{"name": "title", "type": "string", "required": True, "doc": "a title"}],
+             "planned_result": {"id": "(planned)", "title": "(planned)"}},
+            {"name": "remove", "summary": "a removal", "effect": "destructive",
+             "params": [{"name": "ids", "type": "array", "required": True, "doc": "ids"}],
+             "targets": {"kind": "count_of", "param": "ids"}},
         ],
         "config": {"secret_fields": ["token"]},
     }
@@ -73,7 +82,15 @@ def handle(req):
                 f.write(str(os.getpid()))
             os.rename(os.environ["PID_FILE"] + ".tmp", os.environ["PID_FILE"])
             time.sleep(600)
+        if MODE == "slow_create":
+            with open(os.environ["PID_FILE"], "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(3)
+            with open(os.environ["PID_FILE"] + ".made", "w") as f:
+                f.write(params["args"]["title"])
         return send({"jsonrpc": "2.0", "id": rid, "result": {"title": params["args"]["title"]}})
+    if action == "remove":
+        return send({"jsonrpc": "2.0", "id": rid, "result": {"removed": params["args"]["ids"]}})
     if action == "act":
         if MODE == "together":
             def wait():
@@ -105,6 +122,9 @@ def handle(req):
         return send({"jsonrpc": "2.0", "id": rid, "result": "acted"})
     send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "unknown"}})
 
+
+if MODE == "env_leak":
+    print("starting with GREETING=" + os.environ.get("GREETING", ""), file=sys.stderr, flush=True)
 
 for line in sys.stdin:
     if line.strip():

@@ -149,8 +149,11 @@ impl ParamSpec {
 pub enum Targets {
     /// No target (reads).
     None,
-    /// Exactly one target per call.
+    /// Exactly one target per call, named by the first required parameter.
     One,
+    /// Exactly one target per call, named by this parameter (an array value, a path of
+    /// segments, is one target: its items joined with `/`).
+    OneOf(&'static str),
     /// As many targets as the named parameter holds: its length when it is an array, one when it
     /// is a single value, none when it is absent.
     CountOf(&'static str),
@@ -363,19 +366,27 @@ impl ActionSpec {
     }
 
     /// The targets a call with these (validated) arguments names: the values of the parameter
-    /// [`Targets::CountOf`] names, or the first required parameter's value for [`Targets::One`].
+    /// [`Targets::CountOf`] names, the first required parameter's value for [`Targets::One`], or
+    /// the value of the parameter [`Targets::OneOf`] names.
     pub fn target_ids(&self, args: &Value) -> Vec<String> {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
         let param = match self.targets {
             Targets::None => return Vec::new(),
+            Targets::OneOf(param) => {
+                return match args.get(param) {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(items)) => vec![items.iter().map(text).collect::<Vec<_>>().join("/")],
+                    Some(v) => vec![text(v)],
+                };
+            }
             Targets::One => match self.required_params().next() {
                 Some(p) => p.name,
                 None => return Vec::new(),
             },
             Targets::CountOf(param) => param,
-        };
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
         };
         match args.get(param) {
             None | Some(Value::Null) => Vec::new(),
@@ -388,7 +399,7 @@ impl ActionSpec {
     pub fn count_targets(&self, args: &Value) -> u64 {
         match self.targets {
             Targets::None => 0,
-            Targets::One => 1,
+            Targets::One | Targets::OneOf(_) => 1,
             Targets::CountOf(param) => match args.get(param) {
                 None | Some(Value::Null) => 0,
                 Some(Value::Array(items)) => items.len() as u64,
@@ -561,6 +572,24 @@ mod tests {
         assert_eq!(spec.count_targets(&json!({"ids": ["a", "b", "c"]})), 3);
         assert_eq!(spec.count_targets(&json!({"ids": "a"})), 1);
         assert_eq!(spec.count_targets(&json!({"ids": []})), 0);
+    }
+
+    #[test]
+    fn one_of_names_its_parameter_as_the_one_target() {
+        const PARAMS: &[ParamSpec] = &[
+            ParamSpec::required("profile", ParamType::String, ""),
+            ParamSpec::required("path", ParamType::Any, ""),
+        ];
+        let spec = ActionSpec::write("post", "")
+            .params(PARAMS)
+            .targets(Targets::OneOf("path"));
+        let args = json!({"profile": "api", "path": ["users", "u1", 7]});
+        assert_eq!(spec.count_targets(&args), 1, "an array path is one target");
+        assert_eq!(spec.target_ids(&args), vec!["users/u1/7"]);
+        assert_eq!(
+            spec.target_ids(&json!({"profile": "api", "path": "users/u2"})),
+            vec!["users/u2"]
+        );
     }
 
     #[test]

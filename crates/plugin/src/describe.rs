@@ -49,6 +49,8 @@ struct RawAction {
     probe: Option<String>,
     #[serde(default)]
     example: Option<String>,
+    #[serde(default)]
+    planned_result: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,8 +86,17 @@ pub struct Described {
     pub actions: &'static [ActionSpec],
     /// Configuration fields that hold secrets.
     pub secret_fields: Vec<String>,
+    /// What each change returns in plan mode, where it is not sent (`planned_result`), by action.
+    pub planned_results: std::collections::BTreeMap<String, Value>,
     /// The answer as it came, to tell whether a restarted process describes the same actions.
     pub(crate) raw: Value,
+}
+
+impl Described {
+    /// What a call of `action` returns in plan mode: its `planned_result`, or `()`.
+    pub fn planned_result(&self, action: &str) -> Value {
+        self.planned_results.get(action).cloned().unwrap_or(Value::Null)
+    }
 }
 
 fn leak(s: String) -> &'static str {
@@ -133,6 +144,7 @@ pub(crate) fn build(label: &str, answer: Value) -> Result<Described, PluginError
         return Err(fail("lists no action".into()));
     }
     let mut specs = Vec::with_capacity(d.actions.len());
+    let mut planned_results = std::collections::BTreeMap::new();
     for (i, a) in d.actions.iter().enumerate() {
         let at = |what: String| fail(format!("action `{}`: {what}", a.name.escape_debug()));
         if !is_identifier(&a.name) {
@@ -203,6 +215,16 @@ pub(crate) fn build(label: &str, answer: Value) -> Result<Described, PluginError
                             "targets count `{param}`, which is not one of its parameters"
                         )));
                     };
+                    // A change the guard counts by a parameter must always name its targets:
+                    // an omitted parameter, or one that is neither a list nor an id, would count none.
+                    if effect.is_mutating()
+                        && (!p.required || !matches!(p.ty, ParamType::Array | ParamType::StringOrArray))
+                    {
+                        return Err(at(format!(
+                            "targets count `{param}`, which must then be a required parameter of type array or \
+                             string_or_array (a change must name what it changes, for the guard to count it)"
+                        )));
+                    }
                     Targets::CountOf(p.name)
                 }
                 ("count_of", None) => return Err(at("targets count_of names no `param`".into())),
@@ -250,6 +272,16 @@ pub(crate) fn build(label: &str, answer: Value) -> Result<Described, PluginError
             }
             spec = spec.probe(leak(probe.clone()));
         }
+        if let Some(planned) = &a.planned_result {
+            if !effect.is_mutating() {
+                return Err(at(
+                    "declares a planned_result, which only a change (write or destructive) has: a read runs in \
+                     plan mode too"
+                        .into(),
+                ));
+            }
+            planned_results.insert(a.name.clone(), planned.clone());
+        }
         specs.push(spec);
     }
     Ok(Described {
@@ -257,6 +289,7 @@ pub(crate) fn build(label: &str, answer: Value) -> Result<Described, PluginError
         summary: leak(d.summary),
         actions: Box::leak(specs.into_boxed_slice()),
         secret_fields: d.config.secret_fields,
+        planned_results,
         raw,
     })
 }
@@ -275,7 +308,7 @@ mod tests {
         let d = build(
             "p",
             one(json!({"name": "create_ticket", "effect": "write", "idempotent": false, "probe": "a ticket with that key",
-                "params": [{"name": "title", "type": "string", "required": true}, {"name": "ids", "type": "string_or_array"}],
+                "params": [{"name": "title", "type": "string", "required": true}, {"name": "ids", "type": "string_or_array", "required": true}],
                 "targets": {"kind": "count_of", "param": "ids"}})),
         )
         .unwrap();
@@ -285,6 +318,17 @@ mod tests {
         assert!(!a.idempotent);
         assert_eq!(a.targets, Targets::CountOf("ids"));
         assert_eq!(a.probe, Some("a ticket with that key"));
+    }
+
+    #[test]
+    fn a_change_gives_its_planned_result() {
+        let d = build(
+            "p",
+            one(json!({"name": "create", "effect": "write", "planned_result": {"id": "(planned)", "tags": []}})),
+        )
+        .unwrap();
+        assert_eq!(d.planned_result("create"), json!({"id": "(planned)", "tags": []}));
+        assert_eq!(d.planned_result("other"), Value::Null);
     }
 
     #[test]
@@ -310,6 +354,24 @@ mod tests {
             (
                 one(json!({"name": "x", "effect": "write", "targets": {"kind": "none"}})),
                 "counts no target",
+            ),
+            (
+                one(
+                    json!({"name": "x", "effect": "write", "params": [{"name": "ids", "type": "array"}],
+                    "targets": {"kind": "count_of", "param": "ids"}}),
+                ),
+                "must then be a required parameter of type array or string_or_array",
+            ),
+            (
+                one(
+                    json!({"name": "x", "effect": "destructive", "params": [{"name": "n", "type": "int", "required": true}],
+                    "targets": {"kind": "count_of", "param": "n"}}),
+                ),
+                "must then be a required parameter of type array or string_or_array",
+            ),
+            (
+                one(json!({"name": "x", "effect": "read", "planned_result": {"id": "(planned)"}})),
+                "declares a planned_result",
             ),
         ];
         for (answer, expected) in cases {

@@ -17,6 +17,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a plugin may take to finish after `shutdown`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a killed process is waited for before another is started.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Every process started, so that the program can shut them down before it exits.
 static RUNNING: Mutex<Vec<Weak<Conn>>> = Mutex::new(Vec::new());
@@ -25,29 +27,56 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Asks every plugin process still running to shut down, and waits for them (each at most a
-/// couple of seconds). Call it before the program exits.
+/// Asks every plugin process still running to shut down, and waits for them, all at once (at
+/// most a couple of seconds in all). Call it before the program exits.
 pub async fn shutdown_all() {
     let running: Vec<Arc<Conn>> = lock(&RUNNING).drain(..).filter_map(|w| w.upgrade()).collect();
-    let all = running.iter().map(|c| c.shutdown(SHUTDOWN_GRACE));
-    for f in all {
-        f.await;
+    let mut all = tokio::task::JoinSet::new();
+    for conn in running {
+        all.spawn(async move { conn.shutdown(SHUTDOWN_GRACE).await });
+    }
+    while all.join_next().await.is_some() {}
+}
+
+/// Remembers, before the process starts (`check` and `actions` start it too), the values of its
+/// variables whose names say they hold a secret, so that no output of runbook shows one. Every
+/// value handed to the plugin is also scrubbed from what the plugin itself prints (see
+/// `conn::Scrub`), secret-looking name or not.
+fn remember_settings(settings: &PluginSettings) {
+    for (name, value) in &settings.env {
+        let upper = name.to_ascii_uppercase();
+        if [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "KEY",
+            "CREDENTIAL",
+            "AUTH",
+            "PASS",
+        ]
+        .iter()
+        .any(|w| upper.contains(w))
+        {
+            runbook_core::remember(value);
+        }
     }
 }
 
 /// Starts the process and says hello: `initialize` and `describe`.
 async fn handshake(settings: &PluginSettings, label: &str) -> Result<(Arc<Conn>, Described), PluginError> {
+    remember_settings(settings);
     let conn = Arc::new(Conn::spawn(settings, label)?);
     lock(&RUNNING).retain(|w| w.strong_count() > 0);
     lock(&RUNNING).push(Arc::downgrade(&conn));
     let ask = |method: &'static str, params: Value| {
         let conn = conn.clone();
         async move {
-            match conn.request(method, params, settings.timeout, None).await {
+            match conn.request(method, params, settings.timeout, None, false).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(error)) => Err(PluginError(format!(
                     "{label}: `{method}` failed: {}",
-                    error_text(&error)
+                    error_text(&error, &conn)
                 ))),
                 Err(Failure::NotSent(why) | Failure::Gone(why) | Failure::Violation(why)) => {
                     Err(PluginError(format!("{label}: `{method}` got no answer: {why}")))
@@ -144,9 +173,10 @@ impl std::fmt::Debug for PluginProvider {
     }
 }
 
-fn error_text(error: &Value) -> String {
+/// The plugin's error message, with secrets and what it was handed scrubbed.
+fn error_text(error: &Value, conn: &Conn) -> String {
     let message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-    runbook_core::redact(message).into_owned()
+    conn.clean(message)
 }
 
 impl PluginProvider {
@@ -160,22 +190,20 @@ impl PluginProvider {
         self.state.lock().await.conn.as_ref().and_then(|c| c.pid())
     }
 
+    /// Remembers the configuration fields the describe marks secret (`token`, or a dotted path
+    /// into a table, `auth.token`), beside every value [`remember_settings`] took already.
     fn remember_secrets(&self) {
         for field in &self.described.secret_fields {
-            if let Some(value) = self.settings.config.get(field) {
+            let mut parts = field.split('.');
+            let mut value = parts.next().and_then(|first| self.settings.config.get(first));
+            for part in parts {
+                value = value.and_then(|v| v.get(part));
+            }
+            if let Some(value) = value {
                 remember_all(value);
             }
         }
-        // Values of variables whose names say they hold a secret.
-        for (name, value) in &self.settings.env {
-            let upper = name.to_ascii_uppercase();
-            if ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH"]
-                .iter()
-                .any(|w| upper.contains(w))
-            {
-                runbook_core::remember(value);
-            }
-        }
+        remember_settings(&self.settings);
     }
 
     async fn configure(&self, conn: &Conn) -> Result<(), PluginError> {
@@ -183,14 +211,17 @@ impl PluginProvider {
             "config": Value::Object(self.settings.config.clone()),
             "secret_fields": self.described.secret_fields,
         });
-        match conn.request("configure", params, self.settings.timeout, None).await {
+        match conn
+            .request("configure", params, self.settings.timeout, None, false)
+            .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => {
                 conn.kill("configure refused");
                 Err(PluginError(format!(
                     "{}: its configuration was refused: {}",
                     self.label,
-                    error_text(&error)
+                    error_text(&error, conn)
                 )))
             }
             Err(Failure::NotSent(why) | Failure::Gone(why) | Failure::Violation(why)) => {
@@ -200,23 +231,35 @@ impl PluginProvider {
     }
 
     /// The running process, started again (after a wait that grows with crashes in a row) when
-    /// the last one died. A failure here means nothing was sent.
-    async fn connection(&self) -> Result<Arc<Conn>, ActionError> {
-        let mut state = self.state.lock().await;
+    /// the last one died. A failure here means nothing was sent. The wait ends when `cancel`
+    /// fires; a new process starts only once the old one has exited, so nothing the old one
+    /// still held (a call given up on) runs beside the new one's calls (a probe of that call).
+    async fn connection(&self, cancel: &runbook_core::CancellationToken) -> Result<Arc<Conn>, ActionError> {
+        let mut state = tokio::select! {
+            state = self.state.lock() => state,
+            () = cancel.cancelled() => return Err(self.cancelled_before_sending()),
+        };
         if let Some(conn) = &state.conn {
             if !conn.is_dead() {
                 return Ok(conn.clone());
             }
-            state.conn = None;
+            let old = state.conn.take();
             state.crashes += 1;
             state.last_crash = Some(Instant::now());
+            if let Some(old) = old {
+                old.kill("it is replaced");
+                old.exited(EXIT_WAIT).await;
+            }
         }
         if state.crashes > 0 {
             let shift = (state.crashes - 1).min(16);
             let wait = FIRST_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF);
             let since = state.last_crash.map_or(wait, |t| t.elapsed());
             if since < wait {
-                tokio::time::sleep(wait - since).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait - since) => {}
+                    () = cancel.cancelled() => return Err(self.cancelled_before_sending()),
+                }
             }
         }
         tracing::info!(plugin = %self.label, "starting the plugin again");
@@ -250,18 +293,31 @@ impl PluginProvider {
         }
     }
 
-    async fn send(&self, ctx: &CallContext, method: &str, params: Value) -> Result<Value, ActionError> {
-        let conn = self.connection().await?;
+    fn cancelled_before_sending(&self) -> ActionError {
+        ActionError::new(
+            ActionErrorKind::Refused,
+            format!("{}: the run was cancelled before the call was sent", self.label),
+        )
+    }
+
+    async fn send(&self, ctx: &CallContext, method: &str, params: Value, mutating: bool) -> Result<Value, ActionError> {
+        let conn = self.connection(ctx.cancel_token()).await?;
         ctx.note_attempt();
         let answer = conn
-            .request(method, params, self.settings.timeout, Some(ctx.cancel_token()))
+            .request(
+                method,
+                params,
+                self.settings.timeout,
+                Some(ctx.cancel_token()),
+                mutating,
+            )
             .await;
         match answer {
             Ok(Ok(value)) => {
                 self.state.lock().await.crashes = 0;
                 Ok(value)
             }
-            Ok(Err(error)) => Err(action_error(&error)),
+            Ok(Err(error)) => Err(action_error(&error, &conn)),
             Err(Failure::NotSent(why)) => Err(ActionError::new(
                 ActionErrorKind::Refused,
                 format!(
@@ -306,8 +362,8 @@ fn remember_all(value: &Value) {
 }
 
 /// The plugin's JSON-RPC error as an action error scripts can catch.
-fn action_error(error: &Value) -> ActionError {
-    let message = error_text(error);
+fn action_error(error: &Value, conn: &Conn) -> ActionError {
+    let message = error_text(error, conn);
     let code = error.get("code").cloned();
     let data = error
         .get("data")
@@ -349,6 +405,10 @@ impl Provider for PluginProvider {
         self.described.actions
     }
 
+    fn planned_result(&self, action: &ActionSpec, _args: &Value) -> Value {
+        self.described.planned_result(action.name)
+    }
+
     async fn call(&self, ctx: &CallContext, action: &ActionSpec, args: Value) -> Result<Value, ActionError> {
         if action.effect.is_mutating() && (ctx.is_plan() || ctx.is_stopping()) {
             // The engine never hands a planned change to a provider; should it, it is not sent.
@@ -361,13 +421,22 @@ impl Provider for PluginProvider {
                 ),
             ));
         }
+        if action.effect.is_mutating() && action.count_targets(&args) == 0 {
+            // The guard counted no target for it: a change it did not count is not sent.
+            return Err(ActionError::invalid_args(format!(
+                "{}.{} was not sent: it names no target (the guard counts the targets of every change); \
+                 pass at least one",
+                self.namespace(),
+                action.name
+            )));
+        }
         let params = Self::params(ctx, action, args);
-        self.send(ctx, "call", params).await
+        self.send(ctx, "call", params, action.effect.is_mutating()).await
     }
 
     async fn probe(&self, ctx: &CallContext, action: &ActionSpec, args: &Value) -> Result<Probed, ActionError> {
         let params = Self::params(ctx, action, args.clone());
-        let answer = self.send(ctx, "probe", params).await?;
+        let answer = self.send(ctx, "probe", params, false).await?;
         match answer.get("found").and_then(Value::as_bool) {
             Some(true) => Ok(Probed::Found(answer.get("result").cloned().unwrap_or(Value::Null))),
             Some(false) => Ok(Probed::NotFound),

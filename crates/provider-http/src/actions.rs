@@ -6,7 +6,7 @@
 //! is planned, not sent, in plan mode, and counted by the guard. Use `http::get` for reads.
 
 use runbook_core::http::Method;
-use runbook_core::{Action, ActionError, ActionSpec, ParamSpec, ParamType, Record, Records};
+use runbook_core::{Action, ActionError, ActionSpec, ParamSpec, ParamType, Record, Records, Targets};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -137,6 +137,7 @@ method_action!(
         "POST to a path of a profile's API (a change; resent after an ambiguous failure only when the profile names an idempotency_header)"
     )
     .params(PARAMS)
+    .targets(Targets::OneOf("path"))
     .returns(RETURNS)
     .records(Records::One(&RESPONSE))
     .idempotent(false)
@@ -149,6 +150,7 @@ method_action!(
     Method::PUT,
     ActionSpec::write("put", "PUT to a path of a profile's API (a change; idempotent)")
         .params(PARAMS)
+        .targets(Targets::OneOf("path"))
         .returns(RETURNS)
         .records(Records::One(&RESPONSE))
         .example(r#"http::put("tickets", ["tickets", a, "status"], #{json: #{status: "closed"}});"#)
@@ -160,6 +162,7 @@ method_action!(
     Method::PATCH,
     ActionSpec::write("patch", "PATCH a path of a profile's API (a change; never resent)")
         .params(PARAMS)
+        .targets(Targets::OneOf("path"))
         .returns(RETURNS)
         .records(Records::One(&RESPONSE))
         .idempotent(false)
@@ -172,6 +175,7 @@ method_action!(
     Method::DELETE,
     ActionSpec::write("delete", "DELETE a path of a profile's API (a change; idempotent)")
         .params(PARAMS)
+        .targets(Targets::OneOf("path"))
         .returns(RETURNS)
         .records(Records::One(&RESPONSE))
         .example(r#"http::delete("directory", ["sessions", b]);"#)
@@ -196,6 +200,7 @@ impl Action for Request {
         "Any method to a path of a profile's API; always a change, even a GET (planned, not sent, in plan mode; counted by the guard): use http::get for reads",
     )
     .params(REQUEST_PARAMS)
+    .targets(Targets::OneOf("path"))
     .returns(RETURNS)
     .records(Records::One(&RESPONSE))
     .idempotent(false)

@@ -59,8 +59,8 @@ runbook_core::actions! {
 
 const SETTINGS: &str = "[providers.http.profiles.NAME] in runbook.toml, one per API: base_url (https; http only for \
 loopback or with allow_http = true), one of bearer, basic = { user, password }, header = { name, value }, \
-hmac = { header, secret }; headers, rate_limit (\"10/1s\"), timeout, ca_cert (PEM file), idempotency_header, \
-secret_url (the URL is the credential)";
+hmac = { header, secret }; headers, rate_limit (\"10/1s\"), timeout, max_body (\"8MiB\", the largest answer \
+read), ca_cert (PEM file), idempotency_header, secret_url (the URL is the credential)";
 
 runbook_core::inventory::submit! {
     ProviderDescriptor {

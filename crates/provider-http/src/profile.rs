@@ -7,6 +7,7 @@
 //! headers = { "X-Team" = "secops" }
 //! rate_limit = "10/1s"
 //! timeout = "20s"
+//! max_body = "8MiB"
 //! idempotency_header = "Idempotency-Key"
 //! ```
 //!
@@ -27,6 +28,42 @@ use url::Url;
 
 use crate::auth::Auth;
 
+/// The largest answer a profile reads unless its `max_body` says.
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+
+/// A size: a number of bytes, or `"8MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"`, `"2kB"`.
+fn parse_size(value: &Value) -> Result<usize, String> {
+    let hint = "expected a size like \"8MiB\" or a number of bytes";
+    let n = match value {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| hint.to_owned())?,
+        Value::String(text) => {
+            let text = text.trim();
+            let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+            let (digits, unit) = text.split_at(split);
+            let n: usize = digits.parse().map_err(|_| format!("\"{text}\": {hint}"))?;
+            let unit: usize = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "kB" | "KB" => 1_000,
+                "MB" => 1_000_000,
+                "GB" => 1_000_000_000,
+                _ => return Err(format!("\"{text}\": {hint}")),
+            };
+            n.checked_mul(unit).ok_or_else(|| format!("\"{text}\" is too large"))?
+        }
+        other => return Err(format!("{hint}, found {other}")),
+    };
+    if n == 0 {
+        return Err("must be more than 0 bytes".to_owned());
+    }
+    Ok(n)
+}
+
 /// How a profile is written in `runbook.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +81,7 @@ struct ProfileToml {
     headers: BTreeMap<String, String>,
     rate_limit: Option<String>,
     timeout: Option<Value>,
+    max_body: Option<Value>,
     ca_cert: Option<String>,
     idempotency_header: Option<String>,
 }
@@ -224,6 +262,10 @@ fn profile(config: &ProviderConfig, name: &str, raw: &Value) -> Result<Profile, 
             ));
         }
     };
+    let max_body = match &toml.max_body {
+        None => DEFAULT_MAX_BODY,
+        Some(value) => parse_size(value).map_err(|reason| invalid(&at("max_body"), reason))?,
+    };
     let rate_limit = toml
         .rate_limit
         .as_deref()
@@ -236,6 +278,7 @@ fn profile(config: &ProviderConfig, name: &str, raw: &Value) -> Result<Profile, 
     let budget_key = format!("http profile {name} {}", base.host_str().unwrap_or_default());
     let mut builder = HttpClient::builder(&format!("http profile {name}"), base.as_str())
         .timeout(timeout)
+        .max_body(max_body)
         .rate_limit(rate_limit)
         .shared_budget(config.shared_budget(), budget_key)
         .follow_redirects(false);

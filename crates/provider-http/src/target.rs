@@ -50,9 +50,10 @@ fn segments(items: &[Value]) -> Result<String, String> {
                 ));
             }
         };
-        if text.is_empty() || text == "." || text == ".." {
+        if text.is_empty() || dot_segment(&text).is_some() {
             return Err(format!(
-                "`path` element {i} is \"{text}\": a segment cannot be empty, \".\" or \"..\""
+                "`path` element {i} is \"{text}\": a segment cannot be empty, \".\" or \"..\" (nor \"..;x\", which \
+                 Java servers read as \"..\")"
             ));
         }
         texts.push(text);
@@ -79,6 +80,11 @@ fn checked_string(text: &str) -> Result<String, String> {
             "`path` \"{text}\" holds a backslash, which URL parsers read as a slash; {hint}"
         ));
     }
+    if text.to_ascii_lowercase().contains("%2f") {
+        return Err(format!(
+            "`path` \"{text}\" holds %2F, an encoded slash, which some servers read as a slash; {hint}"
+        ));
+    }
     if text.contains('#') {
         return Err(format!(
             "`path` \"{text}\" holds a # (a fragment is never sent); {hint}"
@@ -98,7 +104,7 @@ fn checked_string(text: &str) -> Result<String, String> {
     let mut depth: i64 = 0;
     for segment in path.split('/') {
         let decoded = percent_decode_str(segment).decode_utf8_lossy();
-        match decoded.as_ref() {
+        match dot_segment(&decoded).unwrap_or(&decoded) {
             "" | "." => {}
             ".." => {
                 depth -= 1;
@@ -121,6 +127,16 @@ fn checked_string(text: &str) -> Result<String, String> {
         out.push_str(query);
     }
     Ok(out)
+}
+
+/// Whether a (decoded) segment is a dot segment: `.` or `..`, also with a path parameter after
+/// it (`..;x`), which Tomcat, Jetty and Spring read as `..`.
+fn dot_segment(segment: &str) -> Option<&'static str> {
+    match segment.split(';').next().unwrap_or_default() {
+        "." => Some("."),
+        ".." => Some(".."),
+        _ => None,
+    }
 }
 
 /// `scheme:` at the start (a letter, then letters, digits, `+`, `-`, `.`, then a colon before
@@ -196,6 +212,11 @@ mod tests {
             joined(base, json!("/users:batch")).unwrap().as_str(),
             "https://api.example.com/v1/users:batch"
         );
+        assert_eq!(
+            joined(base, json!(["users", "a;b", "..x"])).unwrap().as_str(),
+            "https://api.example.com/v1/users/a%3Bb/..x",
+            "a ; in a segment is encoded, so no server reads a path parameter"
+        );
     }
 
     #[test]
@@ -215,6 +236,13 @@ mod tests {
             json!("users#frag"),
             json!("users\n/x"),
             json!(["users", ".."]),
+            json!(["users", "..;x"]),
+            json!(["users", ".;"]),
+            json!("..;/admin"),
+            json!("/users/..;x/..;y/admin"),
+            json!("%2e%2e%3b/admin"),
+            json!("users%2F..%2F..%2Fadmin"),
+            json!("users%2f..%2f..%2fadmin"),
             json!(["users", ""]),
             json!(["users", 1.5]),
             json!(42),

@@ -30,33 +30,52 @@ pub(crate) async fn plan(
 ) -> Option<Result<RunOutcome, RunError>> {
     tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "planning for approval");
     let memory = Arc::new(MemoryJournal::new());
-    match pool
+    let planned = pool
         .engine
         .run(script, options.plan(true).journal(memory.clone()))
-        .await
-    {
-        Ok(o) if !o.records.planned_changes.is_empty() => {
-            let plan = SavedPlan::new(
-                automation.script.display().to_string(),
-                script,
-                run.params.clone(),
-                automation.max_changes,
-                o.records.planned_changes.clone(),
-                clock_of(&memory.entries()),
-            );
-            let pending = PendingPlan {
-                plan,
-                expires_in: rule.expires,
-                diff: None,
-                logs: serde_json::to_value(&o.records.logs).unwrap_or_default(),
-                calls: serde_json::to_value(&o.records.audit).unwrap_or_default(),
-            };
-            wait(pool, run, attempt, automation, pending, started).await;
-            None
-        }
-        // Nothing to change (or a plan that failed): no one needs to approve it.
-        other => Some(other),
+        .await;
+    // A plan past the daily budget goes to the approvers rather than being refused: a person may
+    // let it past (an approved plan is applied whatever the budget; protected targets stay so).
+    let over_budget = match &planned {
+        Err(e) if crate::policy::is_budget_refusal(e.kind) => Some(e.message.clone()),
+        _ => None,
+    };
+    let records = match &planned {
+        Ok(o) => Some(&o.records),
+        Err(e) if over_budget.is_some() => Some(&e.records),
+        Err(_) => None,
+    };
+    // Nothing to change (or a plan that failed): no one needs to approve it.
+    let Some(records) = records.filter(|r| !r.planned_changes.is_empty()) else {
+        return Some(planned);
+    };
+    let plan = SavedPlan::new(
+        automation.script.display().to_string(),
+        script,
+        run.params.clone(),
+        automation.max_changes,
+        records.planned_changes.clone(),
+        clock_of(&memory.entries()),
+    );
+    let mut logs = serde_json::to_value(&records.logs).unwrap_or_default();
+    if let (Some(message), Value::Array(lines)) = (&over_budget, &mut logs) {
+        lines.push(serde_json::json!({
+            "at": jiff::Timestamp::now().to_string(),
+            "level": "warn",
+            "message": format!(
+                "{message}: the plan waits for approval instead, and once approved it is applied past the budget"
+            ),
+        }));
     }
+    let pending = PendingPlan {
+        plan,
+        expires_in: rule.expires,
+        diff: None,
+        logs,
+        calls: serde_json::to_value(&records.audit).unwrap_or_default(),
+    };
+    wait(pool, run, attempt, automation, pending, started).await;
+    None
 }
 
 /// What an attempt at an approved run came to.

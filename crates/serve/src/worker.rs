@@ -329,6 +329,10 @@ async fn execute(pool: &Pool, run: ClaimedRun, attempt: Attempt) {
     let journal = pool.store.journal(&run.id, run.attempt, run.epoch);
     let outcome = if run.approved {
         tracing::info!(run_id = %run.id, automation = %run.automation, attempt = run.attempt, "applying the approved plan");
+        // A person approved exactly these changes: the daily budget, which bounds what runs
+        // unattended, does not hold them back (protected targets still do).
+        let mut options = options;
+        options.budgets.clear();
         match approval::apply(pool, &run, automation, script, options, journal).await {
             Applied::Ran(outcome) => outcome,
             Applied::Waiting(pending) => {

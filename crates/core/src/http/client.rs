@@ -27,9 +27,11 @@ use crate::error::{ActionError, ActionErrorKind};
 use crate::lane::LANE_IDLE_CONNECTION;
 use crate::secret::{Secret, redact};
 
-/// Characters escaped in one path segment: everything that could end the segment or the path.
+/// Characters escaped in one path segment: everything that could end the segment or the path,
+/// and `;`, which starts a path parameter (Java servers read `..;x` as `..`).
 const SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
+    .add(b';')
     .add(b'"')
     .add(b'#')
     .add(b'%')
@@ -228,14 +230,16 @@ impl HttpResponse {
     }
 
     /// The start of the body as text, for error messages: at most `max` characters, on one line.
+    /// Secrets are redacted before the cut, so none leaves its start behind.
     pub fn excerpt(&self, max: usize) -> String {
         let text = String::from_utf8_lossy(&self.body);
         let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat = redact(&flat);
         let mut out: String = flat.chars().take(max).collect();
-        if flat.chars().count() > max {
+        if flat.chars().nth(max).is_some() {
             out.push('…');
         }
-        redact(&out).into_owned()
+        out
     }
 
     /// Whether the body looks like HTML (a proxy's or load balancer's error page).
@@ -265,9 +269,20 @@ pub struct HttpClientBuilder {
     cookies: bool,
     certificate_hint: Option<String>,
     redirects: bool,
+    max_body: usize,
 }
 
+/// The largest response body a client reads unless told otherwise.
+pub const DEFAULT_MAX_BODY: usize = 256 << 20;
+
 impl HttpClientBuilder {
+    /// Sets the largest response body read (default [`DEFAULT_MAX_BODY`]): a larger answer
+    /// fails the call, and is never held in memory whole.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
     /// Sets the whole-request timeout (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -361,6 +376,7 @@ impl HttpClientBuilder {
                 retry: self.retry,
                 timeout: self.timeout,
                 certificate_hint: self.certificate_hint,
+                max_body: self.max_body,
             }),
         })
     }
@@ -415,6 +431,7 @@ struct Inner {
     retry: RetryPolicy,
     timeout: Duration,
     certificate_hint: Option<String>,
+    max_body: usize,
 }
 
 /// A provider's HTTP client: base URL, connection pool, rate budget, retries.
@@ -438,6 +455,20 @@ enum Failure {
         /// The connection was never made, so the request was certainly not received.
         not_sent: bool,
     },
+    /// The service answered, with a body larger than the client reads.
+    TooLarge { status: u16, limit: usize },
+}
+
+/// Why an exchange gave no whole answer.
+enum Exchange {
+    Transport(reqwest::Error),
+    TooLarge { status: u16 },
+}
+
+impl From<reqwest::Error> for Exchange {
+    fn from(error: reqwest::Error) -> Self {
+        Exchange::Transport(error)
+    }
 }
 
 impl HttpClient {
@@ -455,6 +486,7 @@ impl HttpClient {
             cookies: false,
             certificate_hint: None,
             redirects: true,
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 
@@ -515,7 +547,7 @@ impl HttpClient {
             // A 429 was refused, not received: resending it cannot act twice.
             Failure::Status { response, .. } => resendable || response.status == 429,
             Failure::Transport { error, not_sent } => !is_certificate_error(error) && (resendable || *not_sent),
-            Failure::Stopped => false,
+            Failure::Stopped | Failure::TooLarge { .. } => false,
         })
         .adjust(|failure: &Failure, backoff: Option<Duration>| {
             let backoff = backoff?;
@@ -533,6 +565,17 @@ impl HttpClient {
             Ok(response) => Ok(response),
             Err(Failure::Status { response, .. }) => Ok(response),
             Err(Failure::Transport { error, .. }) => Err(self.transport_error(request, &error, attempts)),
+            Err(Failure::TooLarge { status, limit }) => Err(ActionError::invalid_response(format!(
+                "{} answered {status} to {} {} with a body larger than {} (the most runbook reads); nothing of it \
+                 was kept. Ask for less (a page, a filter), or raise the limit (`max_body`) if the answer is \
+                 meant to be that large",
+                self.inner.name,
+                request.method,
+                request.path,
+                size_text(limit)
+            ))
+            .with_status(status)
+            .with_code("body_too_large")),
             Err(Failure::Stopped) => Err(ActionError::new(
                 ActionErrorKind::Refused,
                 format!(
@@ -587,6 +630,7 @@ impl HttpClient {
             Some(Body::Raw(bytes)) => builder.body(bytes.clone()),
         };
         let step = request.mutating.then(|| ctx.step()).flatten();
+        let max_body = inner.max_body;
         let exchange = async {
             let response = builder.send().await?;
             if let Some(step) = step {
@@ -594,8 +638,11 @@ impl HttpClient {
             }
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>(HttpResponse { status, headers, body })
+            let body = read_body(response, max_body).await.map_err(|e| match e {
+                Exchange::TooLarge { .. } => Exchange::TooLarge { status },
+                other => other,
+            })?;
+            Ok::<_, Exchange>(HttpResponse { status, headers, body })
         }
         .instrument(span.clone());
         let result = match ctx.lane() {
@@ -624,7 +671,15 @@ impl HttpClient {
                 }
                 Err(Failure::Status { response, retry_after })
             }
-            Err(error) => {
+            Err(Exchange::TooLarge { status }) => {
+                tracing::debug!(parent: &span, ms, status, "http answer larger than max_body");
+                inner.limiter.observe(permit, &HeaderMap::new());
+                Err(Failure::TooLarge {
+                    status,
+                    limit: max_body,
+                })
+            }
+            Err(Exchange::Transport(error)) => {
                 tracing::debug!(parent: &span, ms, error = %redact(&error_chain(&error)), "http request failed");
                 let not_sent = error.is_connect() && !is_certificate_error(&error);
                 Err(Failure::Transport { error, not_sent })
@@ -668,6 +723,33 @@ impl HttpClient {
     }
 }
 
+/// Reads a body chunk by chunk, failing as soon as it passes `max` bytes.
+async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Bytes, Exchange> {
+    let status = response.status().as_u16();
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Exchange::TooLarge { status });
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Err(Exchange::TooLarge { status });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A size in words: `8 MiB`, `300 KiB`, `12 bytes`.
+fn size_text(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
@@ -707,5 +789,20 @@ mod tests {
             path(&["accounts", "a b", "users", "x/../y?z#"]),
             "/accounts/a%20b/users/x%2F..%2Fy%3Fz%23"
         );
+        assert_eq!(path(&["users", "..;x"]), "/users/..%3Bx");
+    }
+
+    #[test]
+    fn an_excerpt_cut_inside_a_secret_shows_none_of_it() {
+        crate::secret::remember("excerpt-secret-0123456789");
+        let response = HttpResponse {
+            status: 500,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"error: token excerpt-secret-0123456789 refused"),
+        };
+        // The cut falls inside the secret: its first characters must not show.
+        let cut = response.excerpt(24);
+        assert!(!cut.contains("excerpt-sec"), "{cut}");
+        assert!(cut.starts_with("error: token ***"), "{cut}");
     }
 }

@@ -5,7 +5,7 @@ mod client;
 mod rate_limit;
 mod retry;
 
-pub use client::{HttpClient, HttpClientBuilder, HttpRequest, HttpResponse, path};
+pub use client::{DEFAULT_MAX_BODY, HttpClient, HttpClientBuilder, HttpRequest, HttpResponse, path};
 pub use rate_limit::{BudgetError, RateLimit, SharedBudget};
 pub use reqwest::Method;
 pub use reqwest::header;
