@@ -210,6 +210,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("\"{text}\" is not a duration ({e}); write e.g. \"30s\", \"10m\" or \"1h\""))
 }
 
+/// A size in bytes: `"4MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"`, `"2kB"`, or a number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("\"{text}\" is not a size; write e.g. \"4MiB\"")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("\"{text}\" is not a size; write e.g. \"4MiB\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ mod state;
 
 pub use action::{Action, ActionSpec, Effect, ParamSpec, ParamType, Record, Records, Targets};
 pub use audit::{AuditError, AuditRecord, AuditSink, CallOutcome, JsonlAuditSink};
-pub use config::{ProviderConfig, parse_duration};
+pub use config::{ProviderConfig, parse_duration, parse_size};
 pub use context::CallContext;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{ActionError, ActionErrorKind, ConfigError};

@@ -132,27 +132,7 @@ impl PluginSettings {
     }
 }
 
-/// A size: `"4MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"`, `"2kB"` or a number of bytes.
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a size; write e.g. \"4MiB\""))?;
-    let unit_size: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(format!("\"{text}\" is not a size; write e.g. \"4MiB\"")),
-    };
-    n.checked_mul(unit_size)
-        .ok_or_else(|| format!("\"{text}\" is too large"))
-}
+pub use runbook_core::parse_size;
 
 #[cfg(test)]
 mod tests {

@@ -39,23 +39,7 @@ fn parse_size(value: &Value) -> Result<usize, String> {
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| hint.to_owned())?,
-        Value::String(text) => {
-            let text = text.trim();
-            let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-            let (digits, unit) = text.split_at(split);
-            let n: usize = digits.parse().map_err(|_| format!("\"{text}\": {hint}"))?;
-            let unit: usize = match unit.trim() {
-                "" | "B" => 1,
-                "KiB" => 1 << 10,
-                "MiB" => 1 << 20,
-                "GiB" => 1 << 30,
-                "kB" | "KB" => 1_000,
-                "MB" => 1_000_000,
-                "GB" => 1_000_000_000,
-                _ => return Err(format!("\"{text}\": {hint}")),
-            };
-            n.checked_mul(unit).ok_or_else(|| format!("\"{text}\" is too large"))?
-        }
+        Value::String(text) => runbook_core::parse_size(text).map_err(|_| format!("\"{}\": {hint}", text.trim()))?,
         other => return Err(format!("{hint}, found {other}")),
     };
     if n == 0 {

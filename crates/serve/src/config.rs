@@ -486,28 +486,7 @@ const MAX_INTAKE_MEMORY: usize = 4 * 1024 * 1024 * 1024 - 1;
 /// A webhook secret's least length in bytes (the Standard Webhooks minimum).
 pub const MIN_SECRET_BYTES: usize = 24;
 
-/// A size: `"64MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"` or a number of bytes.
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let unit_bytes: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(format!("\"{text}\" is not a size; write e.g. \"64MiB\"")),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit_bytes))
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| format!("\"{text}\" is not a size; write e.g. \"64MiB\""))
-}
+pub use runbook_core::parse_size;
 
 /// Headers a webhook's event never keeps, whatever `keep_headers` says: credentials and
 /// signatures (lower case). Names that say they hold a secret ([`crate::redact::is_secret_field`])
