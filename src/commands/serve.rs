@@ -175,6 +175,7 @@ pub async fn runs(command: &RunsCommand, config: &Config) -> Result<u8, CliError
                 automation: automation.clone(),
                 status,
                 limit: *limit,
+                ..RunFilter::default()
             };
             remember_config_secrets(config);
             let runs = store

@@ -8,6 +8,8 @@ mod approvals;
 mod cli;
 mod cloudflare;
 mod cluster;
+mod console;
+mod console_browser;
 mod durable;
 mod engine;
 mod fixtures;

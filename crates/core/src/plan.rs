@@ -457,7 +457,7 @@ fn matches_bound(approved: &Value, actual: &Value, bound: &HashSet<String>) -> b
 /// user holds where the service says. An id is known per provider: a read of one service never
 /// labels another's objects.
 #[derive(Debug, Default)]
-pub(crate) struct Identities {
+pub struct Identities {
     known: Mutex<HashMap<(String, String), Identity>>,
 }
 

@@ -73,6 +73,10 @@ pub struct ServeSettings {
     /// Bytes of webhook bodies being read at once, across every webhook: what bounds the memory
     /// a flood of deliveries can take before their signatures are checked.
     pub intake_memory: usize,
+    /// A console session unused this long is signed out.
+    pub console_idle_timeout: Duration,
+    /// A console session this old is signed out however busy it is.
+    pub console_session_max: Duration,
 }
 
 /// What an API token may do.
@@ -422,6 +426,8 @@ struct ServeRaw {
     store_timeout: Option<String>,
     dedup_keep: Option<String>,
     intake_memory: Option<String>,
+    console_idle_timeout: Option<String>,
+    console_session_max: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -601,7 +607,26 @@ impl ServeConfig {
                 None => DEFAULT_INTAKE_MEMORY,
                 Some(v) => parse_size(v).map_err(|e| err(serve_line, format!("[serve] intake_memory: {e}")))?,
             },
+            console_idle_timeout: duration(
+                &serve.console_idle_timeout,
+                "console_idle_timeout",
+                Duration::from_secs(30 * 60),
+            )?,
+            console_session_max: duration(
+                &serve.console_session_max,
+                "console_session_max",
+                Duration::from_secs(12 * 3600),
+            )?,
         };
+        if settings.console_idle_timeout < Duration::from_secs(1)
+            || settings.console_session_max < settings.console_idle_timeout
+        {
+            return Err(err(
+                serve_line,
+                "[serve] console_idle_timeout must be at least 1s, and console_session_max at least console_idle_timeout"
+                    .to_owned(),
+            ));
+        }
         if settings.lease < Duration::from_secs(1) {
             return Err(err(serve_line, "[serve] lease must be at least 1s".to_owned()));
         }

@@ -48,6 +48,7 @@
 mod approval;
 mod config;
 mod connections;
+mod console;
 mod metrics;
 mod notify;
 mod policy;

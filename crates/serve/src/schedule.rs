@@ -191,6 +191,7 @@ impl Ticker {
                 limit: usize::try_from(self.queue_limit)
                     .unwrap_or(usize::MAX)
                     .saturating_add(1000),
+                ..RunFilter::default()
             };
             for run in self.store.list_summaries(&filter).await? {
                 match self.store.cancel(&run.id, "schedule").await {

@@ -65,24 +65,24 @@ impl StartOptions {
     }
 }
 
-struct App {
-    config: Arc<ServeConfig>,
+pub(crate) struct App {
+    pub(crate) config: Arc<ServeConfig>,
     /// The store with `store_timeout` on every call: what every request uses.
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
-    intake_open: AtomicBool,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) intake_open: AtomicBool,
     /// Bytes of webhook bodies that may be read at once (`intake_memory`).
-    intake_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) intake_budget: Arc<tokio::sync::Semaphore>,
     /// The store's gauges as last read for `/metrics`, and when.
-    stats: tokio::sync::Mutex<Option<(std::time::Instant, crate::store::Stats)>>,
+    pub(crate) stats: tokio::sync::Mutex<Option<(std::time::Instant, crate::store::Stats)>>,
     /// The worker pool (its engine checks the params of runs started through the API).
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// Where this server listens, as bound (port 0 resolved).
-    bound: SocketAddr,
+    pub(crate) bound: SocketAddr,
     /// Each webhook automation's queued runs as last read from the store, plus this instance's
     /// intakes since (see [`queued_runs`]).
-    queued: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    pub(crate) queued: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
 }
 
 /// A running server.
@@ -275,6 +275,13 @@ async fn housekeeping(store: Arc<dyn Store>, config: Arc<ServeConfig>, metrics: 
                 Ok(n) => tracing::info!(keys = n, "webhook dedup keys past dedup_keep pruned"),
                 Err(e) => tracing::error!(error = %e, "could not prune old webhook dedup keys"),
             }
+            match store
+                .session_prune(ago(settings.console_idle_timeout), ago(settings.console_session_max))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "could not forget expired console sessions"),
+            }
             match store.compact_journals(ago(settings.journal_retention)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(steps = n, "journals past journal_retention compacted"),
@@ -322,6 +329,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .merge(crate::console::router(app.clone()))
         .layer(middleware::from_fn_with_state(app.clone(), body_deadline))
         .with_state(app)
 }
@@ -402,7 +410,7 @@ fn one_more_queued(app: &App, automation: &str) {
 }
 
 /// 503 with `Retry-After`, for a store that failed or did not answer in time.
-fn store_unavailable(message: &str) -> Response {
+pub(crate) fn store_unavailable(message: &str) -> Response {
     retry_after(error(StatusCode::SERVICE_UNAVAILABLE, message), "5")
 }
 
@@ -415,7 +423,7 @@ fn retry_after(mut response: Response, seconds: &'static str) -> Response {
 }
 
 /// A store error fit to show anyone: redacted, and short.
-fn short_cause(e: &crate::store::StoreError) -> String {
+pub(crate) fn short_cause(e: &crate::store::StoreError) -> String {
     let text = runbook_core::redact(&e.0).into_owned();
     match text.char_indices().nth(120) {
         Some((at, _)) => format!("{}…", &text[..at]),
@@ -423,7 +431,7 @@ fn short_cause(e: &crate::store::StoreError) -> String {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
@@ -757,11 +765,22 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// The host a request names: its Host header, or the authority of its URI.
+pub(crate) fn request_host(request: &Request) -> String {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default()
+}
+
 /// The Host header values `/api/*` answers: the listen address as bound (and `localhost:PORT`
 /// on loopback), and `public_url`'s host. A name that resolves to this machine only through an
 /// attacker's DNS (rebinding) is refused. On an unspecified address (`0.0.0.0`), any IP literal
 /// with the right port is accepted too: a literal cannot be rebound.
-fn host_allowed(app: &App, host: &str) -> bool {
+pub(crate) fn host_allowed(app: &App, host: &str) -> bool {
     let host = host.trim().to_ascii_lowercase();
     let port = app.bound.port();
     if let Some(public) = &app.config.settings.public_url
@@ -778,7 +797,7 @@ fn host_allowed(app: &App, host: &str) -> bool {
 
 /// Whether `origin` (the Origin header) is this server's own: its listen address, or
 /// `public_url`'s origin.
-fn origin_allowed(app: &App, origin: &str) -> bool {
+pub(crate) fn origin_allowed(app: &App, origin: &str) -> bool {
     let origin = origin.trim().to_ascii_lowercase();
     if app
         .config
@@ -789,15 +808,17 @@ fn origin_allowed(app: &App, origin: &str) -> bool {
     {
         return true;
     }
+    // A plain-http origin is the listen address's; the public name is reached over https only
+    // when public_url says so (someone on the network could serve its http:// origin).
+    let public_https = app
+        .config
+        .settings
+        .public_url
+        .as_ref()
+        .filter(|p| p.origin.starts_with("https://"));
     origin
         .strip_prefix("http://")
-        .is_some_and(|host| host_allowed(app, host))
-}
-
-/// The hook for a CSRF token: the console (later) will hand its sessions a token that lets a
-/// form post without a JSON body. Until then no request carries a valid one.
-fn csrf_token_valid(_app: &App, _headers: &HeaderMap) -> bool {
-    false
+        .is_some_and(|host| host_allowed(app, host) && !public_https.is_some_and(|p| p.hosts.iter().any(|h| h == host)))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -813,13 +834,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// bearer token, compared by SHA-256 in constant time. The token found rides along as the
 /// request's actor; each endpoint checks its scope.
 async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let host = request_host(&request);
     let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default();
     if !host_allowed(&app, &host) {
         let mut known = vec![app.bound.to_string()];
         if let Some(public) = &app.config.settings.public_url {
@@ -847,7 +863,9 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
         }
     }
     let changes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if changes && !is_json(headers) && !csrf_token_valid(&app, headers) {
+    // The console's forms post to the console's own routes, with a session and its CSRF token;
+    // the API takes JSON alone, which a cross-origin form cannot send.
+    if changes && !is_json(headers) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a change through the API must be sent as Content-Type: application/json",
@@ -961,6 +979,7 @@ async fn list_runs(
         automation: q.automation,
         status,
         limit: q.limit.unwrap_or(50).min(1000),
+        ..RunFilter::default()
     };
     match app.store.list_summaries(&filter).await {
         Ok(runs) => axum::Json(runs.iter().map(summary).collect::<Vec<_>>()).into_response(),
@@ -983,7 +1002,7 @@ async fn get_run(
     }
 }
 
-async fn retry_run(
+pub(crate) async fn retry_run(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<ApiToken>,
     Path(id): Path<String>,
@@ -1029,7 +1048,7 @@ async fn retry_run(
     }
 }
 
-async fn cancel_run(
+pub(crate) async fn cancel_run(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<ApiToken>,
     Path(id): Path<String>,
@@ -1066,7 +1085,7 @@ struct StartBody {
 /// The longest `Idempotency-Key` a start takes.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-async fn start_run(
+pub(crate) async fn start_run(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<ApiToken>,
     Path(name): Path<String>,
@@ -1246,14 +1265,14 @@ async fn switch_automation(app: &App, actor: &ApiToken, name: &str, paused: bool
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub(crate) struct ResolveBody {
     /// The step's key.
-    step: String,
+    pub(crate) step: String,
     /// Whether the change took effect.
-    sent: bool,
+    pub(crate) sent: bool,
 }
 
-async fn resolve_run(
+pub(crate) async fn resolve_run(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<ApiToken>,
     Path(id): Path<String>,
@@ -1340,7 +1359,7 @@ fn forbidden(message: String) -> Response {
 
 /// Records an approver's decision: the `approve` scope (which `admin` does not imply), a name
 /// among the automation's approvers, and not the run's own requester.
-async fn decide(app: &App, actor: &ApiToken, id: &str, decision: Decision, body: &[u8]) -> Response {
+pub(crate) async fn decide(app: &App, actor: &ApiToken, id: &str, decision: Decision, body: &[u8]) -> Response {
     let verb = decision.as_str();
     if let Some(refused) = refused(actor, Scope::Approve, &format!("{verb} runs")) {
         return refused;

@@ -531,6 +531,30 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// At most this many, newest first.
     pub limit: usize,
+    /// Only runs created at or after this time (unix ms).
+    pub since: Option<i64>,
+    /// Only runs created before this time (unix ms).
+    pub until: Option<i64>,
+    /// Only runs older than this run (its id): the next page of a listing.
+    pub before: Option<String>,
+}
+
+/// A signed-in console session as the store keeps it. The cookie's value is kept only as its
+/// SHA-256, so whoever reads the store cannot sign in with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// SHA-256 (hex) of the session cookie's value.
+    pub id_sha256: String,
+    /// The name of the token that signed in.
+    pub token_name: String,
+    /// SHA-256 (hex) of that token: a session ends with its token's rotation.
+    pub token_sha256: String,
+    /// The token every form of this session must carry.
+    pub csrf: String,
+    /// When it signed in (unix ms).
+    pub created_at: i64,
+    /// When it was last used (unix ms; recorded at most once a minute).
+    pub last_seen: i64,
 }
 
 /// Counts for metrics.
@@ -710,6 +734,22 @@ pub trait Store: Send + Sync {
 
     /// Counts for metrics.
     async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Keeps a new console session.
+    async fn session_create(&self, session: &ConsoleSession) -> Result<(), StoreError>;
+
+    /// The console session whose cookie digests to `id_sha256`.
+    async fn session_get(&self, id_sha256: &str) -> Result<Option<ConsoleSession>, StoreError>;
+
+    /// Records that a console session was used at `at` (unix ms).
+    async fn session_touch(&self, id_sha256: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Ends a console session (sign-out).
+    async fn session_delete(&self, id_sha256: &str) -> Result<(), StoreError>;
+
+    /// Forgets the console sessions last used before `idle_before` or created before
+    /// `created_before` (unix ms); returns how many.
+    async fn session_prune(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError>;
 
     /// How many runs of `automation` are queued and running (one indexed count each).
     async fn backlog(&self, automation: &str) -> Result<Backlog, StoreError>;

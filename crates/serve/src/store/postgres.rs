@@ -31,10 +31,10 @@ use tokio_postgres::Row;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    APPROVAL_COLUMNS, Approval, AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, DecideError,
-    Decided, Decision, ENTRY_COLUMNS, EXPIRED_TEXT, Enqueued, EntryRow, NewRun, PendingPlan, ResolveError, RunFilter,
-    RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, approval_of, approval_state, fenced, history_steps,
-    journal_entries, json_text, rejection_text, script_digest,
+    APPROVAL_COLUMNS, Approval, AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion,
+    ConsoleSession, DecideError, Decided, Decision, ENTRY_COLUMNS, EXPIRED_TEXT, Enqueued, EntryRow, NewRun,
+    PendingPlan, ResolveError, RunFilter, RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, approval_of,
+    approval_state, fenced, history_steps, journal_entries, json_text, rejection_text, script_digest,
 };
 
 /// The database's clock in unix milliseconds: one clock for every instance's leases.
@@ -166,6 +166,19 @@ CREATE TABLE runbook_approvals (
 );
 "#,
     ),
+    (
+        5,
+        r#"
+CREATE TABLE runbook_console_sessions (
+    id_sha256    TEXT PRIMARY KEY,
+    token_name   TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    csrf         TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_seen    BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Runs one claim takes at most: small batches keep a busy instance from taking the whole queue
@@ -284,14 +297,14 @@ fn record(row: &Row) -> RunRecord {
     }
 }
 
-async fn approval_rows(client: &impl tokio_postgres::GenericClient, run_id: &str) -> Result<Vec<Approval>, StoreError> {
-    let rows = client
-        .query(
-            &format!("SELECT {APPROVAL_COLUMNS} FROM runbook_approvals WHERE run_id = $1 ORDER BY at, round, approver"),
-            &[&run_id],
-        )
+async fn approval_rows(client: &deadpool_postgres::Client, run_id: &str) -> Result<Vec<Approval>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM runbook_approvals WHERE run_id = $1 ORDER BY at, round, approver"
+        ))
         .await
         .map_err(|e| db_err(&e))?;
+    let rows = client.query(&statement, &[&run_id]).await.map_err(|e| db_err(&e))?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -332,14 +345,15 @@ fn entry_row(row: &Row) -> Result<EntryRow, tokio_postgres::Error> {
     })
 }
 
-async fn journal_rows(client: &impl tokio_postgres::GenericClient, run_id: &str) -> Result<Vec<EntryRow>, StoreError> {
-    let rows = client
-        .query(
-            &format!("SELECT {ENTRY_COLUMNS} FROM runbook_journal WHERE run_id = $1"),
-            &[&run_id],
-        )
+/// A run's journal rows, through a statement prepared once per pooled connection.
+async fn journal_rows(client: &deadpool_postgres::Client, run_id: &str) -> Result<Vec<EntryRow>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM runbook_journal WHERE run_id = $1"
+        ))
         .await
         .map_err(|e| db_err(&e))?;
+    let rows = client.query(&statement, &[&run_id]).await.map_err(|e| db_err(&e))?;
     rows.iter()
         .map(entry_row)
         .collect::<Result<Vec<_>, _>>()
@@ -442,7 +456,7 @@ impl PgJournal {
 impl Journal for PgJournal {
     async fn load(&self) -> Result<Vec<JournalEntry>, JournalError> {
         let client = self.store.client().await.map_err(|e| JournalError::Unavailable(e.0))?;
-        let rows = journal_rows(&**client, &self.run_id)
+        let rows = journal_rows(&client, &self.run_id)
             .await
             .map_err(|e| JournalError::Unavailable(e.0))?;
         journal_entries(&self.run_id, rows)
@@ -490,12 +504,17 @@ impl PgStore {
                 &format!(
                     "SELECT {columns} FROM runbook_runs
                      WHERE ($1::text IS NULL OR automation = $1) AND ($2::text IS NULL OR status = $2)
+                       AND ($4::bigint IS NULL OR created_at >= $4) AND ($5::bigint IS NULL OR created_at < $5)
+                       AND ($6::text IS NULL OR id < $6)
                      ORDER BY id DESC LIMIT $3"
                 ),
                 &[
                     &filter.automation,
                     &filter.status.map(RunStatus::as_str),
                     &i64::try_from(limit).unwrap_or(i64::MAX),
+                    &filter.since,
+                    &filter.until,
+                    &filter.before,
                 ],
             )
             .await
@@ -1028,19 +1047,19 @@ impl Store for PgStore {
 
     async fn get(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {RECORD_COLUMNS} FROM runbook_runs WHERE id = $1"),
-                &[&id],
-            )
+        // Prepared once per connection: a page that reads several runs pays one round trip
+        // per statement, not two.
+        let statement = client
+            .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM runbook_runs WHERE id = $1"))
             .await
             .map_err(|e| db_err(&e))?;
+        let row = client.query_opt(&statement, &[&id]).await.map_err(|e| db_err(&e))?;
         let Some(mut run) = row.as_ref().map(record) else {
             return Ok(None);
         };
-        run.steps = history_steps(&run.id, journal_rows(&**client, &run.id).await?)?;
+        run.steps = history_steps(&run.id, journal_rows(&client, &run.id).await?)?;
         if let Some(approval) = &mut run.approval {
-            approval.approvals = approval_rows(&**client, &run.id).await?;
+            approval.approvals = approval_rows(&client, &run.id).await?;
         }
         Ok(Some(run))
     }
@@ -1293,6 +1312,81 @@ impl Store for PgStore {
             .await
             .map_err(|e| db_err(&e))?;
         Ok(())
+    }
+
+    async fn session_create(&self, session: &ConsoleSession) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO runbook_console_sessions (id_sha256, token_name, token_sha256, csrf, created_at, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &session.id_sha256,
+                    &session.token_name,
+                    &session.token_sha256,
+                    &session.csrf,
+                    &session.created_at,
+                    &session.last_seen,
+                ],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    async fn session_get(&self, id_sha256: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id_sha256, token_name, token_sha256, csrf, created_at, last_seen
+                 FROM runbook_console_sessions WHERE id_sha256 = $1",
+                &[&id_sha256],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(row.map(|r| ConsoleSession {
+            id_sha256: r.get(0),
+            token_name: r.get(1),
+            token_sha256: r.get(2),
+            csrf: r.get(3),
+            created_at: r.get(4),
+            last_seen: r.get(5),
+        }))
+    }
+
+    async fn session_touch(&self, id_sha256: &str, at: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE runbook_console_sessions SET last_seen = GREATEST(last_seen, $2) WHERE id_sha256 = $1",
+                &[&id_sha256, &at],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    async fn session_delete(&self, id_sha256: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM runbook_console_sessions WHERE id_sha256 = $1",
+                &[&id_sha256],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    async fn session_prune(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM runbook_console_sessions WHERE last_seen < $1 OR created_at < $2",
+                &[&idle_before, &created_before],
+            )
+            .await
+            .map_err(|e| db_err(&e))
     }
 
     async fn automations(&self) -> Result<Vec<AutomationSwitch>, StoreError> {

@@ -27,10 +27,10 @@ use tokio::sync::oneshot;
 use runbook_core::{Journal, JournalEntry, JournalError, Resolution};
 
 use super::{
-    APPROVAL_COLUMNS, Approval, AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, DecideError,
-    Decided, Decision, ENTRY_COLUMNS, EXPIRED_TEXT, Enqueued, EntryRow, NewRun, PendingPlan, ResolveError, RunFilter,
-    RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, approval_of, approval_state, fenced, history_steps,
-    journal_entries, json_text, rejection_text, script_digest,
+    APPROVAL_COLUMNS, Approval, AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion,
+    ConsoleSession, DecideError, Decided, Decision, ENTRY_COLUMNS, EXPIRED_TEXT, Enqueued, EntryRow, NewRun,
+    PendingPlan, ResolveError, RunFilter, RunRecord, RunStatus, RunSummary, Stats, Store, StoreError, approval_of,
+    approval_state, fenced, history_steps, journal_entries, json_text, rejection_text, script_digest,
 };
 
 const SCHEMA: &str = r#"
@@ -74,7 +74,7 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 "#;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// From version 1: runs pin their script and count lease epochs; the journal of their steps.
 const MIGRATE_TO_2: &str = r#"
@@ -153,6 +153,22 @@ CREATE TABLE approvals (
 UPDATE meta SET value = '4' WHERE key = 'schema_version';
 "#;
 
+/// From version 4: the console's sessions, and indexes for listing runs by status.
+const MIGRATE_TO_5: &str = r#"
+CREATE TABLE console_sessions (
+    id_sha256    TEXT PRIMARY KEY,
+    token_name   TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    csrf         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL
+);
+CREATE INDEX runs_status_id ON runs (status, id);
+DROP INDEX runs_backlog;
+CREATE INDEX runs_backlog ON runs (automation, status, id);
+UPDATE meta SET value = '5' WHERE key = 'schema_version';
+"#;
+
 /// Brings a store of an older schema up to [`SCHEMA_VERSION`], in one transaction, keeping its
 /// runs; refuses one a newer runbook wrote.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -183,6 +199,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if version < 4 {
         tx.execute_batch(MIGRATE_TO_4).map_err(db_err)?;
         tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 4");
+    }
+    if version < 5 {
+        tx.execute_batch(MIGRATE_TO_5).map_err(db_err)?;
+        tracing::info!(file = %path.display(), "SQLite store upgraded to schema version 5");
     }
     tx.commit().map_err(db_err)
 }
@@ -360,19 +380,45 @@ impl SqliteStore {
     ) -> Result<Vec<T>, StoreError> {
         let filter = filter.clone();
         self.read(move |conn| {
+            use rusqlite::types::Value as Sql;
             let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
+            // Only the filters given, so that SQLite can use an index for each
+            // (`?1 IS NULL OR status = ?1` would make it walk the whole history).
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut values: Vec<Sql> = Vec::new();
+            if let Some(automation) = filter.automation {
+                clauses.push("automation = ?");
+                values.push(Sql::Text(automation));
+            }
+            if let Some(status) = filter.status {
+                clauses.push("status = ?");
+                values.push(Sql::Text(status.as_str().to_owned()));
+            }
+            if let Some(since) = filter.since {
+                clauses.push("created_at >= ?");
+                values.push(Sql::Integer(since));
+            }
+            if let Some(until) = filter.until {
+                clauses.push("created_at < ?");
+                values.push(Sql::Integer(until));
+            }
+            if let Some(before) = filter.before {
+                clauses.push("id < ?");
+                values.push(Sql::Text(before));
+            }
+            let filters = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            values.push(Sql::Integer(limit));
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {columns} FROM runs
-                     WHERE (?1 IS NULL OR automation = ?1) AND (?2 IS NULL OR status = ?2)
-                     ORDER BY id DESC LIMIT ?3"
+                    "SELECT {columns} FROM runs {filters} ORDER BY id DESC LIMIT ?"
                 ))
                 .map_err(db_err)?;
             let rows = stmt
-                .query_map(
-                    params![filter.automation, filter.status.map(RunStatus::as_str), limit],
-                    read,
-                )
+                .query_map(rusqlite::params_from_iter(values), read)
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
@@ -1362,6 +1408,87 @@ impl Store for SqliteStore {
             )
             .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn session_create(&self, session: &ConsoleSession) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO console_sessions (id_sha256, token_name, token_sha256, csrf, created_at, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    s.id_sha256,
+                    s.token_name,
+                    s.token_sha256,
+                    s.csrf,
+                    s.created_at,
+                    s.last_seen
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_get(&self, id_sha256: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        let id = id_sha256.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id_sha256, token_name, token_sha256, csrf, created_at, last_seen
+                 FROM console_sessions WHERE id_sha256 = ?1",
+            )
+            .map_err(db_err)?
+            .query_row(params![id], |r| {
+                Ok(ConsoleSession {
+                    id_sha256: r.get(0)?,
+                    token_name: r.get(1)?,
+                    token_sha256: r.get(2)?,
+                    csrf: r.get(3)?,
+                    created_at: r.get(4)?,
+                    last_seen: r.get(5)?,
+                })
+            })
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn session_touch(&self, id_sha256: &str, at: i64) -> Result<(), StoreError> {
+        let id = id_sha256.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE console_sessions SET last_seen = MAX(last_seen, ?2) WHERE id_sha256 = ?1",
+                params![id, at],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_delete(&self, id_sha256: &str) -> Result<(), StoreError> {
+        let id = id_sha256.to_owned();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM console_sessions WHERE id_sha256 = ?1", params![id])
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_prune(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let gone = conn
+                .execute(
+                    "DELETE FROM console_sessions WHERE last_seen < ?1 OR created_at < ?2",
+                    params![idle_before, created_before],
+                )
+                .map_err(db_err)?;
+            Ok(gone as u64)
         })
         .await
     }

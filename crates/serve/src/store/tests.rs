@@ -1019,6 +1019,11 @@ const OLD_DELIVERY: &str = "INSERT INTO {runs} (id, automation, trigger, idem_ke
 
 /// What an upgraded store must still hold, and do with a run queued before the upgrade.
 async fn assert_old_runs_kept(name: &str, store: &dyn Store) {
+    assert_eq!(
+        store.session_get("none").await.unwrap(),
+        None,
+        "{name}: the console's sessions table is there"
+    );
     let old = store.get("old-done").await.unwrap().unwrap();
     assert_eq!(
         (old.status, old.result, old.steps.len()),
@@ -1066,7 +1071,7 @@ async fn an_sqlite_file_of_the_first_schema_is_upgraded_in_place() {
     let version: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, "4");
+    assert_eq!(version, "5");
     // Opening it again changes nothing; a file from a newer runbook is refused.
     drop(SqliteStore::open(&path).await.unwrap());
     conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", [])
@@ -1633,5 +1638,132 @@ async fn a_rejected_expired_or_cancelled_plan_ends_the_run() {
         // Finished approval runs are pruned with their decisions.
         assert_eq!(store.prune(now_ms() + 1000).await.unwrap(), 4, "{}", b.name);
         assert!(store.get(&rejected.id).await.unwrap().is_none(), "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_shared_by_instances_and_end_by_sign_out_or_age() {
+    for b in backends().await {
+        let (one, other) = (&b.handles[0], &b.handles[1]);
+        let now = now_ms();
+        let session = |id: &str, created_at: i64, last_seen: i64| ConsoleSession {
+            id_sha256: id.to_owned(),
+            token_name: "alice".to_owned(),
+            token_sha256: "ab".repeat(32),
+            csrf: format!("csrf-{id}"),
+            created_at,
+            last_seen,
+        };
+        one.session_create(&session("fresh", now, now)).await.unwrap();
+        one.session_create(&session("idle", now - 10_000, now - 10_000))
+            .await
+            .unwrap();
+        one.session_create(&session("old", now - 100_000, now)).await.unwrap();
+        assert_eq!(
+            other.session_get("fresh").await.unwrap(),
+            Some(session("fresh", now, now)),
+            "{}: another instance knows the session",
+            b.name
+        );
+        assert_eq!(other.session_get("unknown").await.unwrap(), None);
+        other.session_touch("idle", now).await.unwrap();
+        other.session_touch("idle", now - 50_000).await.unwrap();
+        assert_eq!(
+            one.session_get("idle").await.unwrap().unwrap().last_seen,
+            now,
+            "{}: never goes back",
+            b.name
+        );
+        one.session_create(&session("stale", now - 10_000, now - 10_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            one.session_prune(now - 5_000, now - 50_000).await.unwrap(),
+            2,
+            "{}",
+            b.name
+        );
+        assert!(one.session_get("stale").await.unwrap().is_none());
+        assert!(one.session_get("old").await.unwrap().is_none());
+        other.session_delete("fresh").await.unwrap();
+        assert!(
+            one.session_get("fresh").await.unwrap().is_none(),
+            "{}: sign-out ends it everywhere",
+            b.name
+        );
+        assert!(one.session_get("idle").await.unwrap().is_some());
+        assert!(
+            one.session_create(&session("idle", now, now)).await.is_err(),
+            "{}: a session id is never reused",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_listed_by_time_and_page_by_page() {
+    for b in backends().await {
+        let store = &b.handles[0];
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(
+                store
+                    .enqueue(run("paged", Some(&format!("p{i}"))))
+                    .await
+                    .unwrap()
+                    .run_id,
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let all = store
+            .list_summaries(&RunFilter {
+                automation: Some("paged".into()),
+                limit: 2,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&ids[4], &ids[3]],
+            "{}",
+            b.name
+        );
+        let next = store
+            .list_summaries(&RunFilter {
+                automation: Some("paged".into()),
+                limit: 2,
+                before: Some(all[1].id.clone()),
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&ids[2], &ids[1]],
+            "{}",
+            b.name
+        );
+        let middle = store.get(&ids[2]).await.unwrap().unwrap().created_at;
+        let since = store
+            .list_summaries(&RunFilter {
+                automation: Some("paged".into()),
+                since: Some(middle),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(since.len(), 3, "{}: created at or after", b.name);
+        let until = store
+            .list_summaries(&RunFilter {
+                automation: Some("paged".into()),
+                until: Some(middle),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(until.len(), 2, "{}: created before", b.name);
     }
 }

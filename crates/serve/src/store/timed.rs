@@ -17,8 +17,8 @@ use runbook_core::Resolution;
 use serde_json::Value;
 
 use super::{
-    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, DecideError, Decided, Decision,
-    Enqueued, NewRun, PendingPlan, ResolveError, RunFilter, RunRecord, RunSummary, Stats, Store, StoreError,
+    AutomationSwitch, Backlog, CancelError, Cancelled, ClaimedRun, Completion, ConsoleSession, DecideError, Decided,
+    Decision, Enqueued, NewRun, PendingPlan, ResolveError, RunFilter, RunRecord, RunSummary, Stats, Store, StoreError,
 };
 use crate::metrics::Metrics;
 
@@ -195,6 +195,28 @@ impl Store for TimedStore {
 
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.call("stats", self.inner.stats()).await
+    }
+
+    async fn session_create(&self, session: &ConsoleSession) -> Result<(), StoreError> {
+        self.call("session_create", self.inner.session_create(session)).await
+    }
+
+    async fn session_get(&self, id_sha256: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        self.call("session_get", self.inner.session_get(id_sha256)).await
+    }
+
+    async fn session_touch(&self, id_sha256: &str, at: i64) -> Result<(), StoreError> {
+        self.call("session_touch", self.inner.session_touch(id_sha256, at))
+            .await
+    }
+
+    async fn session_delete(&self, id_sha256: &str) -> Result<(), StoreError> {
+        self.call("session_delete", self.inner.session_delete(id_sha256)).await
+    }
+
+    async fn session_prune(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError> {
+        self.call("session_prune", self.inner.session_prune(idle_before, created_before))
+            .await
     }
 
     async fn changes_since(&self, automation: Option<&str>, since_ms: i64) -> Result<u64, StoreError> {
