@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod console;
 mod journal;
 mod outage;
 mod plugin;
@@ -53,7 +54,7 @@ struct Args {
     which: Which,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
 enum Which {
     /// Everything below, in order.
     All,
@@ -83,6 +84,22 @@ enum Which {
     Outage,
     /// An external plugin (Python) against the same action built in, at 10 ms service latency.
     Plugin,
+    /// runbook serve: the console's pages (p50 / p99 / max) with a history of `--runs` runs.
+    /// SQLite unless `--postgres URL` is given (a fresh schema on it). Not part of `all`.
+    Console {
+        /// Runs in the history.
+        #[arg(long = "runs", default_value_t = 10_000)]
+        history: usize,
+        /// Requests per page, from one client and again from 8 at once.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        /// The PostgreSQL server to hold the history instead of SQLite.
+        #[arg(long = "postgres")]
+        postgres_url: Option<String>,
+        /// Keep the seeded store and its runbook.toml in this directory (to explore them).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Print the benchmarks' tenant as a fixture (for `runbook sim --fixture`, e.g. to profile).
     Tenant {
         /// Access users (each with a PrivX account).
@@ -154,6 +171,15 @@ async fn main() -> Result<()> {
     }
     if all || args.which == Which::Cluster {
         cluster(&runbook, &args.postgres, args.runs).await?;
+    }
+    if let Which::Console {
+        history,
+        requests,
+        postgres_url,
+        keep,
+    } = &args.which
+    {
+        console::console(&runbook, *history, *requests, postgres_url.as_deref(), keep.as_deref()).await?;
     }
     if all || args.which == Which::Outage {
         outage::outage(&runbook, 30).await?;
