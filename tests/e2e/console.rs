@@ -569,6 +569,29 @@ async fn behind_an_https_proxy_the_cookie_is_secure_and_bound_to_the_host() {
     assert!(session.starts_with("__Host-runbook_session="), "{session}");
     assert!(session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Strict"));
 
+    let page = as_proxied(client.get(format!("{}/runs", server.url)))
+        .header("cookie", session.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["strict-transport-security"], "max-age=31536000");
+
+    // Opened at the listen address itself, perhaps over plain http, where the Secure cookie
+    // would never come back: the sign-in page says where to go.
+    let direct = client.get(format!("{}/sign-in", server.url)).send().await.unwrap();
+    assert!(direct.headers().get("strict-transport-security").is_none());
+    let text = direct.text().await.unwrap();
+    assert!(text.contains("runbook.example.com instead"), "{text}");
+    let proxied = as_proxied(client.get(format!("{}/sign-in", server.url)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!proxied.contains("instead"), "no hint at the published address");
+
     // A name this server is not published under (DNS rebinding) gets no page.
     let rebound = client
         .get(format!("{}/sign-in", server.url))

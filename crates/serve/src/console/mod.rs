@@ -47,7 +47,8 @@ pub(crate) fn router(app: Arc<App>) -> Router<Arc<App>> {
 /// Refuses a Host this server does not answer to (DNS rebinding), and gives every answer the
 /// headers that keep it out of other sites' frames, caches and script.
 async fn console_guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if !host_allowed(&app, &request_host(&request)) {
+    let host = request_host(&request);
+    if !host_allowed(&app, &host) {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             "this console answers for its listen address and public_url only; if it is reached under another name, set [serve] public_url",
@@ -67,6 +68,20 @@ async fn console_guard(State(app): State<Arc<App>>, request: Request, next: Next
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    // Published over https: browsers that reached it there keep to https for a year.
+    if session::secure(&app)
+        && app
+            .config
+            .settings
+            .public_url
+            .as_ref()
+            .is_some_and(|p| p.hosts.contains(&host.trim().to_ascii_lowercase()))
+    {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     if !is_asset {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

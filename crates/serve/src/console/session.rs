@@ -38,12 +38,34 @@ const SIGN_IN_COOKIE: &str = "runbook_signin";
 /// timeout, when that is shorter): a page view is not a write.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-fn secure(app: &App) -> bool {
+/// Whether the console is published over https (`public_url`), so its cookies are `Secure`.
+pub(super) fn secure(app: &App) -> bool {
     app.config
         .settings
         .public_url
         .as_ref()
         .is_some_and(|p| p.origin.starts_with("https://"))
+}
+
+/// The address to open instead, when the console is published over https but this request
+/// reached it under another name (the listen address itself, perhaps over plain http, where the
+/// browser would never send the `Secure` cookie back and signing in would go round in circles).
+/// Only a hint: a proxy that does not pass the Host header on looks the same.
+fn elsewhere(app: &App, headers: &HeaderMap) -> Option<String> {
+    let public = app.config.settings.public_url.as_ref().filter(|_| secure(app))?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    (!public.hosts.contains(&host)).then(|| public.url.clone())
+}
+
+fn use_public_url(url: &str) -> String {
+    format!(
+        "this console is published at {url} (public_url) and its session cookie is Secure: if you opened this page over plain http, signing in will not stick — open {url} instead"
+    )
 }
 
 fn now_ms() -> i64 {
@@ -200,7 +222,8 @@ pub(super) async fn sign_in_page(
         Err(page) => return page,
     }
     let notice = query.signed_out.map(|_| "You are signed out.");
-    sign_in_form(&app, StatusCode::OK, None, notice)
+    let problem = elsewhere(&app, &headers).map(|url| use_public_url(&url));
+    sign_in_form(&app, StatusCode::OK, problem.as_deref(), notice)
 }
 
 fn sign_in_form(app: &App, status: StatusCode, problem: Option<&str>, notice: Option<&str>) -> Response {
